@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+// Ambient: distributed data-parallel training of diffusion models from corrupted data.
+// Layers (docs/architecture.md): ambient (CLI) -> Training -> Cluster -> Wire
+//                                                 └-> Diffusion -> TensorCore -> COpenBLAS
+//                                                 └-> Datasets  -> TensorCore, CZlib
+import PackageDescription
+
+// Numeric kernels are hot loops: always optimise them, even in debug builds, so the
+// test suite and a debug CLI stay usable.
+let optimizedKernels: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+let package = Package(
+    name: "Ambient",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ambient", targets: ["ambient"]),
+        .executable(name: "bench", targets: ["bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries from Debian packages.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
+                       providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+
+        // Tensors, BLAS, kernels, the tape, RNG, parameters and optimiser.
+        .target(name: "TensorCore", dependencies: ["COpenBLAS"], swiftSettings: optimizedKernels),
+        // EDM preconditioning, networks, objectives (SPEC O1-O6), samplers, oracles.
+        .target(name: "Diffusion", dependencies: ["TensorCore"], swiftSettings: optimizedKernels),
+        // Loaders, formats (IDX, NPY, PNG), synthetic data, corruption.
+        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], swiftSettings: optimizedKernels),
+        // Byte formats: safetensors, and (cluster) headers and codecs. Pure functions over bytes.
+        .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"]),
+        // Run configuration, the training loop, run directories.
+        .target(name: "Training",
+                dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire",
+                               .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "ambient",
+                          dependencies: ["Training", "Diffusion", "Datasets", "Wire", "TensorCore",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "bench",
+                          dependencies: ["Training", "Diffusion", "TensorCore", "Datasets",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: optimizedKernels),
+
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TensorCore"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Diffusion", "Datasets", "TensorCore", "Wire"]),
+        .testTarget(name: "CLITests", dependencies: ["ambient"]),
+    ]
+)

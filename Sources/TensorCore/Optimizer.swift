@@ -1,0 +1,105 @@
+/// Adam (Kingma & Ba 2015) with bias correction, as one loop over the flat buffers.
+public final class Adam<T: Scalar>: @unchecked Sendable {
+    public struct Options: Sendable, Codable, Equatable {
+        public var learningRate: Double
+        public var beta1: Double
+        public var beta2: Double
+        public var epsilon: Double
+        /// Linear learning-rate warm-up over this many steps (0: none).
+        public var warmupSteps: Int
+        public init(learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999,
+                    epsilon: Double = 1e-8, warmupSteps: Int = 0) {
+            self.learningRate = learningRate
+            self.beta1 = beta1
+            self.beta2 = beta2
+            self.epsilon = epsilon
+            self.warmupSteps = warmupSteps
+        }
+    }
+
+    public let options: Options
+    public let count: Int
+    /// First and second moments, same layout as the parameters.
+    public let m: UnsafeMutablePointer<T>
+    public let v: UnsafeMutablePointer<T>
+    /// Number of updates applied so far.
+    public private(set) var step = 0
+
+    public init(count: Int, options: Options) {
+        self.count = count
+        self.options = options
+        m = .allocate(capacity: max(count, 1))
+        m.initialize(repeating: 0, count: max(count, 1))
+        v = .allocate(capacity: max(count, 1))
+        v.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit {
+        m.deallocate()
+        v.deallocate()
+    }
+
+    /// The learning rate used for update number `step + 1`.
+    public func learningRate(atStep s: Int) -> Double {
+        let w = options.warmupSteps
+        return w > 0 ? options.learningRate * min(1, Double(s + 1) / Double(w)) : options.learningRate
+    }
+
+    /// `params -= lr * mhat / (sqrt(vhat) + eps)`.
+    public func update(params: UnsafeMutablePointer<T>, grads: UnsafePointer<T>) {
+        let lr = learningRate(atStep: step)
+        step += 1
+        let b1 = T(options.beta1), b2 = T(options.beta2)
+        let c1 = T(1 - pow(options.beta1, Double(step)))
+        let c2 = T(1 - pow(options.beta2, Double(step)))
+        let stepSize = T(lr) / c1
+        let invSqrtC2 = 1 / c2.squareRoot()
+        T.adamUpdate(params, grads, m, v, count, beta1: b1, beta2: b2, stepSize: stepSize,
+                     invSqrtC2: invSqrtC2, eps: T(options.epsilon))
+    }
+
+    /// Restores the optimiser state (for exact resume from a checkpoint).
+    public func restore(step: Int, m source: [T], v sourceV: [T]) {
+        precondition(source.count == count && sourceV.count == count)
+        self.step = step
+        source.withUnsafeBufferPointer { m.update(from: $0.baseAddress!, count: count) }
+        sourceV.withUnsafeBufferPointer { v.update(from: $0.baseAddress!, count: count) }
+    }
+}
+
+/// Exponential moving average of the parameters, `ema = d ema + (1 - d) params`, with the
+/// warm-up `d_t = min(d, (1 + t) / (10 + t))` so early averages are not dominated by the
+/// random initialisation.
+public final class ParameterEMA<T: Scalar>: @unchecked Sendable {
+    public let decay: Double
+    public let count: Int
+    public let values: UnsafeMutablePointer<T>
+    public private(set) var updates = 0
+
+    public init(copying params: UnsafePointer<T>, count: Int, decay: Double) {
+        self.decay = decay
+        self.count = count
+        values = .allocate(capacity: max(count, 1))
+        values.initialize(from: params, count: count)
+    }
+
+    deinit { values.deallocate() }
+
+    public func update(from params: UnsafePointer<T>) {
+        let t = Double(updates)
+        updates += 1
+        T.emaUpdate(values, params, decay: T(min(decay, (1 + t) / (10 + t))), count)
+    }
+
+    public func restore(updates: Int, values source: [T]) {
+        precondition(source.count == count)
+        self.updates = updates
+        source.withUnsafeBufferPointer { values.update(from: $0.baseAddress!, count: count) }
+    }
+
+    public func snapshot() -> [T] { Array(UnsafeBufferPointer(start: values, count: count)) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

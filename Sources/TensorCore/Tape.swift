@@ -1,0 +1,238 @@
+/// A value on the tape: an index into its node table.
+public struct Var: Hashable, Sendable {
+    public let id: Int
+}
+
+/// A small reverse-mode automatic differentiation tape over 2-D (rows, cols) tensors.
+///
+/// Few primitives, one derivative rule each (in `Tape+Backward.swift`); networks and losses are
+/// compositions of them. Values and gradients live in an `Arena`: `reset()` between steps
+/// makes a step allocation-free once shapes repeat. Parameters are views into a
+/// `ParameterStore`, so their gradients accumulate straight into its flat gradient buffer.
+///
+/// With `recordsGradients == false` (inference, sampler passes, no-grad branches) nothing is
+/// recorded and no gradient memory is allocated.
+public final class Tape<T: Scalar> {
+    struct Node {
+        let value: UnsafeMutablePointer<T>
+        let grad: UnsafeMutablePointer<T>?
+        let rows: Int
+        let cols: Int
+        var count: Int { rows * cols }
+    }
+
+    enum Op {
+        case linear(x: Int, w: Int, b: Int, y: Int)          // b == -1: no bias
+        case add(a: Int, b: Int, y: Int)
+        case sub(a: Int, b: Int, y: Int)
+        case mul(a: Int, b: Int, y: Int)
+        case scaleRows(x: Int, s: Int, y: Int)
+        case silu(x: Int, y: Int)
+        case layerNorm(x: Int, gamma: Int, beta: Int, y: Int, stats: UnsafeMutablePointer<T>)
+        case concatColumns(a: Int, b: Int, y: Int)
+        case weightedSumOfSquares(x: Int, w: Int, y: Int)
+        case weightedDot(a: Int, b: Int, w: Int, y: Int)
+    }
+
+    var nodes: [Node] = []
+    var ops: [Op] = []
+    let arena: Arena<T>
+    /// Record operations and allocate gradients (training); false for inference.
+    public var recordsGradients: Bool
+
+    public init(recordsGradients: Bool = true, initialCapacity: Int = 1 << 16) {
+        self.recordsGradients = recordsGradients
+        arena = Arena(initialCapacity: initialCapacity)
+        nodes.reserveCapacity(256)
+        ops.reserveCapacity(256)
+    }
+
+    /// Forgets every node; the memory is reused by the next step.
+    public func reset() {
+        nodes.removeAll(keepingCapacity: true)
+        ops.removeAll(keepingCapacity: true)
+        arena.reset()
+    }
+
+    // MARK: Access
+
+    public func shape(_ v: Var) -> (rows: Int, cols: Int) { (nodes[v.id].rows, nodes[v.id].cols) }
+    public func value(_ v: Var) -> UnsafeMutablePointer<T> { nodes[v.id].value }
+    /// The gradient of the last `backward` with respect to `v` (nil if `v` needs none).
+    public func grad(_ v: Var) -> UnsafeMutablePointer<T>? { nodes[v.id].grad }
+    public func requiresGrad(_ v: Var) -> Bool { nodes[v.id].grad != nil }
+
+    /// A copy of `v`'s value as a tensor of shape (rows, cols).
+    public func tensor(_ v: Var) -> Tensor<T> {
+        let n = nodes[v.id]
+        return Tensor(shape: [n.rows, n.cols], storage: Array(UnsafeBufferPointer(start: n.value, count: n.count)))
+    }
+
+    /// The value of a 1x1 node.
+    public func scalar(_ v: Var) -> T { nodes[v.id].value[0] }
+
+    // MARK: Leaves
+
+    /// Scratch memory for the caller, valid until `reset()` (e.g. per-row constants).
+    public func scratch(_ count: Int) -> UnsafeMutablePointer<T> { arena.allocate(count) }
+
+    /// A constant (no gradient) of the given shape, uninitialised: the caller fills `value(v)`.
+    public func constant(rows: Int, cols: Int) -> Var {
+        addNode(rows: rows, cols: cols, needsGrad: false)
+    }
+
+    /// A constant copied from `source` (rows * cols elements).
+    public func constant(_ source: UnsafePointer<T>, rows: Int, cols: Int) -> Var {
+        let v = constant(rows: rows, cols: cols)
+        value(v).update(from: source, count: rows * cols)
+        return v
+    }
+
+    public func constant(_ t: Tensor<T>) -> Var {
+        let rows = t.rows, cols = t.rowSize
+        return t.storage.withUnsafeBufferPointer { constant($0.baseAddress!, rows: rows, cols: cols) }
+    }
+
+    /// A leaf whose gradient is wanted (gradient checks, inputs to be differentiated).
+    public func variable(_ source: UnsafePointer<T>, rows: Int, cols: Int) -> Var {
+        let v = addNode(rows: rows, cols: cols, needsGrad: true)
+        value(v).update(from: source, count: rows * cols)
+        return v
+    }
+
+    /// A parameter of `store` viewed as (rows, cols); its gradient accumulates into `store.grads`.
+    public func parameter(_ store: ParameterStore<T>, _ slot: Int, rows: Int, cols: Int) -> Var {
+        precondition(store.layout.slots[slot].count == rows * cols,
+                     "parameter \(store.layout.slots[slot].name) has \(store.layout.slots[slot].count) elements, viewed as \(rows)x\(cols)")
+        nodes.append(Node(value: store.value(slot), grad: recordsGradients ? store.grad(slot) : nil, rows: rows, cols: cols))
+        return Var(id: nodes.count - 1)
+    }
+
+    func addNode(rows: Int, cols: Int, needsGrad: Bool) -> Var {
+        let n = rows * cols
+        let value = arena.allocate(n)
+        let grad = (needsGrad && recordsGradients) ? arena.allocateZeroed(n) : nil
+        nodes.append(Node(value: value, grad: grad, rows: rows, cols: cols))
+        return Var(id: nodes.count - 1)
+    }
+
+    func output(rows: Int, cols: Int, inputs: Var...) -> Var {
+        let needs = recordsGradients && inputs.contains { nodes[$0.id].grad != nil }
+        return addNode(rows: rows, cols: cols, needsGrad: needs)
+    }
+
+    func record(_ op: Op, output y: Var) {
+        if nodes[y.id].grad != nil { ops.append(op) }
+    }
+
+    // MARK: Primitives (forward)
+
+    /// `y = x W + b` with x (R, in), W (in, out), b (1, out) or none.
+    public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
+        let (r, k) = shape(x), (wk, n) = shape(w)
+        precondition(k == wk, "linear: x has \(k) columns, W has \(wk) rows")
+        if let b { precondition(shape(b) == (1, n) || nodes[b.id].count == n, "linear: bias shape") }
+        let y = b.map { output(rows: r, cols: n, inputs: x, w, $0) } ?? output(rows: r, cols: n, inputs: x, w)
+        let yp = value(y)
+        if let b { T.broadcastRows(value(b), yp, rows: r, cols: n) }
+        T.gemm(transA: false, transB: false, m: r, n: n, k: k, alpha: 1, a: value(x), lda: k,
+               b: value(w), ldb: n, beta: b == nil ? 0 : 1, c: yp, ldc: n)
+        record(.linear(x: x.id, w: w.id, b: b?.id ?? -1, y: y.id), output: y)
+        return y
+    }
+
+    public func add(_ a: Var, _ b: Var) -> Var {
+        precondition(shape(a) == shape(b), "add: shapes \(shape(a)) and \(shape(b))")
+        let (r, c) = shape(a)
+        let y = output(rows: r, cols: c, inputs: a, b)
+        T.addScaled(value(a), value(b), alpha: 1, value(y), r * c)
+        record(.add(a: a.id, b: b.id, y: y.id), output: y)
+        return y
+    }
+
+    public func sub(_ a: Var, _ b: Var) -> Var {
+        precondition(shape(a) == shape(b), "sub: shapes \(shape(a)) and \(shape(b))")
+        let (r, c) = shape(a)
+        let y = output(rows: r, cols: c, inputs: a, b)
+        T.addScaled(value(a), value(b), alpha: -1, value(y), r * c)
+        record(.sub(a: a.id, b: b.id, y: y.id), output: y)
+        return y
+    }
+
+    /// Elementwise product.
+    public func mul(_ a: Var, _ b: Var) -> Var {
+        precondition(shape(a) == shape(b), "mul: shapes \(shape(a)) and \(shape(b))")
+        let (r, c) = shape(a)
+        let y = output(rows: r, cols: c, inputs: a, b)
+        T.multiply(value(a), value(b), value(y), r * c)
+        record(.mul(a: a.id, b: b.id, y: y.id), output: y)
+        return y
+    }
+
+    /// `y[i, j] = s[i] x[i, j]` with s of shape (R, 1).
+    public func scaleRows(_ x: Var, _ s: Var) -> Var {
+        let (r, c) = shape(x)
+        precondition(shape(s) == (r, 1), "scaleRows: scale shape \(shape(s)), expected (\(r), 1)")
+        let y = output(rows: r, cols: c, inputs: x, s)
+        T.scaleRows(value(x), value(s), value(y), rows: r, cols: c)
+        record(.scaleRows(x: x.id, s: s.id, y: y.id), output: y)
+        return y
+    }
+
+    /// SiLU, `x sigmoid(x)`.
+    public func silu(_ x: Var) -> Var {
+        let (r, c) = shape(x)
+        let y = output(rows: r, cols: c, inputs: x)
+        T.siluForward(value(x), value(y), r * c)
+        record(.silu(x: x.id, y: y.id), output: y)
+        return y
+    }
+
+    /// Layer normalisation over each row, with gain and bias of shape (1, cols).
+    public func layerNorm(_ x: Var, gamma: Var, beta: Var, eps: T = 1e-5) -> Var {
+        let (r, c) = shape(x)
+        precondition(nodes[gamma.id].count == c && nodes[beta.id].count == c, "layerNorm: gain/bias size")
+        let y = output(rows: r, cols: c, inputs: x, gamma, beta)
+        let stats = arena.allocate(2 * r)
+        T.layerNormForward(value(x), value(gamma), value(beta), value(y), stats, stats + r, rows: r, cols: c, eps: eps)
+        record(.layerNorm(x: x.id, gamma: gamma.id, beta: beta.id, y: y.id, stats: stats), output: y)
+        return y
+    }
+
+    /// `[a | b]` along columns (same row count).
+    public func concatColumns(_ a: Var, _ b: Var) -> Var {
+        let (r, ca) = shape(a), (rb, cb) = shape(b)
+        precondition(r == rb, "concatColumns: row counts \(r) and \(rb)")
+        let y = output(rows: r, cols: ca + cb, inputs: a, b)
+        let yp = value(y), ap = value(a), bp = value(b)
+        for i in 0..<r {
+            (yp + i * (ca + cb)).update(from: ap + i * ca, count: ca)
+            (yp + i * (ca + cb) + ca).update(from: bp + i * cb, count: cb)
+        }
+        record(.concatColumns(a: a.id, b: b.id, y: y.id), output: y)
+        return y
+    }
+
+    /// The scalar `sum_i w[i] ||x[i, :]||^2`, with w of shape (R, 1) (loss weights).
+    public func weightedSumOfSquares(_ x: Var, weights w: Var) -> Var {
+        let (r, c) = shape(x)
+        precondition(shape(w) == (r, 1), "weightedSumOfSquares: weight shape \(shape(w))")
+        precondition(nodes[w.id].grad == nil, "weightedSumOfSquares: weights must be constants")
+        let y = output(rows: 1, cols: 1, inputs: x)
+        value(y)[0] = T(T.weightedSumOfSquares(value(x), value(w), rows: r, cols: c))
+        record(.weightedSumOfSquares(x: x.id, w: w.id, y: y.id), output: y)
+        return y
+    }
+
+    /// The scalar `sum_i w[i] <a[i, :], b[i, :]>`, with w of shape (R, 1) (loss weights).
+    public func weightedDot(_ a: Var, _ b: Var, weights w: Var) -> Var {
+        let (r, c) = shape(a)
+        precondition(shape(a) == shape(b), "weightedDot: shapes \(shape(a)) and \(shape(b))")
+        precondition(shape(w) == (r, 1), "weightedDot: weight shape \(shape(w))")
+        precondition(nodes[w.id].grad == nil, "weightedDot: weights must be constants")
+        let y = output(rows: 1, cols: 1, inputs: a, b)
+        value(y)[0] = T(T.weightedDot(value(a), value(b), value(w), rows: r, cols: c))
+        record(.weightedDot(a: a.id, b: b.id, w: w.id, y: y.id), output: y)
+        return y
+    }
+}
