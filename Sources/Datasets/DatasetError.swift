@@ -6,10 +6,6 @@ import Foundation
 /// and says what to do about it. `name` is a file path, or a label such as `"<bytes>"` when a
 /// pure decoder was handed bytes that came from somewhere else.
 public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
-    /// The file could not be opened or read; `hint` says how to get it.
-    case cannotRead(name: String, reason: String, hint: String)
-    /// The file (or its temporary sibling) could not be written.
-    case cannotWrite(name: String, reason: String)
     /// A dataset was not found in any of the places searched.
     case notFound(dataset: String, searched: [String], hint: String)
     /// The byte count differs from what the header implies (truncated, or trailing bytes).
@@ -29,10 +25,6 @@ public enum DatasetError: Error, Equatable, Sendable, CustomStringConvertible, L
 
     public var description: String {
         switch self {
-        case let .cannotRead(name, reason, hint):
-            return "\(name): cannot read (\(reason)). \(hint)"
-        case let .cannotWrite(name, reason):
-            return "\(name): cannot write (\(reason)). Check that the directory exists, is writable and has free space."
         case let .notFound(dataset, searched, hint):
             return "\(dataset) not found; searched: \(searched.joined(separator: ", ")). \(hint)"
         case let .wrongLength(name, expected, actual):

@@ -1,3 +1,4 @@
+import TensorCore
 import CZlib
 
 /// The decompressed contents of the gzip file at `path`.

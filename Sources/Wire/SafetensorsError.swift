@@ -4,8 +4,6 @@ import Foundation
 ///
 /// `name` is a file path, or `"<bytes>"` (or another label) for bytes decoded in memory.
 public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
-    case cannotRead(path: String, reason: String)
-    case cannotWrite(path: String, reason: String)
     /// Fewer bytes than the header length field (or a tensor's offsets) require.
     case truncated(name: String, expectedBytes: Int, actualBytes: Int)
     /// The header is not valid UTF-8 JSON of the safetensors shape.
@@ -23,10 +21,6 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
 
     public var description: String {
         switch self {
-        case let .cannotRead(path, reason):
-            return "\(path): cannot read (\(reason)). Check the path and its permissions."
-        case let .cannotWrite(path, reason):
-            return "\(path): cannot write (\(reason)). Check that the directory exists, is writable and has free space."
         case let .truncated(name, expected, actual):
             return "\(name): truncated safetensors data: need \(expected) bytes, have \(actual). "
                 + "The file is incomplete (interrupted write or copy?): use an intact copy."

@@ -221,10 +221,11 @@ import Datasets
         #expect(try dir.listing() == ["a.npy", "i.npy"])
         #expect(try NPY.readFloat(dir.file("a.npy")) == Self.tensor([3]))
         #expect(try NPY.readIntegers(dir.file("i.npy")).values == [1, 2, 3])
-        let e = datasetError { try NPY.write(t, to: dir.file("no/such/dir/a.npy")) }
-        guard case .cannotWrite? = e else { Issue.record("\(String(describing: e))"); return }
-        guard case .cannotRead? = datasetError({ _ = try NPY.readFloat(dir.file("missing.npy")) }) else {
-            Issue.record("missing file"); return
+        #expect { try NPY.write(t, to: dir.file("no/such/dir/a.npy")) } throws: { e in
+            (e as? FileIOError).map { $0.operation == .write } ?? false
+        }
+        #expect { _ = try NPY.readFloat(dir.file("missing.npy")) } throws: { e in
+            (e as? FileIOError).map { $0.operation == .read && $0.path == dir.file("missing.npy") } ?? false
         }
     }
 

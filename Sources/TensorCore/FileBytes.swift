@@ -4,21 +4,36 @@ import Glibc
 import Darwin
 #endif
 
+/// A file that could not be read or written, with the system's reason.
+public struct FileIOError: Error, CustomStringConvertible, Sendable {
+    public enum Operation: String, Sendable { case read, write }
+    public let operation: Operation
+    public let path: String
+    public let reason: String
+    public var description: String {
+        switch operation {
+        case .read: return "cannot read \(path): \(reason). Check the path and its permissions."
+        case .write: return "cannot write \(path): \(reason). Check that the directory exists, is writable and has free space."
+        }
+    }
+}
+
 /// Whole-file reads and crash-safe whole-file writes, with errors that name the file.
-enum FileBytes {
-    /// The bytes of the file at `path`; `hint` is appended to the error when it cannot be read.
-    static func contents(of path: String, hint: String = "Check the path.") throws -> [UInt8] {
+/// Every format of the project (NPY, safetensors, checkpoints, run files) writes through here.
+public enum FileBytes {
+    /// The bytes of the file at `path`.
+    public static func contents(of path: String) throws(FileIOError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw DatasetError.cannotRead(name: path, reason: lastErrorText(), hint: hint)
+            throw FileIOError(operation: .read, path: path, reason: lastErrorText())
         }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
-            throw DatasetError.cannotRead(name: path, reason: lastErrorText(), hint: hint)
+            throw FileIOError(operation: .read, path: path, reason: lastErrorText())
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw DatasetError.cannotRead(name: path, reason: "not a regular file", hint: hint)
+            throw FileIOError(operation: .read, path: path, reason: "not a regular file")
         }
         let size = Int(info.st_size)
         var bytes = [UInt8](repeating: 0, count: size)
@@ -27,7 +42,7 @@ enum FileBytes {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw DatasetError.cannotRead(name: path, reason: lastErrorText(), hint: hint)
+                throw FileIOError(operation: .read, path: path, reason: lastErrorText())
             }
             if n == 0 { break }  // the file shrank while we read it
             done += n
@@ -37,28 +52,28 @@ enum FileBytes {
 
     /// Writes `bytes` to `path` through a temporary sibling, fsync and rename, so that a crash
     /// leaves either the old file or the complete new one, never a partial file.
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(FileIOError) {
         var template = Array("\(path).partial.XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw DatasetError.cannotWrite(name: path, reason: lastErrorText()) }
+        guard fd >= 0 else { throw FileIOError(operation: .write, path: path, reason: lastErrorText()) }
         let temporary = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var closed = false
-        do {
+        do throws(FileIOError) {
             defer { if !closed { close(fd) } }
-            guard fchmod(fd, 0o644) == 0 else { throw DatasetError.cannotWrite(name: temporary, reason: lastErrorText()) }
+            guard fchmod(fd, 0o644) == 0 else { throw FileIOError(operation: .write, path: temporary, reason: lastErrorText()) }
             var done = 0
             while done < bytes.count {
                 let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw DatasetError.cannotWrite(name: temporary, reason: lastErrorText())
+                    throw FileIOError(operation: .write, path: temporary, reason: lastErrorText())
                 }
                 done += n
             }
-            guard fsync(fd) == 0 else { throw DatasetError.cannotWrite(name: temporary, reason: lastErrorText()) }
+            guard fsync(fd) == 0 else { throw FileIOError(operation: .write, path: temporary, reason: lastErrorText()) }
             closed = true
-            guard close(fd) == 0 else { throw DatasetError.cannotWrite(name: temporary, reason: lastErrorText()) }
-            guard rename(temporary, path) == 0 else { throw DatasetError.cannotWrite(name: path, reason: lastErrorText()) }
+            guard close(fd) == 0 else { throw FileIOError(operation: .write, path: temporary, reason: lastErrorText()) }
+            guard rename(temporary, path) == 0 else { throw FileIOError(operation: .write, path: path, reason: lastErrorText()) }
         } catch {
             unlink(temporary)
             throw error
@@ -81,7 +96,7 @@ enum FileBytes {
         }
     }
 
-    static func lastErrorText() -> String {
+    public static func lastErrorText() -> String {
         String(cString: strerror(errno))
     }
 }

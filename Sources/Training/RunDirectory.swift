@@ -1,0 +1,98 @@
+import Diffusion
+import Foundation
+import TensorCore
+import Wire
+
+/// The files of a run (documented in docs/formats.md):
+///
+///     config.json        resolved configuration, its hash, format version, data summary
+///     metrics.jsonl      one JSON object per logged step
+///     model.safetensors  EMA weights of the denoiser, with the configuration in its metadata
+///                        (written last, atomically: its presence means the run completed)
+public struct RunDirectory: Sendable {
+    public static let formatVersion = 1
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    public var configPath: String { path + "/config.json" }
+    public var metricsPath: String { path + "/metrics.jsonl" }
+    public var modelPath: String { path + "/model.safetensors" }
+
+    /// Creates the directory for a new run. Refuses a directory that already holds a run, so
+    /// a finished run is never overwritten by accident.
+    public func create() throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw RunDirectoryError("\(path) exists and is not a directory; choose another --out") }
+            let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            if !contents.isEmpty {
+                throw RunDirectoryError("\(path) already exists and is not empty (\(contents.sorted().prefix(3).joined(separator: ", "))); choose another --out or remove it")
+            }
+        }
+        do {
+            try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw RunDirectoryError("cannot create run directory \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Writes the resolved configuration (atomically).
+    public func writeConfig(_ config: RunConfig, dataSummary: String, imageShape: [Int]?) throws {
+        let record = ConfigRecord(formatVersion: Self.formatVersion, hash: config.hash, config: config,
+                                  dataSummary: dataSummary, imageShape: imageShape)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try FileBytes.writeAtomically(Array(try encoder.encode(record)) + [10], to: configPath)
+    }
+
+    public func readConfig() throws -> ConfigRecord {
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw RunDirectoryError("\(path) is not a run directory: \(configPath) is missing")
+        }
+        do {
+            let record = try JSONDecoder().decode(ConfigRecord.self, from: data)
+            guard record.formatVersion == Self.formatVersion else {
+                throw RunDirectoryError("\(configPath): run format version \(record.formatVersion), this ambient reads version \(Self.formatVersion)")
+            }
+            return record
+        } catch let e as RunDirectoryError {
+            throw e
+        } catch {
+            throw RunDirectoryError("\(configPath) is not a valid run configuration: \(error)")
+        }
+    }
+
+    /// Writes the EMA weights as safetensors with the configuration as metadata.
+    public func writeModel(_ layout: ParameterLayout, values: UnsafePointer<Float>, config: RunConfig,
+                           kind: String = "denoiser", step: Int) throws {
+        let tensors: [(String, Tensor<Float>)] = layout.slots.map { slot in
+            (slot.name, Tensor(shape: slot.shape, storage: Array(UnsafeBufferPointer(start: values + slot.offset, count: slot.count))))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let metadata = ["ambient.kind": kind,
+                        "ambient.format_version": String(Self.formatVersion),
+                        "ambient.config": String(decoding: try encoder.encode(config), as: UTF8.self),
+                        "ambient.config_hash": config.hash,
+                        "ambient.step": String(step),
+                        "ambient.weights": "ema"]
+        try Safetensors.write(tensors, metadata: metadata, to: modelPath)
+    }
+}
+
+/// The content of config.json.
+public struct ConfigRecord: Codable, Sendable {
+    public var formatVersion: Int
+    public var hash: String
+    public var config: RunConfig
+    public var dataSummary: String
+    public var imageShape: [Int]?
+}
+
+public struct RunDirectoryError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,65 @@
+import Diffusion
+import TensorCore
+
+/// Computes the gradient of one shard of one step into the parameter store's gradient
+/// buffer. The same type runs in the single-process trainer and in every cluster worker,
+/// which is what makes their results bitwise identical.
+public final class ShardGradientComputer: @unchecked Sendable {
+    public let denoiser: Denoiser
+    public let objective: any TrainingObjective
+    public let store: ParameterStore<Float>
+    public let data: TrainingData
+    public let plan: ShardPlan
+    public let seed: UInt64
+    private let tape = Tape<Float>()
+    private var rowsBuffer: [Float] = []
+    private var sigmaBuffer: [Double] = []
+
+    public init(denoiser: Denoiser, objective: any TrainingObjective, store: ParameterStore<Float>,
+                data: TrainingData, plan: ShardPlan, seed: UInt64) {
+        self.denoiser = denoiser
+        self.objective = objective
+        self.store = store
+        self.data = data
+        self.plan = plan
+        self.seed = seed
+    }
+
+    /// Zeroes the gradient buffer and fills it with the gradient of shard `shard` of step
+    /// `step` (the shard's loss divided by the global batch). Returns the shard's loss terms.
+    public func compute(step: Int, shard: Int) -> ShardResult {
+        let indices = plan.indices(step: step, shard: shard)
+        let d = data.dimension, rows = indices.count
+        if rowsBuffer.count != rows * d { rowsBuffer = [Float](repeating: 0, count: rows * d) }
+        if sigmaBuffer.count != rows { sigmaBuffer = [Double](repeating: 0, count: rows) }
+        data.samples.storage.withUnsafeBufferPointer { src in
+            rowsBuffer.withUnsafeMutableBufferPointer { dst in
+                for (r, i) in indices.enumerated() {
+                    (dst.baseAddress! + r * d).update(from: src.baseAddress! + i * d, count: d)
+                }
+            }
+        }
+        for (r, i) in indices.enumerated() { sigmaBuffer[r] = data.sigmaN[i] }
+
+        store.zeroGrads()
+        tape.reset()
+        let result = rowsBuffer.withUnsafeBufferPointer { xp in
+            sigmaBuffer.withUnsafeBufferPointer { sp in
+                let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
+                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch)
+                let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
+                tape.backward(r.loss)
+                return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
+            }
+        }
+        return result
+    }
+}
+
+/// The loss of one shard (already divided by the global batch, so shard losses sum to the
+/// batch loss) and its named terms.
+public struct ShardResult: Sendable, Codable {
+    public var loss: Double
+    public var terms: [String: Double]
+    public var rows: Int
+}

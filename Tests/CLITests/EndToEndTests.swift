@@ -1,0 +1,34 @@
+import Foundation
+import Testing
+
+/// The README's workflow on a tiny synthetic problem: train, sample, denoise.
+@Suite struct EndToEndTests {
+    @Test func trainSampleDenoise() throws {
+        let dir = try scratchDirectory("e2e")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = dir + "/run"
+        let t = try CommandRunner.run(["train", "--data", "gmm:dim=3,count=400", "--corrupt", "noise:0.5", "--objective", "ambient",
+                                       "--steps", "20", "--batch", "32", "--width", "32", "--blocks", "1", "--out", run, "--quiet"])
+        #expect(t.status == 0, "\(t.stderr)")
+        for f in ["config.json", "metrics.jsonl", "model.safetensors"] {
+            #expect(FileManager.default.fileExists(atPath: run + "/" + f), "missing \(f)")
+        }
+        let s = try CommandRunner.run(["sample", "--run", run, "--count", "10", "--steps", "8", "--out", dir + "/s.npy", "--quiet"])
+        #expect(s.status == 0, "\(s.stderr)")
+        #expect(s.stderr.contains("stopped at sigma"))   // ambient model: sampler stops at b sigma_n
+        let d = try CommandRunner.run(["denoise", "--run", run, "--input", dir + "/s.npy", "--sigma", "0.8", "--out", dir + "/d.npy"])
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/d.npy"))
+        // --png on vector data is a clear error.
+        let p = try CommandRunner.run(["sample", "--run", run, "--count", "4", "--out", dir + "/p.npy", "--png", dir + "/p.png"])
+        #expect(p.status != 0 && p.stderr.contains("image data"), "\(p.stderr)")
+    }
+
+    @Test(arguments: [[], ["train"], ["sample"], ["denoise"]])
+    func helpIsComplete(_ command: [String]) throws {
+        let r = try CommandRunner.run(command + ["--help"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("USAGE") || r.stdout.contains("Usage"), "\(r.stdout)")
+        if !command.isEmpty { #expect(r.stdout.contains("Example"), "no examples in help of \(command)") }
+    }
+}
