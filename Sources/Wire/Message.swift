@@ -89,6 +89,23 @@ public struct Message: Sendable, Equatable {
         try withBytes(of: payload) { bytes throws(WireError) in try decoder.decode(bytes, into: values) }
     }
 
+    /// The tensor payload decoded into a new array of `header.keyCount` elements (bounded by the
+    /// limits the header was decoded with: rawLength = 4 · keyCount ≤ maxRawBytes).
+    public func decodeTensor(codec: (any GradientCodec)? = nil) throws(WireError) -> [Float] {
+        guard header.type.carriesTensor else {
+            throw .inconsistentHeader("\(header.type) message carries no tensor")
+        }
+        guard header.keyCount <= UInt64(Int.max / 4) else {
+            throw .rawTooLarge(length: header.rawLength, limit: Int.max)
+        }
+        var values = [Float](repeating: 0, count: Int(header.keyCount))
+        let result: Result<Void, WireError> = values.withUnsafeMutableBufferPointer { v in
+            Result { () throws(WireError) in try decodeTensor(into: v, codec: codec) }
+        }
+        try result.get()
+        return values
+    }
+
     // MARK: JSON control payloads
 
     /// A control message whose payload is `body` as JSON (sorted keys, so equal bodies give equal
