@@ -43,13 +43,21 @@ public struct TopKCodec: GradientCodec {
     }
 
     private static let prefixBytes = 16
+
+    /// The largest body k entries out of n can need: no gap exceeds n − 1.
+    static func maxBodyBytes(n: Int, k: Int) -> Int {
+        var varintBytes = 1
+        var rest = UInt64(max(n - 1, 0)) >> 7
+        while rest > 0 { varintBytes += 1; rest >>= 7 }
+        return k * (varintBytes + 4)
+    }
     private static let magnitudeMask: UInt32 = 0x7FFF_FFFF
 
     public func encode(_ values: UnsafeBufferPointer<Float>, into out: inout [UInt8]) {
         let n = values.count
         let k = keptCount(for: n)
         // Regions of `out`: [prefix][container bound][body (varints + values)][unshuffled values].
-        let bodyMax = 14 * k
+        let bodyMax = TopKCodec.maxBodyBytes(n: n, k: k)
         let bound = ChunkedLZ4.bound(rawBytes: bodyMax, chunkBytes: chunkBytes)
         OutputBuffer.resize(&out, to: TopKCodec.prefixBytes + bound + bodyMax + 4 * k)
         let (threshold, ties) = k == n ? (0, n) : TopKCodec.select(values, k: k)
@@ -101,8 +109,10 @@ public struct TopKCodec: GradientCodec {
         var prefixMask: UInt32 = 0
         var wanted = k  // entries still to choose among those matching the prefix, largest first
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 2048) { histogram in
-            for (shift, width) in [(UInt32(20), UInt32(11)), (9, 11), (0, 9)] {
-                let bins = Int(1) << Int(width)
+            // One pass: histogram the `width`-bit digit at `shift` of the keys matching the prefix
+            // so far, pick the digit holding the wanted-th largest, and extend the prefix with it.
+            func pass(shift: UInt32, width: UInt32) {
+                let bins = 1 << Int(width)
                 let digitMask = UInt32(bins - 1)
                 histogram.initialize(repeating: 0)
                 for v in values {
@@ -121,6 +131,9 @@ public struct TopKCodec: GradientCodec {
                 prefix |= UInt32(bin) << shift
                 prefixMask |= digitMask << shift
             }
+            pass(shift: 20, width: 11)
+            pass(shift: 9, width: 11)
+            pass(shift: 0, width: 9)
         }
         return (prefix, wanted)
     }
@@ -135,12 +148,13 @@ public struct TopKCodec: GradientCodec {
             throw .corruptPayload(codec: "topk", reason: "k = \(storedK) exceeds n = \(storedN)")
         }
         let k = Int(storedK)
-        // The body's length, read ahead from the container; bounded by 14 · k ≤ 14 · n before
-        // anything is allocated (a varint is 1 to 10 bytes, a value 4).
+        // The body's length, read ahead from the container and bounded by the destination's size
+        // before anything is allocated: each gap varint takes 1 to varintLength(n - 1) bytes and
+        // each value 4.
         var peek = reader
         peek.context = "top-k container"
         let bodyLength = try peek.u64()
-        guard bodyLength >= UInt64(5 * k) && bodyLength <= UInt64(14 * k) else {
+        guard bodyLength >= UInt64(5 * k) && bodyLength <= UInt64(TopKCodec.maxBodyBytes(n: n, k: k)) else {
             throw .corruptPayload(codec: "topk", reason: "body of \(bodyLength) bytes cannot hold \(k) entries")
         }
         let bodyBytes = Int(bodyLength)

@@ -40,7 +40,7 @@ struct DecoderRobustnessTests {
     }
 
     @Test("hostile length fields are rejected without allocating")
-    func hostileLengths() {
+    func hostileLengths() throws {
         // If any of these lengths were allocated the process would trap: passing proves none was.
         func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
         func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
@@ -70,9 +70,38 @@ struct DecoderRobustnessTests {
         var body = [UInt8(n)] + [0, 0, 0x80, 0x3F]  // index 100 of 100 elements
         let payload = le64(UInt64(n)) + le64(1) + le64(UInt64(body.count)) + le32(65536) + le32(0x8000_0000 | UInt32(body.count)) + body
         #expect(wireError { _ = try tooFar.decode(payload, count: n) }?.kind == "corrupt_payload")
-        body = [UInt8](repeating: 0xFF, count: 11) + [0, 0, 0x80, 0x3F]
+        body = [UInt8](repeating: 0xFF, count: 11) + [0, 0, 0x80, 0x3F]  // longer than any index of n needs
         let longVarint = le64(UInt64(n)) + le64(1) + le64(UInt64(body.count)) + le32(65536) + le32(0x8000_0000 | UInt32(body.count)) + body
         #expect(wireError { _ = try tooFar.decode(longVarint, count: n) }?.kind == "corrupt_payload")
+        // A non-canonical (two-byte) varint for gap 0 still names a valid index: accepted, as
+        // integrity is the payload checksum's job, not the codec's.
+        body = [0x80, 0x00, 0, 0, 0x80, 0x3F]
+        let nonCanonical = le64(1000) + le64(1) + le64(UInt64(body.count)) + le32(65536) + le32(0x8000_0000 | UInt32(body.count)) + body
+        let decoded = try TopKCodec(fraction: 0.01).decode(nonCanonical, count: 1000)
+        #expect(decoded[0] == 1 && decoded[1...].allSatisfy { $0 == 0 })
+    }
+
+    @Test("varints: round trip at the edges; overlong, overflowing and truncated ones rejected")
+    func varints() throws {
+        func read(_ bytes: [UInt8]) -> Result<UInt64, WireError> {
+            bytes.withUnsafeBytes { b in
+                var r = ByteReader(b, context: "test")
+                return Result { () throws(WireError) in
+                    let v = try r.varint()
+                    try r.expectEnd()
+                    return v
+                }
+            }
+        }
+        for v: UInt64 in [0, 1, 127, 128, 16383, 16384, 1 << 35, .max - 1, .max] {
+            var buffer = [UInt8](repeating: 0, count: 10)
+            let n = buffer.withUnsafeMutableBufferPointer { OutputBuffer.putVarint(v, at: $0.baseAddress!) }
+            #expect(try read(Array(buffer[..<n])).get() == v)
+            for cut in 0..<n { #expect(throws: WireError.self) { try read(Array(buffer[..<cut])).get() } }
+        }
+        // 10th byte may only carry the top bit; an 11th byte is never valid.
+        #expect(throws: WireError.self) { try read([UInt8](repeating: 0xFF, count: 9) + [0x02]).get() }
+        #expect(throws: WireError.self) { try read([UInt8](repeating: 0x80, count: 10) + [0x00]).get() }
     }
 
     @Test("10,000+ random byte strings and mutations never crash any decoder; mutated messages always throw")
