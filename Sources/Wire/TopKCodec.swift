@@ -109,33 +109,39 @@ public struct TopKCodec: GradientCodec {
         var prefixMask: UInt32 = 0
         var wanted = k  // entries still to choose among those matching the prefix, largest first
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 2048) { histogram in
-            // One pass: histogram the `width`-bit digit at `shift` of the keys matching the prefix
-            // so far, pick the digit holding the wanted-th largest, and extend the prefix with it.
-            func pass(shift: UInt32, width: UInt32) {
-                let bins = 1 << Int(width)
-                let digitMask = UInt32(bins - 1)
-                histogram.initialize(repeating: 0)
-                for v in values {
-                    let key = v.bitPattern & magnitudeMask
-                    if key & prefixMask == prefix {
-                        histogram[Int((key >> shift) & digitMask)] &+= 1
-                    }
-                }
-                var above = 0
-                var bin = bins - 1
-                while bin > 0 && above + histogram[bin] < wanted {
-                    above += histogram[bin]
-                    bin -= 1
-                }
-                wanted -= above
-                prefix |= UInt32(bin) << shift
-                prefixMask |= digitMask << shift
-            }
-            pass(shift: 20, width: 11)
-            pass(shift: 9, width: 11)
-            pass(shift: 0, width: 9)
+            radixPass(values, shift: 20, width: 11, histogram, &prefix, &prefixMask, &wanted)
+            radixPass(values, shift: 9, width: 11, histogram, &prefix, &prefixMask, &wanted)
+            radixPass(values, shift: 0, width: 9, histogram, &prefix, &prefixMask, &wanted)
         }
         return (prefix, wanted)
+    }
+
+    /// One radix-select pass: histograms the `width`-bit digit at `shift` of the keys matching
+    /// the prefix so far, picks the digit that holds the `wanted`-th largest, extends the prefix
+    /// with it, and subtracts from `wanted` the entries above that digit.
+    @inline(__always)
+    private static func radixPass(_ values: UnsafeBufferPointer<Float>, shift: UInt32, width: UInt32,
+                                  _ histogram: UnsafeMutableBufferPointer<Int>,
+                                  _ prefix: inout UInt32, _ prefixMask: inout UInt32, _ wanted: inout Int) {
+        let bins = 1 << Int(width)
+        let digitMask = UInt32(bins - 1)
+        let (p, m) = (prefix, prefixMask)
+        histogram.initialize(repeating: 0)
+        for v in values {
+            let key = v.bitPattern & magnitudeMask
+            if key & m == p {
+                histogram[Int((key >> shift) & digitMask)] &+= 1
+            }
+        }
+        var above = 0
+        var bin = bins - 1
+        while bin > 0 && above + histogram[bin] < wanted {
+            above += histogram[bin]
+            bin -= 1
+        }
+        wanted -= above
+        prefix |= UInt32(bin) << shift
+        prefixMask |= digitMask << shift
     }
 
     public func decode(_ bytes: UnsafeRawBufferPointer, into values: UnsafeMutableBufferPointer<Float>) throws(WireError) {
