@@ -23,6 +23,23 @@ struct CodecTests {
         }
     }
 
+    @Test("every codec handles n = 0 and n = 1, and each truncation of those payloads is rejected")
+    func tinyBuffers() throws {
+        for codec in allCodecs() {
+            let empty = codec.encode([])
+            #expect(try codec.decode(empty, count: 0) == [], "\(codec.name)")
+            for n in 0..<empty.count {
+                #expect(wireError { _ = try codec.decode(Array(empty[..<n]), count: 0) } != nil, "\(codec.name) n=0 cut \(n)")
+            }
+            for v in [Float(1.5), -0.0, .infinity] {
+                let one = codec.encode([v])
+                #expect(try codec.decode(one, count: 1) == [v], "\(codec.name) \(v)")
+                #expect(wireError { _ = try codec.decode(one, count: 0) } != nil)
+                #expect(wireError { _ = try codec.decode(one, count: 2) } != nil)
+            }
+        }
+    }
+
     @Test("shuffle-lz4 compresses gradients better than plain lz4 and raw is exactly 4 bytes per value")
     func ratios() {
         let g = gaussianGradient(200_000)
