@@ -38,7 +38,7 @@ let package = Package(
         // Loaders, formats (IDX, NPY, PNG), synthetic data, corruption.
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], swiftSettings: optimizedKernels),
         // Byte formats: safetensors, and (cluster) headers and codecs. Pure functions over bytes.
-        .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"]),
+        .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"], swiftSettings: optimizedKernels),
         // Run configuration, the training loop, run directories.
         .target(name: "Training",
                 dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire",
@@ -48,7 +48,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "bench",
-                          dependencies: ["Training", "Diffusion", "TensorCore", "Datasets",
+                          dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: optimizedKernels),
 

@@ -1,10 +1,22 @@
 import Diffusion
 import TensorCore
 
+/// Anything that turns (step, shard) into a gradient in its store's gradient buffer: the
+/// denoiser objectives, the Ambient-Omni classifier, ... The single-process trainer and the
+/// cluster workers drive any of them the same way, so every objective runs distributed.
+public protocol ShardGradientComputing: AnyObject {
+    /// Parameters (read) and gradient buffer (written) of the model being trained.
+    var store: ParameterStore<Float> { get }
+    /// Zeroes `store.grads` and fills it with the gradient of shard `shard` of step `step`
+    /// (the shard's loss divided by the global batch). Must depend only on the parameters,
+    /// the data and (seed, step, shard).
+    func compute(step: Int, shard: Int) -> ShardResult
+}
+
 /// Computes the gradient of one shard of one step into the parameter store's gradient
 /// buffer. The same type runs in the single-process trainer and in every cluster worker,
 /// which is what makes their results bitwise identical.
-public final class ShardGradientComputer: @unchecked Sendable {
+public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sendable {
     public let denoiser: Denoiser
     public let objective: any TrainingObjective
     public let store: ParameterStore<Float>

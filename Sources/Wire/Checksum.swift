@@ -4,7 +4,7 @@ import CZlib
 /// identical on every worker" checks over whole parameter buffers.
 ///
 /// It is XXH64 with seed 0 (see `XXH64`). Measured on the development machine (AMD EPYC, one core,
-/// release build, 40 MB buffer, `scripts/wire-bench.sh`): XXH64 here about 21,000 MB/s, zlib 1.2.13
+/// release build, 40 MB buffer, `bench codecs --source synthetic`): XXH64 here about 21,000 MB/s, zlib 1.2.13
 /// `crc32` about 7,000 MB/s; both clear the 3 GB/s bar, XXH64 is faster and 64 bits wide, so it
 /// was chosen (`CodecBenchmark.checksums` repeats the measurement). A checksum
 /// detects corruption and bugs; it is not a MAC: authenticity comes from CURVE on the transport.

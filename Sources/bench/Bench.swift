@@ -3,6 +3,7 @@ import Diffusion
 import Foundation
 import TensorCore
 import Training
+import Wire
 
 /// Benchmarks that print ratios measured in one run (docs/benchmarks.md).
 @main
@@ -10,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Ambient benchmarks: sgemm peak and training-step throughput.",
-        subcommands: [Kernels.self, Step.self])
+        subcommands: [Kernels.self, Step.self, Codecs.self])
 }
 
 /// Median of a sample.
@@ -91,5 +92,56 @@ struct Step: ParsableCommand {
         print("openblas: \(BLAS.configuration), threads \(BLAS.threads)")
         print(String(format: "step: batch %d, median %.2f ms over %d steps, %.1f samples/s", batch, t * 1e3, steps, Double(batch) / t))
         print(String(format: "model GEMM work %.1f GFLOPS achieved, sgemm peak %.1f GFLOPS, fraction %.3f", achieved, peak, achieved / peak))
+    }
+}
+
+struct Codecs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Gradient codecs: compression ratio and single-core MB/s, and checksum speed.",
+        discussion: """
+        --source training (default) takes the gradient of a real training step of the reference MLP
+        (ambient objective on Fashion-MNIST with sigma_n = 0.5 if installed, else on random data) after
+        --train-steps steps; --source synthetic uses Gaussian layers with scales in [1e-5, 1e-1].
+        """)
+    @Option(help: "training or synthetic.") var source: String = "training"
+    @Option(help: "Training steps before the gradient is taken.") var trainSteps: Int = 50
+    @Option(help: "Elements of the synthetic gradient.") var elements: Int = 10_000_000
+    @Option(help: "Timing repeats (median reported).") var repeats: Int = 7
+
+    func run() throws {
+        BLAS.setThreads(2)
+        let gradient: [Float]
+        switch source {
+        case "synthetic":
+            gradient = CodecBenchmark.syntheticGradient(count: elements, seed: 1)
+            print("synthetic gradient: \(elements) Float32")
+        case "training":
+            var data: TrainingData
+            var config = RunConfig(data: .fashionMNIST, corruption: .noise(0.5), objective: "ambient", steps: trainSteps + 1,
+                                   batch: 256, model: MLPConfig(dataDimension: 784))
+            if let loaded = try? TrainingData.load(config) {
+                data = loaded
+            } else {
+                var rng = CounterRNG(seed: 1, purpose: .syntheticData)
+                let x = Tensor<Float>(shape: [4096, 784], storage: (0..<(4096 * 784)).map { _ in Float(max(-1, min(1, rng.normal()))) })
+                data = TrainingData(samples: x, sigmaN: [Double](repeating: 0.5, count: 4096), summary: "random data")
+                config.data = .npy(path: "-")
+            }
+            let session = try TrainingSession(config: config, data: data)
+            for _ in 0..<trainSteps { try session.step() }
+            _ = session.computer.compute(step: trainSteps, shard: 0)
+            gradient = Array(session.state.store.gradBuffer)
+            print("gradient of training step \(trainSteps) of the reference MLP (\(gradient.count) Float32) on \(data.summary)")
+        default:
+            throw ValidationError("--source must be training or synthetic")
+        }
+        print("median of \(repeats) repeats, one core")
+        print(CodecBenchmark.tableHeader)
+        for row in CodecBenchmark.run(values: gradient, repeats: repeats) { print(row) }
+        gradient.withUnsafeBytes { bytes in
+            for row in CodecBenchmark.checksums(bytes: bytes, repeats: repeats) {
+                print(row.name.padding(toLength: 14, withPad: " ", startingAt: 0) + "\(Int(row.encodeMBps)) MB/s")
+            }
+        }
     }
 }
