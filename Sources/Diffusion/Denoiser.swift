@@ -7,6 +7,8 @@ public protocol DenoiserNetwork: Sendable {
     var dataDimension: Int { get }
     /// Extra input channels of size d (masks) the network expects after the noisy input.
     var conditioningChannels: Int { get }
+    /// Multiply-accumulates of one forward pass per sample (throughput reports).
+    var forwardMACsPerSample: Int { get }
     func initialize<T: Scalar>(_ store: ParameterStore<T>, seed: UInt64)
     /// `F(input, c_noise)`; `input` is (rows, d (1 + conditioningChannels)), already scaled by c_in.
     func forward<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var

@@ -14,6 +14,9 @@ public struct ShardBatch<T: Scalar> {
     public var sigmaN: UnsafePointer<Double>
     /// Per-row mask (1 observed, 0 missing), rows x dimension, for masked data (SPEC O3).
     public var mask: UnsafePointer<T>?
+    /// Dataset index of each row: keys per-sample draws that must stay fixed across steps
+    /// (a sample's one noisy copy, SPEC O5/O6), with `RandomPurpose.corruption`.
+    public var sampleIndices: UnsafePointer<Int>?
     public var seed: UInt64
     public var step: Int
     public var shard: Int
@@ -22,12 +25,14 @@ public struct ShardBatch<T: Scalar> {
     public var globalBatch: Int
 
     public init(data: UnsafePointer<T>, rows: Int, dimension: Int, sigmaN: UnsafePointer<Double>,
-                mask: UnsafePointer<T>? = nil, seed: UInt64, step: Int, shard: Int, globalBatch: Int) {
+                mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil,
+                seed: UInt64, step: Int, shard: Int, globalBatch: Int) {
         self.data = data
         self.rows = rows
         self.dimension = dimension
         self.sigmaN = sigmaN
         self.mask = mask
+        self.sampleIndices = sampleIndices
         self.seed = seed
         self.step = step
         self.shard = shard

@@ -24,7 +24,7 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var emaDecay: Double
     /// s_max of SPEC O2: the buffer is `b = sqrt(1 + 1/(s_max - 1))`.
     public var ambientSMax: Double
-    public var model: MLPConfig
+    public var model: NetworkConfig
     public var schedule: EDMSchedule
     /// Log a metrics line every this many steps.
     public var logEvery: Int
@@ -32,7 +32,7 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
                 objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,
                 seed: UInt64 = 0, learningRate: Double = 1e-3, warmupSteps: Int = 100, emaDecay: Double = 0.999,
-                ambientSMax: Double = 4, model: MLPConfig, schedule: EDMSchedule = EDMSchedule(), logEvery: Int = 10) {
+                ambientSMax: Double = 4, model: NetworkConfig, schedule: EDMSchedule = EDMSchedule(), logEvery: Int = 10) {
         self.data = data
         self.dataSigma = dataSigma
         self.corruption = corruption

@@ -56,13 +56,14 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
         store.zeroGrads()
         tape.reset()
         let result = rowsBuffer.withUnsafeBufferPointer { xp in
-            sigmaBuffer.withUnsafeBufferPointer { sp in
+            sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
+                                       sampleIndices: ip.baseAddress!,
                                        seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
-            }
+            } }
         }
         return result
     }

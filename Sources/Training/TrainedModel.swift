@@ -26,7 +26,7 @@ public struct TrainedModel: @unchecked Sendable {
         if let h = metadata["ambient.config_hash"], h != record.hash {
             throw RunDirectoryError("\(dir.modelPath) was written by a run with config hash \(h), but config.json has \(record.hash): the directory mixes two runs")
         }
-        let network = MLPNetwork(record.config.model)
+        let network = record.config.model.make()
         let store = ParameterStore<Float>(layout: network.layout)
         let byName = Dictionary(tensors.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
         for slot in network.layout.slots {

@@ -51,7 +51,7 @@ public struct TrainingError: Error, CustomStringConvertible, Sendable {
 public final class TrainingSession: @unchecked Sendable {
     public let config: RunConfig
     public let data: TrainingData
-    public let network: MLPNetwork
+    public let network: any DenoiserNetwork
     public let denoiser: Denoiser
     public let state: OptimizerState
     public let computer: ShardGradientComputer
@@ -65,7 +65,7 @@ public final class TrainingSession: @unchecked Sendable {
         }
         self.config = config
         self.data = data
-        network = MLPNetwork(config.model)
+        network = config.model.make()
         denoiser = Denoiser(network: network, schedule: config.schedule)
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)

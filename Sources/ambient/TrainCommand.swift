@@ -90,7 +90,7 @@ extension Ambient {
                 var config = RunConfig(data: dataSpec, dataSigma: dataSigma, corruption: corruption, objective: objective,
                                        steps: steps, batch: batch, shards: shards, seed: seed, learningRate: lr,
                                        warmupSteps: warmup, emaDecay: ema, ambientSMax: sMax,
-                                       model: MLPConfig(dataDimension: 1, width: width, blocks: blocks), logEvery: logEvery)
+                                       model: .mlp(MLPConfig(dataDimension: 1, width: width, blocks: blocks)), logEvery: logEvery)
                 try config.validate()
                 let trainingData = try TrainingData.load(config)
                 config.model.dataDimension = trainingData.dimension

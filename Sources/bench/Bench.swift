@@ -78,7 +78,7 @@ struct Step: ParsableCommand {
         let x = Tensor<Float>(shape: [n, d], storage: (0..<(n * d)).map { _ in Float(max(-1, min(1, rng.normal()))) })
         let data = TrainingData(samples: x, sigmaN: [Double](repeating: 0.5, count: n), summary: "random")
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
-                               model: MLPConfig(dataDimension: d, width: width, blocks: blocks))
+                               model: .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks)))
         let session = try TrainingSession(config: config, data: data)
         for _ in 0..<warmup { try session.step() }
         var times: [Double] = []
@@ -118,7 +118,7 @@ struct Codecs: ParsableCommand {
         case "training":
             var data: TrainingData
             var config = RunConfig(data: .fashionMNIST, corruption: .noise(0.5), objective: "ambient", steps: trainSteps + 1,
-                                   batch: 256, model: MLPConfig(dataDimension: 784))
+                                   batch: 256, model: .mlp(MLPConfig(dataDimension: 784)))
             if let loaded = try? TrainingData.load(config) {
                 data = loaded
             } else {

@@ -25,7 +25,7 @@ func meanSquaredError(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Double {
         spec.seed = 3
         return RunConfig(data: .gaussianMixture(spec), corruption: .noise(Self.sigmaN), objective: objective,
                          steps: steps, batch: 256, seed: 7, learningRate: 2e-3, warmupSteps: 100, emaDecay: 0.998,
-                         model: MLPConfig(dataDimension: 4, width: 128, blocks: 2, embeddingSize: 32))
+                         model: .mlp(MLPConfig(dataDimension: 4, width: 128, blocks: 2, embeddingSize: 32)))
     }
 
     /// Trains and returns the EMA denoiser.

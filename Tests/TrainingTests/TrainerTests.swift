@@ -16,7 +16,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
     spec.dimension = 3
     spec.count = 500
     return RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.5), objective: objective, steps: steps,
-                     batch: 32, shards: shards, seed: seed, model: MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16),
+                     batch: 32, shards: shards, seed: seed, model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)),
                      logEvery: 5)
 }
 

@@ -1,0 +1,65 @@
+import TensorCore
+
+/// The architecture of a denoiser network F, selected per run (`--arch`).
+///
+/// Stored in JSON as `{"arch": "mlp", "mlp": {...}}`: one key per architecture, so a new
+/// architecture adds a case and a key without changing how existing configs read.
+public enum NetworkConfig: Codable, Sendable, Equatable {
+    case mlp(MLPConfig)
+
+    /// Builds the network this configuration describes.
+    public func make() -> any DenoiserNetwork {
+        switch self {
+        case let .mlp(c): return MLPNetwork(c)
+        }
+    }
+
+    public var arch: String {
+        switch self {
+        case .mlp: return "mlp"
+        }
+    }
+
+    /// d: size of one sample.
+    public var dataDimension: Int {
+        get {
+            switch self {
+            case let .mlp(c): return c.dataDimension
+            }
+        }
+        set {
+            switch self {
+            case var .mlp(c):
+                c.dataDimension = newValue
+                self = .mlp(c)
+            }
+        }
+    }
+
+    public func validate() throws {
+        switch self {
+        case let .mlp(c): try c.validate()
+        }
+    }
+
+    enum CodingKeys: String, CodingKey { case arch, mlp }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let arch = try c.decode(String.self, forKey: .arch)
+        switch arch {
+        case "mlp": self = .mlp(try c.decode(MLPConfig.self, forKey: .mlp))
+        default:
+            throw DecodingError.dataCorruptedError(forKey: .arch, in: c,
+                                                   debugDescription: "unknown network architecture '\(arch)' (known: mlp)")
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(arch, forKey: .arch)
+        switch self {
+        case let .mlp(m): try c.encode(m, forKey: .mlp)
+        }
+    }
+}
