@@ -1,7 +1,10 @@
 import Foundation
 
-/// One wire message: a header and a payload, sent as the ZeroMQ multipart frames
-/// [header (120 bytes), payload (encodedLength bytes, possibly empty)].
+/// One wire message: a header, a payload and optional metadata, sent as the ZeroMQ multipart
+/// frames [header (120 bytes), payload (encodedLength bytes, possibly empty), meta (optional,
+/// JSON, at most `maxJSONBytes`)]. The header's payload checksum covers payload then meta, so
+/// the small JSON that travels beside a tensor (a shard's loss, a parameter checksum) is
+/// protected too.
 ///
 /// A `Message` is always consistent: building one seals the header (payload length and checksum,
 /// and for control messages the raw length), and `decode(frames:limits:)` only returns messages
@@ -10,16 +13,28 @@ import Foundation
 public struct Message: Sendable, Equatable {
     public private(set) var header: MessageHeader
     public private(set) var payload: [UInt8]
+    /// Metadata beside the payload (JSON); empty when absent.
+    public private(set) var meta: [UInt8]
 
     /// A message carrying `payload`, with the header's `encodedLength` and `payloadChecksum` set
     /// from it (and `rawLength` too when the codec is `.none`).
-    public init(header: MessageHeader, payload: [UInt8] = []) {
+    public init(header: MessageHeader, payload: [UInt8] = [], meta: [UInt8] = []) {
         var h = header
         h.encodedLength = UInt64(payload.count)
-        h.payloadChecksum = Checksum.of(payload)
+        h.payloadChecksum = Message.checksum(payload, meta)
         if h.codec == .none { h.rawLength = UInt64(payload.count) }
         self.header = h
         self.payload = payload
+        self.meta = meta
+    }
+
+    /// XXH64 of the payload followed by the meta bytes.
+    static func checksum(_ payload: [UInt8], _ meta: [UInt8]) -> UInt64 {
+        if meta.isEmpty { return Checksum.of(payload) }
+        var h = XXH64()
+        h.update(payload)
+        h.update(meta)
+        return h.finalize()
     }
 
     /// A tensor message (gradient, parameters, update): `values` encoded by `codec`, covering
@@ -27,7 +42,7 @@ public struct Message: Sendable, Equatable {
     /// and lengths. `buffer` is reused as the payload's storage (pass the previous message's
     /// payload back to avoid allocating).
     public init(header: MessageHeader, tensor values: UnsafeBufferPointer<Float>, codec: any GradientCodec,
-                buffer: consuming [UInt8] = []) {
+                buffer: consuming [UInt8] = [], meta: [UInt8] = []) {
         precondition(header.type.carriesTensor, "\(header.type) does not carry a tensor")
         var h = header
         h.codec = codec.id
@@ -35,36 +50,47 @@ public struct Message: Sendable, Equatable {
         h.rawLength = UInt64(values.count) * 4
         var bytes = buffer
         codec.encode(values, into: &bytes)
-        self.init(header: h, payload: bytes)
+        self.init(header: h, payload: bytes, meta: meta)
     }
 
-    /// The multipart frames [header, payload]. The payload array is shared, not copied.
+    /// The multipart frames [header, payload] or [header, payload, meta]. The payload array is
+    /// shared, not copied.
     public func frames() -> [[UInt8]] {
-        [header.encode(), payload]
+        meta.isEmpty ? [header.encode(), payload] : [header.encode(), payload, meta]
     }
 
     /// Decodes and verifies a message from its frames.
     ///
-    /// Rejects, each with its own `WireError`: a frame count other than 2, any header error
+    /// Rejects, each with its own `WireError`: a frame count other than 2 or 3, meta over
+    /// `maxJSONBytes`, any header error
     /// (`MessageHeader.decode`), a payload frame whose size differs from the header's encoded
     /// length, and a payload checksum mismatch. Lengths are checked before the payload is read.
     public static func decode(frames: [[UInt8]], limits: WireLimits = .default) throws(WireError) -> Message {
-        guard frames.count == 2 else { throw .frameCount(found: frames.count, expected: 2) }
+        guard frames.count == 2 || frames.count == 3 else { throw .frameCount(found: frames.count, expected: 2) }
         let header = try MessageHeader.decode(frames[0], limits: limits)
         let payload = frames[1]
         guard UInt64(payload.count) == header.encodedLength else {
             throw .payloadLengthMismatch(header: header.encodedLength, frame: payload.count)
         }
-        let computed = Checksum.of(payload)
+        let meta = frames.count == 3 ? frames[2] : []
+        guard meta.count <= limits.maxJSONBytes else { throw .jsonTooLarge(bytes: meta.count, limit: limits.maxJSONBytes) }
+        let computed = Message.checksum(payload, meta)
         guard computed == header.payloadChecksum else {
             throw .payloadChecksumMismatch(stored: header.payloadChecksum, computed: computed)
         }
-        return Message(verified: header, payload: payload)
+        return Message(verified: header, payload: payload, meta: meta)
     }
 
-    private init(verified header: MessageHeader, payload: [UInt8]) {
+    private init(verified header: MessageHeader, payload: [UInt8], meta: [UInt8]) {
         self.header = header
         self.payload = payload
+        self.meta = meta
+    }
+
+    /// The meta frame decoded from JSON as `type` (nil when the message has none).
+    public func decodeMeta<T: Decodable>(_ type: T.Type, limits: WireLimits = .default) throws(WireError) -> T? {
+        if meta.isEmpty { return nil }
+        return try Message.decodeJSON(type, from: meta, maxBytes: limits.maxJSONBytes)
     }
 
     /// Decodes the tensor payload into `values`, which must have `header.keyCount` elements.

@@ -47,7 +47,28 @@ struct MessageTests {
         let frames = Message(header: MessageHeader(type: .heartbeat)).frames()
         #expect(wireError { _ = try Message.decode(frames: []) } == .frameCount(found: 0, expected: 2))
         #expect(wireError { _ = try Message.decode(frames: [frames[0]]) } == .frameCount(found: 1, expected: 2))
-        #expect(wireError { _ = try Message.decode(frames: frames + [[]]) } == .frameCount(found: 3, expected: 2))
+        #expect(wireError { _ = try Message.decode(frames: frames + [[], []]) } == .frameCount(found: 4, expected: 2))
+        // A third frame is metadata covered by the checksum: an unexpected one fails it.
+        #expect(wireError { _ = try Message.decode(frames: frames + [[1]]) } != nil)
+    }
+
+    @Test("metadata travels beside the payload and is covered by the checksum")
+    func metadata() throws {
+        struct Meta: Codable, Equatable { var loss: Double }
+        let values = gaussianGradient(50)
+        let meta = try Message.jsonPayload(Meta(loss: 1.5))
+        let m = values.withUnsafeBufferPointer { Message(header: sampleHeader(), tensor: $0, codec: RawCodec(), meta: meta) }
+        let frames = m.frames()
+        #expect(frames.count == 3)
+        let back = try Message.decode(frames: frames)
+        #expect(try back.decodeMeta(Meta.self) == Meta(loss: 1.5))
+        #expect(try back.decodeTensor() == values)
+        var flipped = frames
+        flipped[2][0] ^= 1
+        #expect(wireError { _ = try Message.decode(frames: flipped) } != nil)
+        #expect(wireError { _ = try Message.decode(frames: Array(frames.prefix(2))) } != nil)
+        let big = [UInt8](repeating: 32, count: WireLimits.default.maxJSONBytes + 1)
+        #expect(wireError { _ = try Message.decode(frames: [frames[0], frames[1], big]) } == .jsonTooLarge(bytes: big.count, limit: WireLimits.default.maxJSONBytes))
     }
 
     @Test("every truncation of either frame, and an extended payload, is rejected")
