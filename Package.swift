@@ -24,7 +24,7 @@ let package = Package(
         // C libraries from Debian packages.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
                        providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ",
                        providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
                        providers: [.apt(["liblz4-dev"])]),
@@ -39,12 +39,16 @@ let package = Package(
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], swiftSettings: optimizedKernels),
         // Byte formats: safetensors, and (cluster) headers and codecs. Pure functions over bytes.
         .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"], swiftSettings: optimizedKernels),
+        // Transports (ZeroMQ, in-memory), coordinator, worker, membership, checkpoints, CURVE keys.
+        // Knows nothing of diffusion: it drives workloads through protocols Training implements.
+        .target(name: "Cluster",
+                dependencies: ["Wire", "TensorCore", "CZeroMQ", .product(name: "Logging", package: "swift-log")]),
         // Run configuration, the training loop, run directories.
         .target(name: "Training",
-                dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire",
+                dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire", "Cluster",
                                .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "ambient",
-                          dependencies: ["Training", "Diffusion", "Datasets", "Wire", "TensorCore",
+                          dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "Wire", "TensorCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "bench",
@@ -56,7 +60,8 @@ let package = Package(
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TensorCore"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Diffusion", "Datasets", "TensorCore", "Wire"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
         .testTarget(name: "CLITests", dependencies: ["ambient"]),
     ]
 )

@@ -45,7 +45,7 @@ public struct Trainer {
             progress?.update(report.step + 1, status: String(format: "loss %.4f", window.reduce(0, +) / Double(window.count)))
         }
         try metrics.close()
-        try dir.writeModel(session.network.layout, values: session.state.ema.values, config: config, step: config.steps)
+        try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, step: config.steps)
         logger.info("finished", metadata: ["run": "\(runPath)", "model": "\(dir.modelPath)"])
         return session
     }
@@ -53,7 +53,7 @@ public struct Trainer {
 
 /// Appends one JSON object per line to metrics.jsonl (schema in docs/formats.md).
 public final class MetricsLog {
-    private let handle: FileHandle
+    private var handle: FileHandle
     public let path: String
 
     public init(path: String) throws {
@@ -68,7 +68,7 @@ public final class MetricsLog {
         handle = h
     }
 
-    public func append(_ r: StepReport, samplesPerSecond: Double) throws {
+    public func append(_ r: StepReport, samplesPerSecond: Double, extra: [String: Double] = [:]) throws {
         var fields: [String] = [
             "\"step\":\(r.step)",
             "\"loss\":\(json(r.loss))",
@@ -78,8 +78,26 @@ public final class MetricsLog {
             "\"samples_per_second\":\(json(samplesPerSecond))",
         ]
         for (k, v) in r.terms.sorted(by: { $0.key < $1.key }) { fields.append("\"term.\(k)\":\(json(v))") }
+        for (k, v) in extra.sorted(by: { $0.key < $1.key }) { fields.append("\"\(k)\":\(json(v))") }
         let line = "{" + fields.joined(separator: ",") + "}\n"
         try handle.write(contentsOf: Data(line.utf8))
+    }
+
+    /// Drops lines of steps >= `step` (a resumed run recomputes them), atomically.
+    public func truncate(keepingStepsBelow step: Int) throws {
+        try handle.synchronize()
+        let text = String(decoding: (try? FileBytes.contents(of: path)) ?? [], as: UTF8.self)
+        var kept: [Substring] = []
+        for line in text.split(separator: "\n") {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let s = obj["step"] as? Int else { continue }
+            if s < step { kept.append(line) }
+        }
+        try FileBytes.writeAtomically(Array((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: path)
+        try handle.close()
+        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot reopen \(path)") }
+        h.seekToEndOfFile()
+        handle = h
     }
 
     public func close() throws {

@@ -1,31 +1,79 @@
 import Diffusion
 import Foundation
 import TensorCore
+import Cluster
+import Wire
 
-/// The optimiser side of training: master parameters, Adam moments, EMA, step counter.
-/// Applies one reduced (batch-mean) gradient per step. The cluster coordinator owns one of
-/// these; the single-process trainer too.
-public final class OptimizerState: @unchecked Sendable {
+/// The optimiser side of training: parameters, Adam moments, EMA, step counter. Applies one
+/// reduced (batch-mean) gradient per step. The coordinator and every cluster worker hold one
+/// (workers without the EMA, which only the coordinator needs), and so does the
+/// single-process trainer; the same code on the same inputs keeps them bitwise identical.
+public final class OptimizerState: ReplicatedState, @unchecked Sendable {
     public let store: ParameterStore<Float>
     public let adam: Adam<Float>
-    public let ema: ParameterEMA<Float>
+    public let ema: ParameterEMA<Float>?
     /// Number of steps applied: the next step to compute.
     public private(set) var step = 0
 
-    public init(store: ParameterStore<Float>, options: Adam<Float>.Options, emaDecay: Double) {
+    public init(store: ParameterStore<Float>, options: Adam<Float>.Options, emaDecay: Double?) {
         self.store = store
         adam = Adam(count: store.count, options: options)
-        ema = ParameterEMA(copying: store.values, count: store.count, decay: emaDecay)
+        ema = emaDecay.map { ParameterEMA(copying: store.values, count: store.count, decay: $0) }
     }
 
     /// Adam update of the parameters with `gradient`, then the EMA update.
     public func apply(gradient: UnsafePointer<Float>) {
         adam.update(params: store.values, grads: gradient)
-        ema.update(from: store.values)
+        ema?.update(from: store.values)
         step += 1
     }
 
-    public func restore(step: Int) { self.step = step }
+    // MARK: ReplicatedState
+
+    public var parameterCount: Int { store.count }
+    public var parameters: UnsafePointer<Float> { UnsafePointer(store.values) }
+    public var version: Int { step }
+
+    public func replicaSnapshot() -> StateSnapshot {
+        let n = store.count
+        return StateSnapshot(sections: [.init(name: "params", values: store.snapshot()),
+                                        .init(name: "adam.m", values: Array(UnsafeBufferPointer(start: adam.m, count: n))),
+                                        .init(name: "adam.v", values: Array(UnsafeBufferPointer(start: adam.v, count: n)))],
+                             counters: ["step": step, "adam.step": adam.step])
+    }
+
+    /// The replica state plus the EMA: everything an exact resume needs.
+    public func fullSnapshot() -> StateSnapshot {
+        var s = replicaSnapshot()
+        if let ema {
+            s.sections.append(.init(name: "ema", values: ema.snapshot()))
+            s.counters["ema.updates"] = ema.updates
+        }
+        return s
+    }
+
+    public func restore(replica s: StateSnapshot) throws {
+        let n = store.count
+        guard let p = s.section("params"), let m = s.section("adam.m"), let v = s.section("adam.v"),
+              p.count == n, m.count == n, v.count == n,
+              let st = s.counters["step"], let ast = s.counters["adam.step"], st >= 0, ast >= 0 else {
+            throw TrainingError("the state does not fit this model (\(n) parameters): expected sections params, adam.m, adam.v of that size and counters step, adam.step")
+        }
+        store.load(p)
+        adam.restore(step: ast, m: m, v: v)
+        step = st
+    }
+
+    /// Restores a full snapshot (EMA too, when this state keeps one).
+    public func restore(full s: StateSnapshot) throws {
+        try restore(replica: s)
+        if let ema {
+            guard let e = s.section("ema"), e.count == store.count, let u = s.counters["ema.updates"] else {
+                throw TrainingError("the checkpoint has no EMA of this model's size")
+            }
+            ema.restore(updates: u, values: e)
+        }
+    }
 }
 
 /// One step's outcome, for logs and metrics.
@@ -69,8 +117,7 @@ public final class TrainingSession: @unchecked Sendable {
         denoiser = Denoiser(network: network, schedule: config.schedule)
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: .init(learningRate: config.learningRate, warmupSteps: config.warmupSteps),
-                               emaDecay: config.emaDecay)
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay)
         let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
         let objective = ObjectiveKind(rawValue: config.objective)!.make(config)
         computer = ShardGradientComputer(denoiser: denoiser, objective: objective, store: store, data: data,
@@ -134,7 +181,7 @@ extension TrainingSession {
     /// A parameter store holding the EMA weights (what sampling and evaluation use).
     public func emaStore() -> ParameterStore<Float> {
         let s = ParameterStore<Float>(layout: network.layout)
-        s.values.update(from: state.ema.values, count: s.count)
+        s.values.update(from: state.ema!.values, count: s.count)
         return s
     }
 }

@@ -27,7 +27,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
             let c = smallConfig()
             let s = try TrainingSession(config: c, data: try TrainingData.load(c))
             for _ in 0..<c.steps { try s.step() }
-            return (s.state.store.snapshot(), s.state.ema.snapshot())
+            return (s.state.store.snapshot(), s.state.ema!.snapshot())
         }
         let (p1, e1) = try run()
         let (p2, e2) = try run()
@@ -59,7 +59,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         let session = try Trainer(config: c, runPath: dir, logger: Logger(label: "test"), showProgress: false).run()
         let model = try TrainedModel.load(run: dir)
         #expect(model.config == c)
-        #expect(model.store.snapshot() == session.state.ema.snapshot())
+        #expect(model.store.snapshot() == session.state.ema!.snapshot())
         let lines = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 4)  // steps 0, 5, 10, 11
         for line in lines {

@@ -1,0 +1,681 @@
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// Timing, limits and policies of a coordinator (docs/operations.md explains each).
+public struct CoordinatorOptions: Sendable {
+    public var runID: UInt64
+    /// Codec of the update broadcast (workers choose theirs for gradients from the welcome).
+    public var codec: String = "lz4"
+    public var heartbeatInterval: Double = 0.5
+    /// A worker silent for this long is dropped.
+    public var heartbeatTimeout: Double = 4
+    /// Told to workers: re-register after hearing nothing for this long.
+    public var coordinatorTimeout: Double = 15
+    /// Deadline of a step before shard timings exist.
+    public var initialStepDeadline: Double = 60
+    /// Deadline = max(minimumDeadline, factor x median shard time x shards held by the worker).
+    public var deadlineFactor: Double = 10
+    public var minimumDeadline: Double = 3
+    /// Workers that must have joined before the first step starts.
+    public var minWorkers: Int = 1
+    /// Give up when no worker is available for this long.
+    public var noWorkerTimeout: Double = 300
+    /// Checkpoint every this many steps (0: only at the end).
+    public var checkpointEvery: Int = 0
+    /// A shard whose gradient is rejected (non-finite) this many times stops the run.
+    public var maxShardAttempts: Int = 3
+    public var limits: WireLimits
+
+    public init(runID: UInt64, limits: WireLimits) {
+        self.runID = runID
+        self.limits = limits
+    }
+}
+
+/// Something the coordinator did that an operator may want to know (events.jsonl, reports).
+public struct ClusterEvent: Sendable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case start, restore, join, drop, reassign, reject, nonFinite, checkpoint, finish, fatal
+    }
+    public var time: Double
+    public var kind: Kind
+    public var step: Int
+    public var worker: String
+    public var detail: String
+}
+
+/// Counters of everything the coordinator rejected or recovered from.
+public struct CoordinatorStats: Sendable {
+    public var framesRejected: [String: Int] = [:]
+    public var staleMessages = 0
+    public var duplicateGradients = 0
+    public var nonFiniteGradients = 0
+    public var unknownPeers = 0
+    public var joins = 0
+    public var drops = 0
+    public var reassignedShards = 0
+    public var checkpoints = 0
+    public var stepsCompleted = 0
+    public var totalRejected: Int { framesRejected.values.reduce(0, +) }
+}
+
+/// A fatal condition of the run.
+public struct ClusterError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The coordinator: admits workers, cuts every step into fixed shards and assigns them,
+/// reduces shard gradients in shard order, applies the optimiser, broadcasts the update,
+/// detects dead and hung workers and reassigns their shards, and checkpoints.
+///
+/// Single-threaded: `run()` owns the transport. Everything it depends on is passed in
+/// (transport, workload, clock, logger, checkpoint store), so tests run it in-process.
+public final class Coordinator: @unchecked Sendable {
+    final class WorkerRecord {
+        let peer: PeerID
+        let id: UInt32
+        var name: String
+        var incarnation: UInt64
+        var joined = false
+        var lastSeen: Double
+        /// Shards of the current step this worker still owes.
+        var pending: Set<Int> = []
+        init(peer: PeerID, id: UInt32, name: String, incarnation: UInt64, now: Double) {
+            self.peer = peer
+            self.id = id
+            self.name = name
+            self.incarnation = incarnation
+            lastSeen = now
+        }
+        var label: String { "\(name)#\(id)" }
+    }
+
+    struct StepState {
+        let step: Int
+        let startedAt: Double
+        var deadline: Double
+        var owner: [PeerID?]
+        var buffered: [[Float]?]
+        var nextToReduce = 0
+        var attempts: [Int]
+        var loss = 0.0
+        var terms: [String: Double] = [:]
+        var computeSeconds = 0.0
+        var bytesIn = 0
+        var done: Bool { nextToReduce == owner.count }
+    }
+
+    public let workload: any CoordinatorWorkload
+    let transport: any ServerTransport
+    public let options: CoordinatorOptions
+    let checkpoints: CheckpointStore?
+    let incarnation: UInt64
+    var logger: Logger
+    let clock: any Clock
+    let codec: any GradientCodec
+    /// Called for every cluster event (from the coordinator's thread).
+    public var onEvent: (@Sendable (ClusterEvent) -> Void)?
+
+    private var workers: [PeerID: WorkerRecord] = [:]
+    private var nextWorkerID: UInt32 = 1
+    private var generation: UInt32 = 0
+    private var current: StepState?
+    private let sum: UnsafeMutablePointer<Float>
+    private let scratch: UnsafeMutablePointer<Float>
+    private var shardTimes: [Double] = []
+    private var lastWorkerSeenAt: Double
+    private var fatal: ClusterError?
+    private var statsLock = NSLock()
+    private var _stats = CoordinatorStats()
+    private var updateBuffer: [UInt8] = []
+
+    public init(workload: any CoordinatorWorkload, transport: any ServerTransport, options: CoordinatorOptions,
+                checkpoints: CheckpointStore?, incarnation: UInt64, logger: Logger, clock: any Clock = MonotonicClock()) throws {
+        self.workload = workload
+        self.transport = transport
+        self.options = options
+        self.checkpoints = checkpoints
+        self.incarnation = incarnation
+        self.logger = logger
+        self.clock = clock
+        self.codec = try CodecRegistry.codec(named: options.codec)
+        sum = .allocate(capacity: max(workload.parameterCount, 1))
+        scratch = .allocate(capacity: max(workload.parameterCount, 1))
+        lastWorkerSeenAt = clock.now()
+    }
+
+    deinit {
+        sum.deallocate()
+        scratch.deallocate()
+    }
+
+    /// A copy of the counters (safe from any thread).
+    public var stats: CoordinatorStats {
+        statsLock.lock(); defer { statsLock.unlock() }
+        return _stats
+    }
+
+    private func count(_ change: (inout CoordinatorStats) -> Void) {
+        statsLock.lock()
+        change(&_stats)
+        statsLock.unlock()
+    }
+
+    private func event(_ kind: ClusterEvent.Kind, worker: String = "", _ detail: String) {
+        onEvent?(ClusterEvent(time: Date().timeIntervalSince1970, kind: kind, step: current?.step ?? workload.version,
+                              worker: worker, detail: detail))
+    }
+
+    // MARK: Run
+
+    /// Restores the newest verifying checkpoint, runs every remaining step, writes the final
+    /// checkpoint and tells workers to shut down. Throws on a fatal condition.
+    public func run() throws {
+        if let store = checkpoints, let found = store.loadNewest(skipped: { [logger] why in
+            logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"])
+        }) {
+            try workload.restore(checkpoint: found.snapshot)
+            logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(workload.version)",
+                                                 "incarnation": "\(incarnation)"])
+            event(.restore, "resumed from \(found.path) at step \(workload.version)")
+        }
+        event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
+        var nextHeartbeat = clock.now()
+        while workload.version < workload.totalSteps {
+            if let fatal {
+                event(.fatal, fatal.message)
+                shutdownWorkers(reason: fatal.message, success: false)
+                throw fatal
+            }
+            let received: (peer: PeerID, frames: [[UInt8]])?
+            do {
+                received = try transport.receive(timeout: 0.05)
+            } catch {
+                throw ClusterError("coordinator transport failed: \(error)")
+            }
+            if let (peer, frames) = received { handle(peer, frames) }
+            let now = clock.now()
+            if now >= nextHeartbeat {
+                sendHeartbeats()
+                nextHeartbeat = now + options.heartbeatInterval
+            }
+            checkLiveness(now)
+            if current == nil { startStepIfPossible(now) } else { checkDeadline(now) }
+            if liveWorkers.isEmpty && now - lastWorkerSeenAt > options.noWorkerTimeout {
+                fatal = ClusterError("no worker has been available for \(Int(options.noWorkerTimeout)) s; start workers with `ambient worker --connect ...` (or raise --no-worker-timeout)")
+            }
+        }
+        if let store = checkpoints {
+            try writeCheckpoint(store)
+        }
+        try workload.finish()
+        event(.finish, "finished \(workload.totalSteps) steps")
+        shutdownWorkers(reason: "run finished", success: true)
+    }
+
+    private var liveWorkers: [WorkerRecord] {
+        workers.values.filter(\.joined).sorted { $0.id < $1.id }
+    }
+
+    // MARK: Messages
+
+    private func header(_ type: MessageType, step: Int = 0, version: Int = 0, shard: Int = 0) -> MessageHeader {
+        MessageHeader(type: type, generation: generation, runID: options.runID, coordinatorIncarnation: incarnation,
+                      senderID: 0, senderIncarnation: incarnation, step: UInt64(step), shard: UInt32(shard),
+                      shardCount: UInt32(workload.shardCount), parameterVersion: UInt64(version))
+    }
+
+    @discardableResult
+    private func send(_ message: Message, to record: WorkerRecord) -> Bool {
+        send(message, to: record.peer, label: record.label)
+    }
+
+    @discardableResult
+    private func send(_ message: Message, to peer: PeerID, label: String) -> Bool {
+        do {
+            try transport.send(message.frames(), to: peer)
+            return true
+        } catch {
+            logger.debug("send failed", metadata: ["worker": "\(label)", "type": "\(message.header.type)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    private func sendControl<T: Encodable>(_ type: MessageType, _ body: T, to peer: PeerID, label: String) {
+        guard let m = try? Message.control(header(type, step: current?.step ?? workload.version, version: workload.version), body: body) else { return }
+        send(m, to: peer, label: label)
+    }
+
+    private func reject(_ peer: PeerID, label: String, reason: String, rejoin: Bool) {
+        sendControl(.reject, RejectBody(reason: reason, rejoin: rejoin), to: peer, label: label)
+    }
+
+    private func handle(_ peer: PeerID, _ frames: [[UInt8]]) {
+        let message: Message
+        do {
+            message = try Message.decode(frames: frames, limits: options.limits)
+        } catch {
+            count { $0.framesRejected[error.kind, default: 0] += 1 }
+            logger.debug("rejected frame", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            return
+        }
+        let h = message.header
+        if h.type != .hello && h.runID != options.runID {
+            count { $0.framesRejected["wrongRun", default: 0] += 1 }
+            reject(peer, label: peer.description, reason: "message for run \(h.runID), this coordinator runs \(options.runID)", rejoin: true)
+            return
+        }
+        if let record = workers[peer] {
+            record.lastSeen = clock.now()
+            lastWorkerSeenAt = record.lastSeen
+        }
+        switch h.type {
+        case .hello:
+            handleHello(peer, message)
+        case .heartbeat:
+            if workers[peer] == nil {
+                count { $0.unknownPeers += 1 }
+                reject(peer, label: peer.description, reason: "unknown worker (coordinator restarted or worker dropped): register again", rejoin: true)
+            }
+        case .gradient:
+            handleGradient(peer, message)
+        case .checksumReport:
+            guard let record = workers[peer], record.joined else {
+                reject(peer, label: peer.description, reason: "unknown worker: register again", rejoin: true)
+                return
+            }
+            let body = try? message.decodeJSON(ChecksumReportBody.self, limits: options.limits)
+            logger.warning("worker out of sync: sending full parameters", metadata: [
+                "worker": "\(record.label)", "step": "\(workload.version)", "reason": "\(body?.reason ?? "?")"])
+            sendParameters(to: record)
+        case .error:
+            let text = String(decoding: message.payload.prefix(2000), as: UTF8.self)
+            if let record = workers[peer] { drop(record, reason: "worker reported an error: \(text)") }
+        default:
+            count { $0.framesRejected["unexpectedType", default: 0] += 1 }
+        }
+    }
+
+    private func handleHello(_ peer: PeerID, _ message: Message) {
+        let body: HelloBody
+        do {
+            body = try message.decodeJSON(HelloBody.self, limits: options.limits)
+        } catch {
+            count { $0.framesRejected["badHello", default: 0] += 1 }
+            reject(peer, label: peer.description, reason: "malformed hello: \(error)", rejoin: false)
+            return
+        }
+        guard body.protocolVersion == clusterProtocolVersion else {
+            reject(peer, label: body.workerName, reason: "protocol version \(body.protocolVersion), coordinator speaks \(clusterProtocolVersion): use the same ambient build everywhere", rejoin: false)
+            event(.reject, worker: body.workerName, "protocol version \(body.protocolVersion)")
+            return
+        }
+        let now = clock.now()
+        // A new incarnation of a worker we know under the same name replaces the old one.
+        for old in workers.values where old.name == body.workerName && old.peer != peer {
+            drop(old, reason: "replaced by a new incarnation (\(peer))")
+        }
+        let record: WorkerRecord
+        if let r = workers[peer] {
+            record = r
+        } else {
+            record = WorkerRecord(peer: peer, id: nextWorkerID, name: body.workerName,
+                                  incarnation: message.header.senderIncarnation, now: now)
+            nextWorkerID += 1
+            workers[peer] = record
+        }
+        lastWorkerSeenAt = now
+        switch body.phase {
+        case .probe:
+            if record.joined { return }   // a duplicate probe while joined: ignore
+            let welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
+                                      datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
+                                      heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout)
+            sendControl(.welcome, welcome, to: peer, label: record.label)
+        case .join:
+            guard body.runID == options.runID else {
+                workers[peer] = nil
+                reject(peer, label: record.label, reason: "worker prepared run \(body.runID ?? 0), this is run \(options.runID): probe again", rejoin: true)
+                return
+            }
+            guard body.datasetHash == workload.datasetHash else {
+                workers[peer] = nil
+                let reason = "dataset hash \(body.datasetHash ?? "none") differs from the coordinator's \(workload.datasetHash): every worker must read the same data (same files, same corruption seed)"
+                reject(peer, label: record.label, reason: reason, rejoin: false)
+                event(.reject, worker: record.label, reason)
+                logger.error("rejected worker", metadata: ["worker": "\(record.label)", "reason": "\(reason)"])
+                return
+            }
+            if record.joined { return }
+            if sendParameters(to: record) {
+                record.joined = true
+                generation &+= 1
+                count { $0.joins += 1 }
+                logger.notice("worker joined", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "host": "\(body.host)",
+                                                          "pid": "\(body.pid)", "step": "\(workload.version)", "workers": "\(liveWorkers.count)"])
+                event(.join, worker: record.label, "host \(body.host) pid \(body.pid)")
+                assignOrphans()
+            }
+        }
+    }
+
+    /// Sends the full replica state (parameters and optimiser moments).
+    @discardableResult
+    private func sendParameters(to record: WorkerRecord) -> Bool {
+        let snapshot = workload.replicaSnapshot()
+        var flat: [Float] = []
+        flat.reserveCapacity(snapshot.elementCount)
+        for s in snapshot.sections { flat += s.values }
+        let meta = StateMeta(sections: snapshot.sections.map(\.name), counts: snapshot.sections.map(\.values.count),
+                             counters: snapshot.counters, parameterChecksum: workload.parameterChecksum)
+        guard let metaBytes = try? Message.jsonPayload(meta, maxBytes: options.limits.maxJSONBytes) else { return false }
+        let m = flat.withUnsafeBufferPointer {
+            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0, codec: codec, meta: metaBytes)
+        }
+        if !send(m, to: record) {
+            drop(record, reason: "unreachable while sending parameters")
+            return false
+        }
+        return true
+    }
+
+    // MARK: Steps
+
+    private func startStepIfPossible(_ now: Double) {
+        let live = liveWorkers
+        let needed = workload.version == 0 ? options.minWorkers : 1
+        guard live.count >= max(needed, 1) else { return }
+        let s = workload.version
+        let n = workload.shardCount
+        current = StepState(step: s, startedAt: now, deadline: now + options.initialStepDeadline,
+                            owner: [PeerID?](repeating: nil, count: n), buffered: [[Float]?](repeating: nil, count: n),
+                            attempts: [Int](repeating: 0, count: n))
+        var plan: [PeerID: [Int]] = [:]
+        for k in 0..<n {
+            let w = live[k % live.count]
+            plan[w.peer, default: []].append(k)
+        }
+        for w in live {
+            guard let shards = plan[w.peer] else { continue }
+            assign(shards, to: w)
+        }
+        updateDeadline(now)
+    }
+
+    private func assign(_ shards: [Int], to record: WorkerRecord) {
+        guard var state = current else { return }
+        for k in shards { state.owner[k] = record.peer }
+        current = state
+        record.pending.formUnion(shards)
+        let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version)
+        guard let m = try? Message.control(header(.assign, step: state.step, version: workload.version), body: body),
+              send(m, to: record) else {
+            drop(record, reason: "unreachable while assigning shards \(shards)")
+            return
+        }
+    }
+
+    /// Gives shards without a live owner to the least-loaded live workers.
+    private func assignOrphans() {
+        guard let state = current else { return }
+        let orphans = (0..<state.owner.count).filter { k in
+            state.buffered[k] == nil && k >= state.nextToReduce && (state.owner[k].map { workers[$0]?.joined != true } ?? true)
+        }
+        guard !orphans.isEmpty else { return }
+        reassign(orphans, reason: "no owner")
+    }
+
+    private func reassign(_ shards: [Int], reason: String, avoiding: PeerID? = nil) {
+        var live = liveWorkers
+        if live.count > 1, let avoid = avoiding { live.removeAll { $0.peer == avoid } }
+        guard !live.isEmpty else {
+            if var state = current {
+                for k in shards { state.owner[k] = nil }
+                current = state
+            }
+            logger.warning("no live worker to take shards", metadata: ["step": "\(current?.step ?? -1)", "shards": "\(shards)"])
+            return
+        }
+        var plan: [PeerID: [Int]] = [:]
+        var load = Dictionary(uniqueKeysWithValues: live.map { ($0.peer, $0.pending.count) })
+        for k in shards {
+            let target = live.min { (load[$0.peer]!, $0.id) < (load[$1.peer]!, $1.id) }!
+            plan[target.peer, default: []].append(k)
+            load[target.peer]! += 1
+        }
+        count { $0.reassignedShards += shards.count }
+        for w in live {
+            guard let ks = plan[w.peer] else { continue }
+            logger.warning("reassigning shards", metadata: ["step": "\(current?.step ?? -1)", "shards": "\(ks)", "to": "\(w.label)", "reason": "\(reason)"])
+            event(.reassign, worker: w.label, "shards \(ks): \(reason)")
+            assign(ks, to: w)
+        }
+        updateDeadline(clock.now())
+    }
+
+    private func handleGradient(_ peer: PeerID, _ message: Message) {
+        let h = message.header
+        guard let record = workers[peer], record.joined else {
+            count { $0.unknownPeers += 1 }
+            reject(peer, label: peer.description, reason: "gradient from an unregistered worker: register again", rejoin: true)
+            return
+        }
+        let k = Int(h.shard)
+        guard var state = current, Int(h.step) == state.step, Int(h.parameterVersion) == workload.version,
+              Int(h.shardCount) == workload.shardCount, k < state.owner.count else {
+            count { $0.staleMessages += 1 }
+            logger.debug("dropped stale gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(h.shard)",
+                                                              "version": "\(h.parameterVersion)"])
+            return
+        }
+        guard k >= state.nextToReduce, state.buffered[k] == nil, state.owner[k] == peer else {
+            count { $0.duplicateGradients += 1 }
+            logger.debug("dropped duplicate gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(k)"])
+            return
+        }
+        let n = workload.parameterCount
+        guard h.keyOffset == 0, h.keyCount == UInt64(n) else {
+            count { $0.framesRejected["keyRange", default: 0] += 1 }
+            return
+        }
+        do {
+            try message.decodeTensor(into: UnsafeMutableBufferPointer(start: scratch, count: n))
+        } catch {
+            count { $0.framesRejected[error.kind, default: 0] += 1 }
+            logger.warning("undecodable gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(k)", "error": "\(error)"])
+            record.pending.remove(k)
+            state.attempts[k] += 1
+            current = state
+            reassign([k], reason: "undecodable gradient from \(record.label)", avoiding: peer)
+            return
+        }
+        if let bad = firstNonFinite(scratch, n) {
+            count { $0.nonFiniteGradients += 1 }
+            record.pending.remove(k)
+            state.attempts[k] += 1
+            current = state
+            let detail = "non-finite gradient (element \(bad)) for step \(state.step) shard \(k) from \(record.label): rejected, not applied"
+            logger.error("rejected gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)", "reason": "non-finite element \(bad)"])
+            event(.nonFinite, worker: record.label, detail)
+            if state.attempts[k] >= options.maxShardAttempts {
+                fatal = ClusterError("step \(state.step) shard \(k) produced a non-finite gradient \(state.attempts[k]) times: the model diverged or the data holds extreme values; lower the learning rate or check the data")
+                return
+            }
+            reassign([k], reason: "non-finite gradient from \(record.label)", avoiding: peer)
+            return
+        }
+        let meta = try? message.decodeMeta(GradientMeta.self, limits: options.limits)
+        record.pending.remove(k)
+        state.bytesIn += message.payload.count
+        if let meta {
+            state.loss += meta.loss
+            for (key, v) in meta.terms { state.terms[key, default: 0] += v }
+            state.computeSeconds += meta.computeSeconds
+            shardTimes.append(meta.computeSeconds)
+            if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
+        }
+        // Reduce in shard order: add every shard whose predecessors are in.
+        if k == state.nextToReduce {
+            accumulate(scratch, first: k == 0)
+            state.nextToReduce += 1
+            while state.nextToReduce < state.owner.count, let b = state.buffered[state.nextToReduce] {
+                b.withUnsafeBufferPointer { accumulate($0.baseAddress!, first: false) }
+                state.buffered[state.nextToReduce] = nil
+                state.nextToReduce += 1
+            }
+        } else {
+            state.buffered[k] = Array(UnsafeBufferPointer(start: scratch, count: n))
+        }
+        current = state
+        if state.done { completeStep() }
+    }
+
+    private func accumulate(_ g: UnsafePointer<Float>, first: Bool) {
+        let n = workload.parameterCount
+        if first { sum.update(from: g, count: n) } else { Float.axpy(1, g, sum, n) }
+    }
+
+    private func completeStep() {
+        guard let state = current else { return }
+        let n = workload.parameterCount
+        // Encode once; apply exactly what workers will decode (identical for lossless codecs).
+        let message = Message(header: header(.update, step: state.step, version: state.step + 1),
+                              tensor: UnsafeBufferPointer(start: sum, count: n), codec: codec, buffer: updateBuffer)
+        if !codec.isLossless {
+            try? message.decodeTensor(into: UnsafeMutableBufferPointer(start: sum, count: n), codec: codec)
+        }
+        let norm = gradientNorm(sum, n)
+        workload.apply(gradient: sum)
+        let meta = UpdateMeta(parameterChecksum: workload.parameterChecksum, loss: state.loss)
+        let withMeta = Message(header: message.header, payload: message.payload,
+                               meta: (try? Message.jsonPayload(meta)) ?? [])
+        var bytesOut = 0
+        for w in liveWorkers {
+            if send(withMeta, to: w) { bytesOut += withMeta.payload.count } else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
+        }
+        updateBuffer = []
+        let now = clock.now()
+        count { $0.stepsCompleted += 1 }
+        current = nil
+        let summary = StepSummary(step: state.step, loss: state.loss, terms: state.terms, gradientNorm: norm,
+                                  seconds: now - state.startedAt,
+                                  computeSeconds: state.computeSeconds / Double(max(workload.shardCount, 1)),
+                                  workers: liveWorkers.count, bytesIn: state.bytesIn, bytesOut: bytesOut)
+        do {
+            try workload.stepCompleted(summary)
+        } catch {
+            fatal = ClusterError("step \(state.step): \(error)")
+            return
+        }
+        if let store = checkpoints, options.checkpointEvery > 0, workload.version % options.checkpointEvery == 0,
+           workload.version < workload.totalSteps {
+            do {
+                try writeCheckpoint(store)
+            } catch {
+                fatal = ClusterError("\(error)")
+            }
+        }
+    }
+
+    private func writeCheckpoint(_ store: CheckpointStore) throws {
+        let start = clock.now()
+        let path = try store.write(workload.checkpointSnapshot(), step: workload.version)
+        count { $0.checkpoints += 1 }
+        logger.info("checkpoint", metadata: ["path": "\(path)", "step": "\(workload.version)",
+                                             "seconds": "\(String(format: "%.2f", clock.now() - start))"])
+        event(.checkpoint, "\(path)")
+    }
+
+    // MARK: Liveness
+
+    private func sendHeartbeats() {
+        let m = Message(header: header(.heartbeat, step: current?.step ?? workload.version, version: workload.version))
+        for w in workers.values where !send(m, to: w) {
+            drop(w, reason: "unreachable (heartbeat send failed)")
+        }
+    }
+
+    private func checkLiveness(_ now: Double) {
+        for w in workers.values where now - w.lastSeen > options.heartbeatTimeout {
+            drop(w, reason: String(format: "no message for %.1f s (heartbeat timeout %.1f s)", now - w.lastSeen, options.heartbeatTimeout))
+        }
+    }
+
+    private func updateDeadline(_ now: Double) {
+        guard var state = current else { return }
+        guard shardTimes.count >= 3 else {
+            state.deadline = max(state.deadline, now + options.initialStepDeadline)
+            current = state
+            return
+        }
+        let median = shardTimes.sorted()[shardTimes.count / 2]
+        let maxLoad = liveWorkers.map(\.pending.count).max() ?? 1
+        state.deadline = now + max(options.minimumDeadline, options.deadlineFactor * median * Double(max(maxLoad, 1)))
+        current = state
+    }
+
+    private func checkDeadline(_ now: Double) {
+        guard let state = current, now > state.deadline else { return }
+        let late = workers.values.filter { !$0.pending.isEmpty }
+        for w in late {
+            drop(w, reason: String(format: "missed the deadline of step %d (%.1f s after start) with shards %@ pending",
+                                   state.step, now - state.startedAt, "\(w.pending.sorted())"))
+        }
+        if late.isEmpty { updateDeadline(now) }
+    }
+
+    /// Removes a worker and reassigns what it owed. It is told to register again in case it
+    /// is alive after all (a paused process that resumes).
+    private func drop(_ record: WorkerRecord, reason: String) {
+        guard workers[record.peer] != nil else { return }
+        workers[record.peer] = nil
+        generation &+= 1
+        count { $0.drops += 1 }
+        logger.warning("dropped worker", metadata: ["worker": "\(record.label)", "step": "\(current?.step ?? workload.version)",
+                                                    "reason": "\(reason)", "workers": "\(liveWorkers.count)"])
+        event(.drop, worker: record.label, reason)
+        reject(record.peer, label: record.label, reason: "dropped: \(reason); register again", rejoin: true)
+        let owed = record.pending.sorted()
+        record.pending = []
+        if !owed.isEmpty { reassign(owed, reason: "\(record.label) dropped") }
+    }
+
+    private func shutdownWorkers(reason: String, success: Bool) {
+        for w in workers.values {
+            sendControl(.shutdown, ShutdownBody(reason: reason, success: success), to: w.peer, label: w.label)
+        }
+    }
+}
+
+/// Index of the first NaN or infinity, if any.
+func firstNonFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Int? {
+    var i = 0
+    while i < n {
+        let end = min(i + 4096, n)
+        var acc: Float = 0
+        for j in i..<end { acc += p[j] * 0 }
+        if !acc.isFinite {
+            for j in i..<end where !p[j].isFinite { return j }
+        }
+        i = end
+    }
+    return nil
+}
+
+/// Euclidean norm accumulated in Double over blocks.
+func gradientNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
+    var acc = 0.0
+    var j = 0
+    while j < n {
+        let end = min(j + 4096, n)
+        var part: Float = 0
+        for i in j..<end { part += g[i] * g[i] }
+        acc += Double(part)
+        j = end
+    }
+    return acc.squareRoot()
+}

@@ -1,0 +1,143 @@
+import Foundation
+
+/// An in-process network: one server endpoint and any number of client endpoints, exchanging
+/// frames through locked queues. Lets the coordinator and workers run in one test process
+/// (STYLE: protocol logic testable without sockets), and lets tests cut a client off.
+public final class InMemoryNetwork: @unchecked Sendable {
+    private let lock = NSCondition()
+    private var serverInbox: [(PeerID, [[UInt8]])] = []
+    private var clientInboxes: [PeerID: [[[UInt8]]]] = [:]
+    private var connected: Set<PeerID> = []
+    private var serverClosed = false
+    /// Messages a client may have queued before sends to it fail (a ZeroMQ high-water mark).
+    public let queueLimit: Int
+
+    public init(queueLimit: Int = 64) { self.queueLimit = queueLimit }
+
+    public func server() -> InMemoryServer { InMemoryServer(network: self) }
+
+    /// Connects a client with the given routing identity.
+    public func connect(identity: String) -> InMemoryClient {
+        let peer = PeerID(identity)
+        lock.lock()
+        connected.insert(peer)
+        clientInboxes[peer] = []
+        lock.unlock()
+        return InMemoryClient(network: self, peer: peer)
+    }
+
+    /// Severs a client: its queued messages are lost and sends to it fail (a killed process).
+    public func disconnect(_ peer: PeerID) {
+        lock.lock()
+        connected.remove(peer)
+        clientInboxes[peer] = nil
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    fileprivate func serverReceive(timeout: Double) throws(TransportError) -> (PeerID, [[UInt8]])? {
+        let deadline = Date().addingTimeInterval(timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while serverInbox.isEmpty {
+            if serverClosed { throw .closed }
+            if !lock.wait(until: deadline) { return nil }
+        }
+        return serverInbox.removeFirst()
+    }
+
+    fileprivate func serverSend(_ frames: [[UInt8]], to peer: PeerID) throws(TransportError) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard connected.contains(peer), clientInboxes[peer] != nil else { throw .unreachable(peer: peer.description) }
+        guard clientInboxes[peer]!.count < queueLimit else { throw .unreachable(peer: peer.description) }
+        clientInboxes[peer]!.append(frames)
+        lock.broadcast()
+    }
+
+    fileprivate func clientReceive(_ peer: PeerID, timeout: Double, woken: () -> Bool) throws(TransportError) -> [[UInt8]]? {
+        let deadline = Date().addingTimeInterval(timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            guard connected.contains(peer) else { throw .closed }
+            if let q = clientInboxes[peer], !q.isEmpty { return clientInboxes[peer]!.removeFirst() }
+            if woken() { return nil }
+            if !lock.wait(until: deadline) { return nil }
+        }
+    }
+
+    fileprivate func clientSend(_ peer: PeerID, _ frames: [[UInt8]]) throws(TransportError) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard connected.contains(peer) else { throw .closed }
+        guard !serverClosed else { return }   // like a TCP peer whose server is down: dropped
+        serverInbox.append((peer, frames))
+        lock.broadcast()
+    }
+
+    fileprivate func wakeAll() {
+        lock.lock()
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    fileprivate func closeServer() {
+        lock.lock()
+        serverClosed = true
+        serverInbox.removeAll()
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Lets a new server take over (a restarted coordinator).
+    public func reopenServer() {
+        lock.lock()
+        serverClosed = false
+        lock.unlock()
+    }
+}
+
+public final class InMemoryServer: ServerTransport {
+    let network: InMemoryNetwork
+    init(network: InMemoryNetwork) { self.network = network }
+    public func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])? {
+        guard let (p, f) = try network.serverReceive(timeout: timeout) else { return nil }
+        return (p, f)
+    }
+    public func send(_ frames: [[UInt8]], to peer: PeerID) throws(TransportError) { try network.serverSend(frames, to: peer) }
+    public func close() { network.closeServer() }
+}
+
+public final class InMemoryClient: ClientTransport, @unchecked Sendable {
+    let network: InMemoryNetwork
+    public let peer: PeerID
+    private let wakeLock = NSLock()
+    private var woken = false
+
+    init(network: InMemoryNetwork, peer: PeerID) {
+        self.network = network
+        self.peer = peer
+    }
+
+    public func receive(timeout: Double) throws(TransportError) -> [[UInt8]]? {
+        let r = try network.clientReceive(peer, timeout: timeout) { [self] in
+            wakeLock.lock(); defer { wakeLock.unlock() }
+            let w = woken
+            woken = false
+            return w
+        }
+        return r
+    }
+
+    public func send(_ frames: [[UInt8]]) throws(TransportError) { try network.clientSend(peer, frames) }
+
+    public func wake() {
+        wakeLock.lock()
+        woken = true
+        wakeLock.unlock()
+        network.wakeAll()
+    }
+
+    public func close() { network.disconnect(peer) }
+}

@@ -1,0 +1,55 @@
+import Foundation
+
+/// A worker as the coordinator's transport sees it: the ZeroMQ routing id (or the in-memory
+/// equivalent). Workers put their name and process incarnation in it, so a restarted worker is
+/// a new peer.
+public struct PeerID: Hashable, Sendable, CustomStringConvertible {
+    public let bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ string: String) { self.bytes = Array(string.utf8) }
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// A transport failure. `unreachable` means the peer is gone (ZMQ_ROUTER_MANDATORY's
+/// EHOSTUNREACH, or a full queue): the coordinator treats it as a dead worker.
+public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable {
+    case unreachable(peer: String)
+    case closed
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case let .unreachable(peer): return "peer \(peer) is unreachable"
+        case .closed: return "transport closed"
+        case let .failed(s): return s
+        }
+    }
+}
+
+/// The coordinator's end: receives from any worker, sends to one. Used by one thread.
+public protocol ServerTransport: AnyObject {
+    /// The next message and its sender, waiting at most `timeout` seconds (nil on timeout).
+    func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])?
+    /// Sends without blocking; throws `.unreachable` if the peer is gone or cannot take more.
+    func send(_ frames: [[UInt8]], to peer: PeerID) throws(TransportError)
+    func close()
+}
+
+/// A worker's end, connected to one coordinator. `receive` and `send` are used by one thread;
+/// `wake` may be called from any thread to end a `receive` early.
+public protocol ClientTransport: AnyObject, Sendable {
+    func receive(timeout: Double) throws(TransportError) -> [[UInt8]]?
+    func send(_ frames: [[UInt8]]) throws(TransportError)
+    func wake()
+    func close()
+}
+
+/// Monotonic time in seconds; injected so tests can reason about deadlines.
+public protocol Clock: Sendable {
+    func now() -> Double
+}
+
+public struct MonotonicClock: Clock {
+    public init() {}
+    public func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+}

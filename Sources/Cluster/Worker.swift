@@ -1,0 +1,400 @@
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// How a worker behaves when the coordinator is away.
+public struct WorkerOptions: Sendable {
+    public var name: String
+    /// Random per process start: a restarted worker is a new peer.
+    public var incarnation: UInt64
+    public var heartbeatInterval: Double = 0.5
+    /// Re-register after hearing nothing for this long (the welcome may override it).
+    public var coordinatorTimeout: Double = 15
+    /// Give up after failing to (re)register for this long.
+    public var maxReconnectTime: Double = 120
+    public var limits: WireLimits
+
+    public init(name: String, incarnation: UInt64, limits: WireLimits) {
+        self.name = name
+        self.incarnation = incarnation
+        self.limits = limits
+    }
+}
+
+/// How a worker's run ended.
+public enum WorkerExit: Sendable, Equatable {
+    /// The coordinator finished the run.
+    case finished
+    /// The coordinator stopped the run with an error.
+    case stopped(String)
+}
+
+/// A worker: registers with the coordinator, builds its workload from the welcome, computes
+/// the shards it is assigned, applies every update to stay bitwise in sync, re-registers by
+/// itself when the coordinator restarts, and exits when told to.
+///
+/// Two threads: the caller's thread owns the transport (heartbeats never wait for compute);
+/// a compute thread owns the workload and runs tasks in order.
+public final class Worker: @unchecked Sendable {
+    public typealias Factory = @Sendable (WelcomeBody) throws -> any WorkerWorkload
+
+    enum Task {
+        case build(WelcomeBody)
+        case load(Message)
+        case apply(Message)
+        case compute(step: Int, shards: [Int], version: Int, header: MessageHeader)
+        case stop
+    }
+
+    enum Outcome {
+        case built(datasetHash: String)
+        case buildFailed(String)
+        case loaded(version: Int)
+        case send([[UInt8]])
+        case outOfSync(ChecksumReportBody)
+    }
+
+    enum Phase: Equatable {
+        case probing
+        case building
+        case joining
+        case ready
+    }
+
+    let transport: any ClientTransport
+    let options: WorkerOptions
+    let factory: Factory
+    var logger: Logger
+    let clock: any Clock
+    let host = ProcessInfo.processInfo.hostName
+    let threads: Int
+
+    // I/O thread state
+    private var phase = Phase.probing
+    private var welcome: WelcomeBody?
+    private var coordinatorIncarnation: UInt64 = 0
+    private var lastHeard: Double
+    private var lastProbe = -1e9
+    private var probeBackoff = 0.25
+    private var unregisteredSince: Double
+    private var heartbeatTimeout: Double
+
+    // Shared between threads (under `lock`)
+    private let lock = NSCondition()
+    private var tasks: [Task] = []
+    private var outbox: [Outcome] = []
+
+    // Compute thread state
+    private var workload: (any WorkerWorkload)?
+    private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
+    private var gradientBuffer: [UInt8] = []
+
+    public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
+                clock: any Clock = MonotonicClock(), factory: @escaping Factory) {
+        self.transport = transport
+        self.options = options
+        self.factory = factory
+        self.logger = logger
+        self.clock = clock
+        self.threads = threads
+        lastHeard = clock.now()
+        unregisteredSince = clock.now()
+        heartbeatTimeout = options.coordinatorTimeout
+    }
+
+    /// Runs until the coordinator shuts the run down; throws if registration keeps failing or
+    /// the coordinator refuses this worker for good.
+    public func run() throws -> WorkerExit {
+        let computeThread = Thread { [self] in computeLoop() }
+        computeThread.name = "ambient-compute"
+        computeThread.start()
+        defer { enqueue(.stop) }
+        var nextHeartbeat = 0.0
+        while true {
+            let now = clock.now()
+            try drainOutbox()
+            if phase == .probing {
+                if now - unregisteredSince > options.maxReconnectTime {
+                    throw ClusterError("could not register with the coordinator for \(Int(options.maxReconnectTime)) s; is `ambient coordinator` running at the address given to --connect, and does it accept this worker's key?")
+                }
+                if now - lastProbe >= probeBackoff {
+                    sendHello(.probe)
+                    lastProbe = now
+                    probeBackoff = min(probeBackoff * 2, 4)
+                }
+            } else {
+                if now >= nextHeartbeat {
+                    sendMessage(Message(header: header(.heartbeat)))
+                    nextHeartbeat = now + (welcome?.heartbeatInterval ?? options.heartbeatInterval)
+                }
+                if now - lastHeard > heartbeatTimeout {
+                    logger.warning("coordinator silent: registering again", metadata: [
+                        "silence": "\(String(format: "%.1f", now - lastHeard)) s"])
+                    restartRegistration()
+                }
+            }
+            let frames: [[UInt8]]?
+            do {
+                frames = try transport.receive(timeout: phase == .probing ? 0.05 : 0.1)
+            } catch {
+                throw ClusterError("worker transport failed: \(error)")
+            }
+            if let frames, let exit = try handle(frames) { return exit }
+        }
+    }
+
+    // MARK: I/O thread
+
+    private func header(_ type: MessageType, step: Int = 0, shard: Int = 0, version: Int = 0) -> MessageHeader {
+        MessageHeader(type: type, runID: welcome?.runID ?? 0, coordinatorIncarnation: coordinatorIncarnation,
+                      senderID: welcome?.workerID ?? 0, senderIncarnation: options.incarnation, step: UInt64(step),
+                      shard: UInt32(shard), shardCount: UInt32(welcome?.shardCount ?? 0), parameterVersion: UInt64(version))
+    }
+
+    private func sendMessage(_ m: Message) {
+        do {
+            try transport.send(m.frames())
+        } catch {
+            logger.debug("send failed", metadata: ["type": "\(m.header.type)", "error": "\(error)"])
+        }
+    }
+
+    private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
+        let body = HelloBody(phase: phase, workerName: options.name, host: host, pid: getpid(),
+                             protocolVersion: clusterProtocolVersion, runID: phase == .join ? welcome?.runID : nil,
+                             datasetHash: datasetHash, threads: threads)
+        if let m = try? Message.control(header(.hello), body: body) { sendMessage(m) }
+    }
+
+    private func restartRegistration() {
+        phase = .probing
+        probeBackoff = 0.25
+        lastProbe = -1e9
+        unregisteredSince = clock.now()
+        lastHeard = clock.now()
+        heartbeatTimeout = options.coordinatorTimeout
+        clearPendingCompute()
+    }
+
+    /// Handles one message; returns an exit when the run is over.
+    private func handle(_ frames: [[UInt8]]) throws -> WorkerExit? {
+        let message: Message
+        do {
+            message = try Message.decode(frames: frames, limits: options.limits)
+        } catch {
+            logger.warning("rejected frame from coordinator", metadata: ["reason": "\(error)"])
+            return nil
+        }
+        let h = message.header
+        lastHeard = clock.now()
+        if coordinatorIncarnation != 0 && h.coordinatorIncarnation != coordinatorIncarnation && phase != .probing {
+            logger.notice("coordinator restarted: registering again", metadata: [
+                "old": "\(coordinatorIncarnation)", "new": "\(h.coordinatorIncarnation)"])
+            coordinatorIncarnation = h.coordinatorIncarnation
+            restartRegistration()
+        }
+        switch h.type {
+        case .welcome:
+            guard phase == .probing, let body = try? message.decodeJSON(WelcomeBody.self, limits: options.limits) else { return nil }
+            welcome = body
+            coordinatorIncarnation = h.coordinatorIncarnation
+            heartbeatTimeout = body.coordinatorTimeout
+            phase = .building
+            enqueue(.build(body))
+        case .reject:
+            let body = try? message.decodeJSON(RejectBody.self, limits: options.limits)
+            let reason = body?.reason ?? "unreadable reason"
+            if body?.rejoin ?? true {
+                logger.notice("coordinator asked to register again", metadata: ["reason": "\(reason)"])
+                restartRegistration()
+            } else {
+                throw ClusterError("the coordinator refused this worker: \(reason)")
+            }
+        case .parameters:
+            guard phase == .joining || phase == .ready else { return nil }
+            enqueue(.load(message))
+        // Updates and assignments may arrive right behind the parameters, before the compute
+        // thread has loaded them: the task queue keeps them in order behind the load.
+        case .update:
+            guard phase == .joining || phase == .ready else { return nil }
+            enqueue(.apply(message))
+        case .assign:
+            guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits) else { return nil }
+            enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion, header: h))
+        case .shutdown:
+            let body = try? message.decodeJSON(ShutdownBody.self, limits: options.limits)
+            logger.notice("coordinator ended the run", metadata: ["reason": "\(body?.reason ?? "?")"])
+            return body?.success == false ? .stopped(body?.reason ?? "stopped") : .finished
+        case .heartbeat:
+            break
+        default:
+            logger.debug("ignored message", metadata: ["type": "\(h.type)"])
+        }
+        return nil
+    }
+
+    private func drainOutbox() throws {
+        lock.lock()
+        let items = outbox
+        outbox.removeAll()
+        lock.unlock()
+        for item in items {
+            switch item {
+            case let .built(hash):
+                guard phase == .building else { continue }
+                if hash != welcome?.datasetHash {
+                    throw ClusterError("this worker's data has hash \(hash) but the coordinator's has \(welcome?.datasetHash ?? "?"): every worker must read the same data")
+                }
+                phase = .joining
+                sendHello(.join, datasetHash: hash)
+            case let .buildFailed(why):
+                throw ClusterError("cannot build the run's workload on this worker: \(why)")
+            case let .loaded(version):
+                if phase == .joining {
+                    phase = .ready
+                    logger.notice("joined", metadata: ["worker": "\(options.name)#\(welcome?.workerID ?? 0)", "version": "\(version)"])
+                }
+            case let .send(frames):
+                do { try transport.send(frames) } catch {
+                    logger.debug("gradient send failed", metadata: ["error": "\(error)"])
+                }
+            case let .outOfSync(body):
+                if let m = try? Message.control(header(.checksumReport, version: body.parameterVersion), body: body) { sendMessage(m) }
+            }
+        }
+    }
+
+    // MARK: Compute thread
+
+    private func enqueue(_ task: Task) {
+        lock.lock()
+        tasks.append(task)
+        lock.signal()
+        lock.unlock()
+    }
+
+    private func clearPendingCompute() {
+        lock.lock()
+        tasks.removeAll { if case .stop = $0 { return false } else { return true } }
+        outbox.removeAll()
+        lock.unlock()
+    }
+
+    private func post(_ outcome: Outcome) {
+        lock.lock()
+        outbox.append(outcome)
+        lock.unlock()
+        transport.wake()
+    }
+
+    private func computeLoop() {
+        while true {
+            lock.lock()
+            while tasks.isEmpty { lock.wait() }
+            let task = tasks.removeFirst()
+            lock.unlock()
+            switch task {
+            case .stop:
+                return
+            case let .build(body):
+                if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, workload != nil {
+                    post(.built(datasetHash: b.datasetHash))
+                    continue
+                }
+                do {
+                    let w = try factory(body)
+                    workload = w
+                    builtFor = (body.runID, w.datasetHash, body.workloadSpec)
+                    post(.built(datasetHash: w.datasetHash))
+                } catch {
+                    post(.buildFailed("\(error)"))
+                }
+            case let .load(message):
+                load(message)
+            case let .apply(message):
+                apply(message)
+            case let .compute(step, shards, version, assignHeader):
+                compute(step: step, shards: shards, version: version, assignHeader: assignHeader)
+            }
+        }
+    }
+
+    private func load(_ message: Message) {
+        guard let workload else { return }
+        do {
+            guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits),
+                  meta.sections.count == meta.counts.count else {
+                throw ClusterError("parameters message without a valid state description")
+            }
+            let flat = try message.decodeTensor()
+            guard meta.counts.reduce(0, +) == flat.count else { throw ClusterError("parameters: section sizes do not add up") }
+            var sections: [StateSnapshot.Section] = []
+            var offset = 0
+            for (name, c) in zip(meta.sections, meta.counts) {
+                sections.append(.init(name: name, values: Array(flat[offset..<(offset + c)])))
+                offset += c
+            }
+            try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
+            guard workload.parameterChecksum == meta.parameterChecksum else {
+                throw ClusterError("parameters differ from the coordinator's checksum after loading")
+            }
+            post(.loaded(version: workload.version))
+        } catch {
+            logger.error("cannot load parameters", metadata: ["error": "\(error)"])
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                               reason: "could not load parameters: \(error)")))
+        }
+    }
+
+    private func apply(_ message: Message) {
+        guard let workload else { return }
+        let h = message.header
+        guard Int(h.parameterVersion) == workload.version + 1 else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
+                                               reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
+            return
+        }
+        do {
+            let g = try message.decodeTensor()
+            guard g.count == workload.parameterCount else { throw ClusterError("update has \(g.count) values, model has \(workload.parameterCount)") }
+            g.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+            let expected = (try? message.decodeMeta(UpdateMeta.self, limits: options.limits))??.parameterChecksum
+            let sum = workload.parameterChecksum
+            if let expected, expected != sum {
+                post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: sum, expected: expected,
+                                                   reason: "parameter checksum differs from the coordinator's after step \(h.step)")))
+            }
+        } catch {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                               reason: "undecodable update: \(error)")))
+        }
+    }
+
+    private func compute(step: Int, shards: [Int], version: Int, assignHeader: MessageHeader) {
+        guard let workload, let welcome else { return }
+        guard version == workload.version else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
+                                               reason: "assigned step \(step) at version \(version), this worker holds version \(workload.version)")))
+            return
+        }
+        let codec: any GradientCodec
+        do {
+            codec = try CodecRegistry.codec(named: welcome.codec)
+        } catch {
+            post(.buildFailed("unknown codec \(welcome.codec)"))
+            return
+        }
+        for k in shards {
+            let (gradient, meta) = workload.computeShard(step: step, shard: k)
+            var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
+                                  coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
+                                  senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
+                                  shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
+            h.keyOffset = 0
+            let metaBytes = (try? Message.jsonPayload(meta)) ?? []
+            let m = Message(header: h, tensor: gradient, codec: codec, meta: metaBytes)
+            post(.send(m.frames()))
+        }
+    }
+}

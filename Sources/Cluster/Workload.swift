@@ -1,0 +1,84 @@
+import TensorCore
+import Wire
+
+/// State that the coordinator and every worker hold bitwise-identically at each parameter
+/// version: parameters and optimiser moments. Each replica applies the same reduced gradient
+/// with the same code (DESIGN: replicated optimiser), so only gradients travel per step.
+public protocol ReplicatedState: AnyObject {
+    /// Parameter count n (the length of every gradient).
+    var parameterCount: Int { get }
+    /// The parameters, n elements.
+    var parameters: UnsafePointer<Float> { get }
+    /// Optimiser steps applied so far = the version of the parameters = the next step to run.
+    var version: Int { get }
+    /// One optimiser step with the batch-mean gradient.
+    func apply(gradient: UnsafePointer<Float>)
+    /// What a joining worker needs: parameters, optimiser moments, counters.
+    func replicaSnapshot() -> StateSnapshot
+    func restore(replica: StateSnapshot) throws
+}
+
+/// The coordinator's side of a run (implemented by Training).
+public protocol CoordinatorWorkload: ReplicatedState {
+    /// Steps of the whole run.
+    var totalSteps: Int { get }
+    /// Fixed shards per step.
+    var shardCount: Int { get }
+    /// What workers must build: opaque to the cluster (Training puts the run config here).
+    var workloadSpec: [UInt8] { get }
+    /// Content hash of the training data; a worker whose data differs is refused.
+    var datasetHash: String { get }
+    /// Everything needed to resume exactly: replica state plus EMA and counters.
+    func checkpointSnapshot() -> StateSnapshot
+    func restore(checkpoint: StateSnapshot) throws
+    /// Called after each step is applied (metrics, logs).
+    func stepCompleted(_ summary: StepSummary) throws
+    /// Called once after the last step (final weights).
+    func finish() throws
+}
+
+/// A worker's side of a run (implemented by Training).
+public protocol WorkerWorkload: ReplicatedState {
+    var datasetHash: String { get }
+    /// Computes the gradient of one shard with the current parameters. The buffer is valid
+    /// until the next call.
+    func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta)
+}
+
+/// What a worker reports beside a shard gradient.
+public struct GradientMeta: Codable, Sendable, Equatable {
+    public var loss: Double
+    public var terms: [String: Double]
+    public var rows: Int
+    public var computeSeconds: Double
+
+    public init(loss: Double, terms: [String: Double], rows: Int, computeSeconds: Double) {
+        self.loss = loss
+        self.terms = terms
+        self.rows = rows
+        self.computeSeconds = computeSeconds
+    }
+}
+
+/// One finished step, as the coordinator saw it.
+public struct StepSummary: Sendable {
+    public var step: Int
+    public var loss: Double
+    public var terms: [String: Double]
+    public var gradientNorm: Double
+    /// Wall time of the step at the coordinator (assign to update sent).
+    public var seconds: Double
+    /// Mean over shards of the workers' compute time, and the rest of the step.
+    public var computeSeconds: Double
+    public var workers: Int
+    /// Bytes of gradients received and updates sent in this step.
+    public var bytesIn: Int
+    public var bytesOut: Int
+}
+
+extension ReplicatedState {
+    /// XXH64 of the parameter bytes: equal on every replica at the same version.
+    public var parameterChecksum: UInt64 {
+        Checksum.of(UnsafeBufferPointer(start: parameters, count: parameterCount))
+    }
+}

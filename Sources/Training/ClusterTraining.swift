@@ -1,0 +1,117 @@
+import Cluster
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// Runs the coordinator of a distributed run: prepares (or resumes) the run directory, takes
+/// the coordinator lock, and drives `Coordinator` until the last step.
+public enum ClusterTraining {
+    public struct Options: Sendable {
+        public var checkpointEvery: Int = 100
+        public var keepCheckpoints: Int = 3
+        public var codec: String = "lz4"
+        public var minWorkers: Int = 1
+        public var heartbeatInterval: Double = 0.5
+        public var heartbeatTimeout: Double = 4
+        public var coordinatorTimeout: Double = 15
+        public var noWorkerTimeout: Double = 300
+        public var initialStepDeadline: Double = 60
+        public var showProgress = true
+        public init() {}
+    }
+
+    /// The coordinator's limits for a model of `parameters` values: a full state message holds
+    /// three buffers (parameters and two Adam moments).
+    public static func limits(parameters: Int) -> WireLimits {
+        WireLimits.forModel(parameterCount: 3 * parameters)
+    }
+
+    /// Creates the run directory, or accepts an existing one of the same configuration
+    /// (a restarted coordinator resumes from its newest checkpoint).
+    public static func prepareDirectory(_ dir: RunDirectory, config: RunConfig, data: TrainingData) throws -> Bool {
+        if FileManager.default.fileExists(atPath: dir.configPath) {
+            let record = try dir.readConfig()
+            guard record.hash == config.hash else {
+                throw RunDirectoryError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
+            }
+            if FileManager.default.fileExists(atPath: dir.modelPath) {
+                throw RunDirectoryError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
+            }
+            return true
+        }
+        try dir.create()
+        try dir.writeConfig(config, dataSummary: data.summary, imageShape: data.imageShape)
+        return false
+    }
+
+    /// Runs the coordinator to the end of the run; returns the workload (its final state).
+    @discardableResult
+    public static func coordinate(config: RunConfig, data: TrainingData, runPath: String, transport: any ServerTransport,
+                                  options: Options, logger: Logger,
+                                  started: ((Coordinator) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
+        try config.validate()
+        let dir = RunDirectory(path: runPath)
+        let resuming = try prepareDirectory(dir, config: config, data: data)
+        let lock = try CoordinatorLock(directory: runPath)
+        defer { lock.release() }
+        let store = try CheckpointStore(directory: dir.checkpointsPath, keep: options.keepCheckpoints)
+        let workload = try DenoiserCoordinatorWorkload(config: config, data: data, directory: dir, logger: logger,
+                                                       showProgress: options.showProgress)
+        var copts = CoordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))
+        copts.codec = options.codec
+        copts.minWorkers = options.minWorkers
+        copts.heartbeatInterval = options.heartbeatInterval
+        copts.heartbeatTimeout = options.heartbeatTimeout
+        copts.coordinatorTimeout = options.coordinatorTimeout
+        copts.noWorkerTimeout = options.noWorkerTimeout
+        copts.initialStepDeadline = options.initialStepDeadline
+        copts.checkpointEvery = options.checkpointEvery
+        let coordinator = try Coordinator(workload: workload, transport: transport, options: copts, checkpoints: store,
+                                          incarnation: lock.incarnation, logger: logger)
+        let events = try EventLog(path: dir.eventsPath)
+        coordinator.onEvent = { e in events.append(e) }
+        logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(resuming)", "incarnation": "\(lock.incarnation)",
+                                              "parameters": "\(workload.parameterCount)", "shards": "\(config.shards)",
+                                              "codec": "\(options.codec)", "data": "\(data.summary)"])
+        started?(coordinator)
+        defer { events.close() }
+        try coordinator.run()
+        return workload
+    }
+}
+
+/// Appends cluster events to events.jsonl (one JSON object per line; docs/formats.md).
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var handle: FileHandle?
+    private let encoder = JSONEncoder()
+
+    init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw RunDirectoryError("cannot create \(path)") }
+        }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot open \(path)") }
+        h.seekToEndOfFile()
+        handle = h
+        encoder.outputFormatting = [.sortedKeys]
+    }
+
+    func append(_ event: ClusterEvent) {
+        lock.lock(); defer { lock.unlock() }
+        guard let data = try? encoder.encode(event) else { return }
+        try? handle?.write(contentsOf: data + Data([10]))
+    }
+
+    func close() {
+        lock.lock(); defer { lock.unlock() }
+        try? handle?.synchronize()
+        try? handle?.close()
+        handle = nil
+    }
+}
+
+extension RunDirectory {
+    public var checkpointsPath: String { path + "/checkpoints" }
+    public var eventsPath: String { path + "/events.jsonl" }
+}

@@ -1,0 +1,161 @@
+import Cluster
+import Diffusion
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// What a welcome carries for workers to build: the resolved run configuration.
+struct WorkloadSpec: Codable {
+    var formatVersion = 1
+    var config: RunConfig
+}
+
+extension TrainingData {
+    /// XXH64 over the samples and their noise levels: workers must hold the same data.
+    public var contentHash: String {
+        var h = XXH64()
+        samples.storage.withUnsafeBytes { h.update($0) }
+        sigmaN.withUnsafeBytes { h.update($0) }
+        withUnsafeBytes(of: UInt64(samples.rows).littleEndian) { h.update($0) }
+        return String(h.finalize(), radix: 16).leftPadded(to: 16)
+    }
+}
+
+extension RunConfig {
+    /// The run id in message headers, derived from the configuration hash.
+    public var runID: UInt64 { UInt64(hash, radix: 16) ?? 1 }
+}
+
+/// A worker's side of a denoiser run: a replica of the optimiser state (no EMA) and the shard
+/// gradient computer, the very one the single-process trainer uses.
+public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
+    let state: OptimizerState
+    let computer: any ShardGradientComputing
+    public let datasetHash: String
+
+    public init(config: RunConfig, data: TrainingData) throws {
+        try config.validate()
+        let network = config.model.make()
+        let store = ParameterStore<Float>(layout: network.layout)
+        network.initialize(store, seed: config.seed)
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil)
+        let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
+        computer = ShardGradientComputer(denoiser: Denoiser(network: network, schedule: config.schedule),
+                                         objective: ObjectiveKind(rawValue: config.objective)!.make(config),
+                                         store: store, data: data, plan: plan, seed: config.seed)
+        datasetHash = data.contentHash
+    }
+
+    /// Builds the workload a welcome describes: decodes the config and loads the data locally.
+    public static func factory(logger: Logger) -> Worker.Factory {
+        { welcome in
+            let spec: WorkloadSpec
+            do {
+                spec = try JSONDecoder().decode(WorkloadSpec.self, from: Data(welcome.workloadSpec))
+            } catch {
+                throw TrainingError("the coordinator's run configuration is unreadable by this build: \(error)")
+            }
+            guard spec.formatVersion == 1 else { throw TrainingError("workload format \(spec.formatVersion) is newer than this build") }
+            logger.info("loading data", metadata: ["data": "\(spec.config.data)"])
+            let data = try TrainingData.load(spec.config)
+            return try DenoiserWorkerWorkload(config: spec.config, data: data)
+        }
+    }
+
+    public var parameterCount: Int { state.parameterCount }
+    public var parameters: UnsafePointer<Float> { state.parameters }
+    public var version: Int { state.version }
+    public func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
+    public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+
+    public func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let r = computer.compute(step: step, shard: shard)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return (UnsafeBufferPointer(start: computer.store.grads, count: computer.store.count),
+                GradientMeta(loss: r.loss, terms: r.terms, rows: r.rows, computeSeconds: seconds))
+    }
+}
+
+/// The coordinator's side of a denoiser run: master state with EMA, the run directory's
+/// metrics, and the final weights.
+public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
+    public let config: RunConfig
+    let state: OptimizerState
+    let network: any DenoiserNetwork
+    let directory: RunDirectory
+    let metrics: MetricsLog
+    let progress: ProgressReporter?
+    let logger: Logger
+    public let datasetHash: String
+    /// Seconds of compute and of everything else per step, for the report.
+    public private(set) var timing: [(compute: Double, total: Double)] = []
+
+    public init(config: RunConfig, data: TrainingData, directory: RunDirectory, logger: Logger, showProgress: Bool) throws {
+        self.config = config
+        network = config.model.make()
+        let store = ParameterStore<Float>(layout: network.layout)
+        network.initialize(store, seed: config.seed)
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay)
+        self.directory = directory
+        metrics = try MetricsLog(path: directory.metricsPath)
+        progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
+        self.logger = logger
+        datasetHash = data.contentHash
+    }
+
+    public var totalSteps: Int { config.steps }
+    public var shardCount: Int { config.shards }
+    public var workloadSpec: [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(WorkloadSpec(config: config))) ?? Data())
+    }
+
+    public var parameterCount: Int { state.parameterCount }
+    public var parameters: UnsafePointer<Float> { state.parameters }
+    public var version: Int { state.version }
+    public func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
+    public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+
+    public func checkpointSnapshot() -> StateSnapshot {
+        var s = state.fullSnapshot()
+        s.metadata = ["config_hash": config.hash, "objective": config.objective]
+        return s
+    }
+
+    public func restore(checkpoint s: StateSnapshot) throws {
+        guard s.metadata["config_hash"] == config.hash else {
+            throw TrainingError("the checkpoint was written by a run with config hash \(s.metadata["config_hash"] ?? "?"), this run has \(config.hash): resuming with a different configuration is refused")
+        }
+        try state.restore(full: s)
+        try metrics.truncate(keepingStepsBelow: state.step)
+    }
+
+    public func stepCompleted(_ summary: StepSummary) throws {
+        timing.append((summary.computeSeconds, summary.seconds))
+        if summary.step % config.logEvery == 0 || summary.step == config.steps - 1 {
+            let report = StepReport(step: summary.step, loss: summary.loss, terms: summary.terms, gradNorm: summary.gradientNorm,
+                                    learningRate: state.adam.learningRate(atStep: summary.step), seconds: summary.seconds)
+            try metrics.append(report, samplesPerSecond: Double(config.batch) / summary.seconds,
+                               extra: ["compute_seconds": summary.computeSeconds, "workers": Double(summary.workers),
+                                       "bytes_in": Double(summary.bytesIn), "bytes_out": Double(summary.bytesOut)])
+        }
+        progress?.update(summary.step + 1, status: String(format: "loss %.4f, %d workers", summary.loss, summary.workers))
+    }
+
+    public func finish() throws {
+        try metrics.close()
+        try directory.writeModel(network.layout, values: state.ema!.values, config: config, step: config.steps)
+    }
+
+    /// The master parameters and EMA (tests compare them bitwise).
+    public var optimizerState: OptimizerState { state }
+}
+
+extension RunConfig {
+    var adamOptions: Adam<Float>.Options { .init(learningRate: learningRate, warmupSteps: warmupSteps) }
+}

@@ -1,0 +1,89 @@
+import Cluster
+import Foundation
+import Logging
+import TensorCore
+import Testing
+import Training
+import Wire
+
+/// Coordinator and workers in one process over the in-memory transport.
+func quietLogger(_ label: String) -> Logger {
+    var l = Logger(label: label) { _ in SwiftLogNoOpLogHandler() }
+    l.logLevel = .critical
+    return l
+}
+
+/// Starts `count` in-process workers; returns a function that waits for them (bounded).
+func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
+                  limits: WireLimits) -> () -> [Result<WorkerExit, any Error>] {
+    let group = DispatchGroup()
+    let lock = NSLock()
+    nonisolated(unsafe) var results: [Result<WorkerExit, any Error>] = []
+    for i in 0..<count {
+        group.enter()
+        let thread = Thread {
+            defer { group.leave() }
+            let client = network.connect(identity: "\(prefix)\(i)/1")
+            var options = WorkerOptions(name: "\(prefix)\(i)", incarnation: UInt64(i + 1), limits: limits)
+            options.maxReconnectTime = 20
+            let worker = Worker(transport: client, options: options, threads: 1, logger: quietLogger("w"),
+                                factory: DenoiserWorkerWorkload.factory(logger: quietLogger("w")))
+            let r = Result { try worker.run() }
+            client.close()
+            lock.lock(); results.append(r); lock.unlock()
+        }
+        thread.start()
+    }
+    return {
+        _ = group.wait(timeout: .now() + 60)
+        lock.lock(); defer { lock.unlock() }
+        return results
+    }
+}
+
+@Suite(.serialized) struct ClusterInProcessTests {
+    func singleProcess(_ config: RunConfig) throws -> ([Float], [Float]) {
+        let s = try TrainingSession(config: config, data: try TrainingData.load(config))
+        for _ in 0..<config.steps { try s.step() }
+        return (s.state.store.snapshot(), s.state.ema!.snapshot())
+    }
+
+    func distributed(_ config: RunConfig, workers: Int, checkpointEvery: Int = 0) throws -> (params: [Float], ema: [Float], stats: CoordinatorStats) {
+        let network = InMemoryNetwork()
+        let data = try TrainingData.load(config)
+        let dir = temporaryDirectory("cluster")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = ClusterTraining.Options()
+        options.showProgress = false
+        options.checkpointEvery = checkpointEvery
+        options.minWorkers = workers
+        options.codec = "lz4"
+        options.noWorkerTimeout = 30
+        let limits = ClusterTraining.limits(parameters: 100_000)
+        let wait = startWorkers(network, count: workers, limits: limits)
+        nonisolated(unsafe) var coordinator: Coordinator?
+        let t0 = Date()
+        let workload = try ClusterTraining.coordinate(config: config, data: data, runPath: dir, transport: network.server(),
+                                                      options: options, logger: quietLogger("c")) { coordinator = $0 }
+        print("coordinator done after \(Date().timeIntervalSince(t0))")
+        let results = wait()
+        #expect(results.count == workers)
+        for r in results { #expect((try? r.get()) == .finished, "\(r)") }
+        return (workload.optimizerState.store.snapshot(), workload.optimizerState.ema!.snapshot(), coordinator!.stats)
+    }
+
+    /// DESIGN's determinism guarantee: 1, 2 and 3 workers and the single-process trainer with
+    /// the same shard count give bitwise-identical parameters and EMA.
+    @Test func bitwiseIdenticalAcrossWorkerCounts() throws {
+        let config = smallConfig(steps: 12, shards: 4)
+        let (p0, e0) = try singleProcess(config)
+        for w in [1, 2, 3] {
+            let t0 = Date()
+            let (p, e, stats) = try distributed(config, workers: w)
+            print("\(w) workers: \(Date().timeIntervalSince(t0)) s, \(stats)")
+            #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(w) workers: parameters differ")
+            #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers: EMA differs")
+            #expect(stats.stepsCompleted == 12)
+        }
+    }
+}
