@@ -1,11 +1,12 @@
 import ArgumentParser
+import Cluster
 import Diffusion
 import Foundation
 import TensorCore
 import Training
 
 extension Ambient {
-    /// `ambient train`: one process, all shards in order.
+    /// `ambient train`: one process (all shards in order), or a local cluster with --workers.
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "train",
@@ -20,83 +21,61 @@ extension Ambient {
             Objectives: dsm (denoising score matching, SPEC O1) and ambient (ambient DSM for noisy data,
             SPEC O2; learns E[X0 | X_sigma] for sigma above b*sigma_n from noisy data only).
 
-            The run directory gets config.json, metrics.jsonl and model.safetensors (EMA weights).
+            With --workers N the run uses the cluster machinery on this machine: a coordinator in this
+            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same
+            --shards the result is bitwise identical to the single-process run, for any N.
+
+            The run directory gets config.json, metrics.jsonl, model.safetensors (EMA weights), and with
+            --workers also checkpoints/ and events.jsonl.
 
             Examples:
               ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
               ambient train --data npy:noisy.npy --data-sigma 0.3 --objective ambient --out runs/mine
-              ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective ambient --width 128 --blocks 2 --out runs/gmm
+              ambient train --data gmm:dim=8 --corrupt noise:0.7 --width 128 --blocks 2 --out runs/gmm
+              ambient train --data fashion-mnist --corrupt noise:0.5 --workers 2 --shards 4 --out runs/fm2
+              ambient train --data fashion-mnist --corrupt noise:0.5 --dry-run > run.json
             """)
 
-        @Option(help: "Training data: fashion-mnist, gmm[:...], or npy:PATH.")
-        var data: String
-
-        @Option(name: .customLong("data-sigma"), help: "Noise level the data already has (declares noisy data).")
-        var dataSigma: Double?
-
-        @Option(help: "Simulated corruption of clean data: noise:S.")
-        var corrupt: String?
-
-        @Option(help: "Objective: dsm or ambient.")
-        var objective: String = "ambient"
-
-        @Option(help: "Training steps.")
-        var steps: Int = 1000
-
-        @Option(help: "Global batch size (samples per step).")
-        var batch: Int = 256
-
-        @Option(help: "Fixed shards per step (the result depends on this, not on the process count).")
-        var shards: Int = 1
-
-        @Option(help: "Seed of every random draw.")
-        var seed: UInt64 = 0
-
-        @Option(help: "Adam learning rate.")
-        var lr: Double = 1e-3
-
-        @Option(help: "Linear learning-rate warm-up steps.")
-        var warmup: Int = 100
-
-        @Option(help: "EMA decay of the weights used for sampling.")
-        var ema: Double = 0.999
-
-        @Option(help: "Width of the MLP.")
-        var width: Int = 1024
-
-        @Option(help: "Residual blocks of the MLP.")
-        var blocks: Int = 4
-
-        @Option(name: .customLong("s-max"), help: "Ambient buffer: sigma > b sigma_n with b = sqrt(1 + 1/(s_max - 1)).")
-        var sMax: Double = 4
-
-        @Option(name: .customLong("log-every"), help: "Write a metrics line every N steps.")
-        var logEvery: Int = 10
+        @OptionGroup var training: TrainingOptions
 
         @Option(help: "Run directory to create.")
-        var out: String
+        var out: String?
+
+        @Option(help: "Worker processes of a local cluster (0: train in this process).")
+        var workers: Int = 0
+
+        @OptionGroup var cluster: ClusterCommandOptions
+
+        @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration (JSON) and exit.")
+        var dryRun = false
 
         @Flag(help: "No progress bar.")
         var quiet = false
 
         @OptionGroup var common: CommonOptions
 
+        func validate() throws {
+            if workers < 0 { throw ValidationError("--workers must be >= 0") }
+            if out == nil && !dryRun { throw ValidationError("--out RUNDIR is required") }
+        }
+
         func run() throws {
             try reportingErrors {
-                common.configureBLAS()
-                let dataSpec = try DataSpec.parse(data)
-                let corruption = try corrupt.map(CorruptionSpec.parse)
-                // The data dimension is known once the data is loaded; validate the rest first.
-                var config = RunConfig(data: dataSpec, dataSigma: dataSigma, corruption: corruption, objective: objective,
-                                       steps: steps, batch: batch, shards: shards, seed: seed, learningRate: lr,
-                                       warmupSteps: warmup, emaDecay: ema, ambientSMax: sMax,
-                                       model: .mlp(MLPConfig(dataDimension: 1, width: width, blocks: blocks)), logEvery: logEvery)
-                try config.validate()
-                let trainingData = try TrainingData.load(config)
-                config.model.dataDimension = trainingData.dimension
-                let trainer = Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.train"),
-                                      showProgress: !quiet)
-                try trainer.run(data: trainingData)
+                let (config, data) = try training.resolve()
+                if dryRun {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    print(String(decoding: try encoder.encode(config), as: UTF8.self))
+                    return
+                }
+                let logger = common.makeLogger("ambient.train")
+                if workers == 0 {
+                    common.configureBLAS()
+                    try Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet).run(data: data)
+                } else {
+                    try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger)
+                        .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet))
+                }
             }
         }
     }

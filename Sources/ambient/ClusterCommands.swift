@@ -1,0 +1,188 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Logging
+import TensorCore
+import Training
+import Wire
+
+extension Ambient {
+    /// `ambient coordinator`: the coordinator of a multi-node run.
+    struct CoordinatorCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "coordinator",
+            abstract: "Run the coordinator of a distributed training run.",
+            discussion: """
+            Binds a ZeroMQ ROUTER socket, admits workers whose CURVE public key is on the allow-list, assigns
+            the shards of every step, reduces their gradients in shard order and checkpoints to RUNDIR
+            (a shared directory). Restarted with the same configuration and RUNDIR it resumes from the
+            newest checkpoint that verifies; workers reconnect by themselves.
+
+            Plaintext (--plaintext) is accepted only on loopback endpoints.
+
+            Examples:
+              ambient keys generate --name coordinator --dir keys
+              ambient coordinator --config run.json --bind tcp://0.0.0.0:5555 --out /shared/runs/fm \\
+                  --key keys/coordinator.key --allow keys/workers/
+              ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 --plaintext --out runs/g
+            """)
+
+        @OptionGroup var training: TrainingOptions
+
+        @Option(help: "ZeroMQ endpoint to bind, e.g. tcp://0.0.0.0:5555.")
+        var bind: String
+
+        @Option(help: "Run directory (checkpoints, metrics, final weights); shared disk for restarts.")
+        var out: String
+
+        @Option(help: "This coordinator's CURVE key file (ambient keys generate).")
+        var key: String?
+
+        @Option(help: "Allowed worker public keys: a .pub file, a file of keys, or a directory of .pub files.")
+        var allow: String?
+
+        @Flag(help: "No authentication or encryption (only on a loopback endpoint).")
+        var plaintext = false
+
+        @OptionGroup var cluster: ClusterCommandOptions
+
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            if plaintext && (key != nil || allow != nil) { throw ValidationError("--plaintext excludes --key/--allow") }
+            if !plaintext && (key == nil || allow == nil) {
+                throw ValidationError("give --key and --allow (CURVE), or --plaintext on a loopback endpoint")
+            }
+            if plaintext && !isLoopback(endpoint: bind) {
+                throw ValidationError("--plaintext is only allowed on loopback endpoints (tcp://127.0.0.1:PORT); use CURVE keys for \(bind)")
+            }
+        }
+
+        func run() throws {
+            try reportingErrors {
+                common.configureBLAS()
+                let (config, data) = try training.resolve()
+                let logger = common.makeLogger("ambient.coordinator")
+                let security: TransportSecurity = plaintext ? .plaintext
+                    : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
+                let n = config.model.make().layout.count
+                let limits = ClusterTraining.limits(parameters: n)
+                let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
+                                              options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
+                    if !event.accepted {
+                        logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)", "reason": "public key not on the allow-list"])
+                    }
+                }
+                logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
+                defer { server.close() }
+                try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
+                                               options: cluster.options(showProgress: !quiet), logger: logger)
+            }
+        }
+    }
+
+    /// `ambient worker`: a worker of a distributed run.
+    struct WorkerCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "worker",
+            abstract: "Run a training worker that connects to a coordinator.",
+            discussion: """
+            The worker learns the run from the coordinator, loads the same data locally (its content hash
+            must match), computes the gradients of the shards it is assigned with BLAS and sends them back.
+            It re-registers by itself when the coordinator restarts, and exits when the run ends (status 0),
+            when it is refused (1), or after --max-reconnect seconds without a coordinator (1).
+
+            Examples:
+              ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key --server-key keys/coordinator.pub
+              OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1
+            """)
+
+        @Option(help: "Coordinator endpoint, e.g. tcp://HOST:5555.")
+        var connect: String
+
+        @Option(help: "This worker's CURVE key file.")
+        var key: String?
+
+        @Option(name: .customLong("server-key"), help: "The coordinator's public key file.")
+        var serverKey: String?
+
+        @Flag(help: "No authentication or encryption (only to a loopback endpoint).")
+        var plaintext = false
+
+        @Option(help: "Worker name in logs (default: host-pid).")
+        var name: String?
+
+        @Option(name: .customLong("max-reconnect"), help: "Seconds to keep trying to (re)register before giving up.")
+        var maxReconnect: Double = 120
+
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            if plaintext && (key != nil || serverKey != nil) { throw ValidationError("--plaintext excludes --key/--server-key") }
+            if !plaintext && (key == nil || serverKey == nil) {
+                throw ValidationError("give --key and --server-key (CURVE), or --plaintext to a loopback endpoint")
+            }
+            if plaintext && !isLoopback(endpoint: connect) {
+                throw ValidationError("--plaintext is only allowed to loopback endpoints; use CURVE keys for \(connect)")
+            }
+            if !(maxReconnect > 0) { throw ValidationError("--max-reconnect must be > 0") }
+        }
+
+        func run() throws {
+            try reportingErrors {
+                common.configureBLAS()
+                let workerName = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+                var logger = common.makeLogger("ambient.worker")
+                logger[metadataKey: "worker"] = "\(workerName)"
+                let security: TransportSecurity = plaintext ? .plaintext
+                    : .curveClient(secret: try CurveKeyPair.read(key!), serverPublicKey: try readPublicKey(serverKey!))
+                var incarnation: UInt64 = 0
+                while incarnation == 0 { incarnation = UInt64.random(in: 1...UInt64.max) }
+                let limits = WireLimits(maxPayloadBytes: 1 << 32, maxRawBytes: 1 << 32, maxJSONBytes: 1 << 24)
+                let client = try ZeroMQClient(context: ZMQContext(), connect: connect, identity: "\(workerName)/\(String(incarnation, radix: 16))",
+                                              security: security, options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes)))
+                defer { client.close() }
+                var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
+                options.maxReconnectTime = maxReconnect
+                let worker = Worker(transport: client, options: options, threads: BLAS.threads, logger: logger,
+                                    factory: DenoiserWorkerWorkload.factory(logger: logger))
+                switch try worker.run() {
+                case .finished: return
+                case let .stopped(reason): throw ClusterError("the run stopped: \(reason)")
+                }
+            }
+        }
+    }
+
+    /// `ambient keys`: CURVE key management.
+    struct Keys: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "keys", abstract: "Manage CURVE keys.", subcommands: [Generate.self])
+
+        struct Generate: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Generate a CURVE key pair: DIR/NAME.key (secret, mode 0600) and DIR/NAME.pub.",
+                discussion: """
+                Give the coordinator its .key and a directory of the workers' .pub files (--allow); give each
+                worker its own .key and the coordinator's .pub (--server-key).
+
+                Examples:
+                  ambient keys generate --name coordinator --dir keys
+                  ambient keys generate --name worker1 --dir keys/workers
+                """)
+            @Option(help: "Key name (file stem).") var name: String
+            @Option(help: "Directory to write into.") var dir: String = "."
+
+            func run() throws {
+                try reportingErrors {
+                    let pair = try CurveKeyPair.generate()
+                    try pair.write(directory: dir, name: name)
+                    print("\(dir)/\(name).key (secret)\n\(dir)/\(name).pub \(pair.publicKey)")
+                }
+            }
+        }
+    }
+}

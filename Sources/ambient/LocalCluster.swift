@@ -1,0 +1,62 @@
+import Cluster
+import Foundation
+import Logging
+import TensorCore
+import Training
+import Wire
+
+/// `ambient train --workers N`: a coordinator in this process and N worker processes on
+/// 127.0.0.1, authenticated with CURVE keys made for this run.
+struct LocalCluster {
+    let workers: Int
+    let logLevel: String
+    let logger: Logger
+
+    func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options) throws {
+        let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: keyDir) }
+        let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
+        try coordinatorKeys.write(directory: keyDir, name: "coordinator")
+        try workerKeys.write(directory: keyDir, name: "worker")
+
+        let n = config.model.make().layout.count
+        let limits = ClusterTraining.limits(parameters: n)
+        let server = try ZeroMQServer(context: ZMQContext(), bind: "tcp://127.0.0.1:*",
+                                      security: .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
+                                      options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
+        defer { server.close() }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threads = max(1, cores / workers)
+        BLAS.setThreads(1)   // the coordinator only sums and applies updates
+        var children: [Process] = []
+        defer { stop(children) }
+        for i in 0..<workers {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            p.arguments = ["worker", "--connect", server.endpoint, "--key", keyDir + "/worker.key",
+                           "--server-key", keyDir + "/coordinator.pub", "--name", "local-\(i)",
+                           "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
+                           "--max-reconnect", "60"]
+            var env = ProcessInfo.processInfo.environment
+            env["OPENBLAS_NUM_THREADS"] = String(threads)
+            p.environment = env
+            try p.run()
+            children.append(p)
+        }
+        logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)",
+                                                  "threads per worker": "\(threads)"])
+        var opts = options
+        opts.minWorkers = max(opts.minWorkers, workers)
+        try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts, logger: logger)
+    }
+
+    /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.
+    private func stop(_ children: [Process]) {
+        let deadline = Date().addingTimeInterval(10)
+        while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
+        for p in children where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in children { p.waitUntilExit() }
+    }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Diffusion
+import Foundation
+import TensorCore
+import Training
+
+/// The options that define a training run, shared by `train` and `coordinator`. Each
+/// overrides the `--config` file (or the built-in default) only when given.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Run configuration file (JSON, as `ambient train --dry-run` prints); options given here override it.")
+    var config: String?
+
+    @Option(help: "Training data: fashion-mnist, gmm[:dim=D,components=K,count=N,std=S,seed=Z], or npy:PATH.")
+    var data: String?
+
+    @Option(name: .customLong("data-sigma"), help: "Noise level the data already has (declares noisy data).")
+    var dataSigma: Double?
+
+    @Option(help: "Simulated corruption of clean data: noise:S (Gaussian noise fixed per sample).")
+    var corrupt: String?
+
+    @Option(help: "Objective: dsm or ambient (default ambient).")
+    var objective: String?
+
+    @Option(help: "Training steps (default 1000).")
+    var steps: Int?
+
+    @Option(help: "Global batch size, samples per step (default 256).")
+    var batch: Int?
+
+    @Option(help: "Fixed shards per step; the result depends on this, never on the number of workers (default 1).")
+    var shards: Int?
+
+    @Option(help: "Seed of every random draw (default 0).")
+    var seed: UInt64?
+
+    @Option(help: "Adam learning rate (default 0.001).")
+    var lr: Double?
+
+    @Option(help: "Linear learning-rate warm-up steps (default 100).")
+    var warmup: Int?
+
+    @Option(help: "EMA decay of the weights used for sampling (default 0.999).")
+    var ema: Double?
+
+    @Option(help: "Width of the MLP (default 1024).")
+    var width: Int?
+
+    @Option(help: "Residual blocks of the MLP (default 4).")
+    var blocks: Int?
+
+    @Option(name: .customLong("s-max"), help: "Ambient buffer: sigma > b sigma_n with b = sqrt(1 + 1/(s_max - 1)) (default 4).")
+    var sMax: Double?
+
+    @Option(name: .customLong("log-every"), help: "Write a metrics line every N steps (default 10).")
+    var logEvery: Int?
+
+    /// The resolved configuration: file (or defaults), then the options given, then the data
+    /// dimension from the data itself. Returns the loaded data too (validated).
+    func resolve() throws -> (RunConfig, TrainingData) {
+        var config: RunConfig
+        if let path = self.config {
+            config = try loadConfigFile(path)
+        } else {
+            guard let data else { throw ValidationError("--data is required (or --config FILE)") }
+            config = RunConfig(data: try DataSpec.parse(data), model: .mlp(MLPConfig(dataDimension: 1)))
+        }
+        if let data { config.data = try DataSpec.parse(data) }
+        if let dataSigma { config.dataSigma = dataSigma; config.corruption = nil }
+        if let corrupt { config.corruption = try CorruptionSpec.parse(corrupt); if dataSigma == nil { config.dataSigma = nil } }
+        if let objective { config.objective = objective }
+        if let steps { config.steps = steps }
+        if let batch { config.batch = batch }
+        if let shards { config.shards = shards }
+        if let seed { config.seed = seed }
+        if let lr { config.learningRate = lr }
+        if let warmup { config.warmupSteps = warmup }
+        if let ema { config.emaDecay = ema }
+        if let sMax { config.ambientSMax = sMax }
+        if let logEvery { config.logEvery = logEvery }
+        if width != nil || blocks != nil {
+            guard case var .mlp(m) = config.model else { throw ValidationError("--width/--blocks apply to the MLP architecture") }
+            if let width { m.width = width }
+            if let blocks { m.blocks = blocks }
+            config.model = .mlp(m)
+        }
+        if dataSigma != nil && corrupt != nil {
+            throw ConfigurationError(message: "--data-sigma (the data is already noisy) and --corrupt (simulate noise on clean data) exclude each other")
+        }
+        // Validate what does not need the data first, so a bad option fails fast.
+        let dimension = config.model.dataDimension
+        config.model.dataDimension = max(dimension, 1)
+        try config.validate()
+        let trainingData = try TrainingData.load(config)
+        config.model.dataDimension = trainingData.dimension
+        try config.validate()
+        return (config, trainingData)
+    }
+}
+
+/// Reads a RunConfig from a JSON file with an error that names the file and the problem.
+func loadConfigFile(_ path: String) throws -> RunConfig {
+    let bytes: [UInt8]
+    do {
+        bytes = try FileBytes.contents(of: path)
+    } catch {
+        throw ConfigurationError(message: "\(error)")
+    }
+    do {
+        return try JSONDecoder().decode(RunConfig.self, from: Data(bytes))
+    } catch let DecodingError.keyNotFound(key, ctx) {
+        throw ConfigurationError(message: "\(path): missing key '\(key.stringValue)' at \(ctx.codingPath.map(\.stringValue).joined(separator: "."))")
+    } catch let DecodingError.typeMismatch(type, ctx) {
+        throw ConfigurationError(message: "\(path): expected \(type) at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
+    } catch let DecodingError.dataCorrupted(ctx) {
+        throw ConfigurationError(message: "\(path): invalid value at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)")
+    } catch {
+        throw ConfigurationError(message: "\(path): not a run configuration: \(error)")
+    }
+}
+
+/// Options of the distributed machinery, shared by `train --workers` and `coordinator`.
+struct ClusterCommandOptions: ParsableArguments {
+    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint to RUNDIR/checkpoints every N steps (0: only at the end).")
+    var checkpointEvery: Int = 100
+
+    @Option(help: "Checkpoints to keep.")
+    var keep: Int = 3
+
+    @Option(help: "Gradient codec: raw, lz4, shuffle-lz4 (lossless), bf16, fp16, bf16-lz4, fp16-lz4, topk:F (lossy).")
+    var codec: String = "lz4"
+
+    @Option(name: .customLong("min-workers"), help: "Workers that must join before the first step.")
+    var minWorkers: Int = 1
+
+    @Option(name: .customLong("heartbeat-timeout"), help: "Seconds without a message before a worker is dropped.")
+    var heartbeatTimeout: Double = 4
+
+    @Option(name: .customLong("no-worker-timeout"), help: "Give up after this many seconds without any worker.")
+    var noWorkerTimeout: Double = 300
+
+    func validate() throws {
+        if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be >= 0") }
+        if keep < 1 { throw ValidationError("--keep must be >= 1") }
+        if minWorkers < 1 { throw ValidationError("--min-workers must be >= 1") }
+        if !(heartbeatTimeout > 0) { throw ValidationError("--heartbeat-timeout must be > 0") }
+    }
+
+    func options(showProgress: Bool) -> ClusterTraining.Options {
+        var o = ClusterTraining.Options()
+        o.checkpointEvery = checkpointEvery
+        o.keepCheckpoints = keep
+        o.codec = codec
+        o.minWorkers = minWorkers
+        o.heartbeatTimeout = heartbeatTimeout
+        o.noWorkerTimeout = noWorkerTimeout
+        o.showProgress = showProgress
+        return o
+    }
+}
