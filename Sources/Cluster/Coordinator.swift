@@ -132,6 +132,7 @@ public final class Coordinator: @unchecked Sendable {
     private var statsLock = NSLock()
     private var _stats = CoordinatorStats()
     private var updateBuffer: [UInt8] = []
+    private var abortRequested = false
 
     public init(workload: any CoordinatorWorkload, transport: any ServerTransport, options: CoordinatorOptions,
                 checkpoints: CheckpointStore?, incarnation: UInt64, logger: Logger, clock: any Clock = MonotonicClock()) throws {
@@ -151,6 +152,21 @@ public final class Coordinator: @unchecked Sendable {
     deinit {
         sum.deallocate()
         scratch.deallocate()
+    }
+
+    /// Makes `run()` return at once, without checkpoint, final weights or shutdown messages, as
+    /// if the process had died (workers keep running and re-register with the next coordinator).
+    /// Safe from any thread. Fault-injection tests use it in-process; SIGKILL does the same to a
+    /// real coordinator.
+    public func requestAbort() {
+        statsLock.lock()
+        abortRequested = true
+        statsLock.unlock()
+    }
+
+    private var isAborting: Bool {
+        statsLock.lock(); defer { statsLock.unlock() }
+        return abortRequested
     }
 
     /// A copy of the counters (safe from any thread).
@@ -186,6 +202,7 @@ public final class Coordinator: @unchecked Sendable {
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
         var nextHeartbeat = clock.now()
         while workload.version < workload.totalSteps {
+            if isAborting { return }
             if let fatal {
                 event(.fatal, fatal.message)
                 shutdownWorkers(reason: fatal.message, success: false)

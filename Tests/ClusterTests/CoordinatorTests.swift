@@ -1,0 +1,172 @@
+import Cluster
+import Foundation
+import TensorCore
+import Testing
+import Wire
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct CoordinatorTests {
+    let n = 2048
+
+    @Test(arguments: [1, 2, 3])
+    func bitwiseIdenticalToSequentialReduction(workers: Int) throws {
+        let steps = 15, shards = 5
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let threads = (0..<workers).map { WorkerThread(transport: net.connect(identity: "w\($0)/1"), name: "w\($0)", n: n, shards: shards) }
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(minWorkers: workers),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(workload.finished && workload.completed.count == steps)
+        #expect(c.stats.totalRejected == 0 && c.stats.drops == 0)
+    }
+
+    /// A worker that sends NaN for some shards: the gradient is rejected, counted, the shard is
+    /// recomputed by another worker, and the result is still exact.
+    @Test func nonFiniteGradientIsRejectedAndRecomputed() throws {
+        let steps = 8, shards = 4
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let good = WorkerThread(transport: net.connect(identity: "good/1"), name: "good", n: n, shards: shards)
+        let bad = WorkerThread(transport: net.connect(identity: "bad/1"), name: "bad", n: n, shards: shards,
+                               poison: { step, _ in step % 3 == 1 })
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(minWorkers: 2),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        nonisolated(unsafe) var events: [ClusterEvent] = []
+        let lock = NSLock()
+        c.onEvent = { e in lock.lock(); events.append(e); lock.unlock() }
+        try c.run()
+        good.wait()
+        bad.wait()
+        #expect(c.stats.nonFiniteGradients > 0)
+        #expect(c.stats.reassignedShards >= c.stats.nonFiniteGradients)
+        #expect(events.contains { $0.kind == .nonFinite && $0.worker.hasPrefix("bad") })
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(workload.state.p.allSatisfy { $0.isFinite })
+    }
+
+    /// A shard that is non-finite wherever it is computed stops the run with a clear error,
+    /// and nothing non-finite is ever applied.
+    @Test func persistentNonFiniteGradientStopsTheRun() throws {
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: 10, shards: 2)
+        let ws = (0..<2).map { i in
+            WorkerThread(transport: net.connect(identity: "p\(i)/1"), name: "p\(i)", n: n, shards: 2, poison: { step, shard in step == 3 && shard == 1 })
+        }
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(minWorkers: 2),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        #expect(throws: ClusterError.self) { try c.run() }
+        for w in ws { #expect((try? w.wait()?.get()) == .stopped("step 3 shard 1 produced a non-finite gradient 3 times: the model diverged or the data holds extreme values; lower the learning rate or check the data")) }
+        #expect(workload.version == 3)
+        #expect(workload.state.p.allSatisfy { $0.isFinite })
+    }
+
+    /// Thousands of random, truncated, oversized, wrong-version and stale frames from a rogue
+    /// peer are rejected and counted while training goes on to the exact result.
+    @Test func fuzzedFramesAreRejectedAndCounted() throws {
+        let steps = 20, shards = 3
+        let net = InMemoryNetwork(queueLimit: 100_000)
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let worker = WorkerThread(transport: net.connect(identity: "honest/1"), name: "honest", n: n, shards: shards, delay: 0.01)
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        let rogue = net.connect(identity: "rogue/1")
+        let sent = 5000
+        let fuzzer = Thread {
+            var rng = CounterRNG(seed: 77, purpose: .evaluation)
+            let valid = Message(header: MessageHeader(type: .heartbeat, runID: 42, senderID: 1, step: 0)).frames()
+            let gradient = [Float](repeating: 1, count: 16).withUnsafeBufferPointer {
+                Message(header: MessageHeader(type: .gradient, runID: 42, senderID: 1, step: 0, shard: 0, shardCount: 3),
+                        tensor: $0, codec: RawCodec())
+            }.frames()
+            for i in 0..<sent {
+                var frames: [[UInt8]]
+                switch i % 6 {
+                case 0:  // random bytes
+                    frames = [(0..<rng.int(below: 200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }]
+                case 1:  // valid header, truncated
+                    frames = [Array(valid[0].prefix(rng.int(below: valid[0].count))), []]
+                case 2:  // bit flip in a valid header
+                    frames = valid
+                    let at = rng.int(below: frames[0].count)
+                    frames[0][at] ^= UInt8(1 << rng.int(below: 8))
+                case 3:  // wrong version
+                    frames = valid
+                    frames[0][4] = 99
+                case 4:  // oversized length claim
+                    frames = valid
+                    for j in 80..<88 { frames[0][j] = 0xff }
+                default:  // a well-formed gradient from a peer that never registered (stale/unknown)
+                    frames = gradient
+                }
+                try? rogue.send(frames)
+            }
+        }
+        fuzzer.start()
+        try c.run()
+        worker.wait()
+        let s = c.stats
+        let counted = s.totalRejected + s.unknownPeers + s.staleMessages
+        #expect(counted == sent, "counted \(counted) of \(sent): \(s)")
+        #expect(s.framesRejected.keys.count >= 4, "\(s.framesRejected)")
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
+    /// A worker that stops responding is dropped within the heartbeat timeout and its shards
+    /// finish elsewhere; the result is exact.
+    @Test func silentWorkerIsDroppedAndItsShardsReassigned() throws {
+        let steps = 10, shards = 4
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let alive = WorkerThread(transport: net.connect(identity: "alive/1"), name: "alive", n: n, shards: shards, delay: 0.02)
+        let doomedClient = net.connect(identity: "doomed/1")
+        let doomed = WorkerThread(transport: doomedClient, name: "doomed", n: n, shards: shards, maxReconnect: 2, delay: 0.02)
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(minWorkers: 2),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        nonisolated(unsafe) var dropAt: Double = 0
+        let start = Date()
+        c.onEvent = { e in if e.kind == .drop && e.worker.hasPrefix("doomed") && dropAt == 0 { dropAt = Date().timeIntervalSince(start) } }
+        let killer = Thread {
+            while workload.version < 3 { usleep(1000) }
+            net.disconnect(doomedClient.peer)   // the process vanishes: no more messages either way
+        }
+        killer.start()
+        try c.run()
+        alive.wait()
+        doomed.wait()
+        #expect(c.stats.drops >= 1 && c.stats.reassignedShards >= 1)
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(dropAt > 0)
+    }
+
+    /// A restarted coordinator resumes from its newest checkpoint; the worker notices the new
+    /// incarnation and re-registers by itself; the result is exact.
+    @Test func coordinatorRestartResumesFromCheckpoint() throws {
+        let steps = 16, shards = 2
+        let dir = NSTemporaryDirectory() + "ambient-ckpt-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let net = InMemoryNetwork()
+        let store = try CheckpointStore(directory: dir, keep: 2)
+        var o = coordinatorOptions()
+        o.checkpointEvery = 4
+        let first = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let worker = WorkerThread(transport: net.connect(identity: "w/1"), name: "w", n: n, shards: shards, maxReconnect: 15, delay: 0.005)
+        let c1 = try Coordinator(workload: first, transport: net.server(), options: o, checkpoints: store, incarnation: 1, logger: silentLogger())
+        let killer = Thread {
+            while first.version < 6 { usleep(500) }
+            c1.requestAbort()
+        }
+        killer.start()
+        try c1.run()
+        let crashedAt = first.version
+        #expect(crashedAt >= 6 && crashedAt < steps)
+        let second = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let c2 = try Coordinator(workload: second, transport: net.server(), options: o, checkpoints: store, incarnation: 2, logger: silentLogger())
+        try c2.run()
+        #expect((try? worker.wait()?.get()) == .finished)
+        let resumedAt = second.completed.first?.step ?? -1
+        #expect(resumedAt % 4 == 0 && resumedAt >= 4 && resumedAt <= crashedAt, "resumed at \(resumedAt), crashed at \(crashedAt)")
+        #expect(bits(second.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+}

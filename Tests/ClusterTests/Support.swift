@@ -1,0 +1,176 @@
+import Cluster
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+func silentLogger() -> Logger {
+    Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+}
+
+/// A small deterministic training problem with no diffusion in it: the gradient of shard k at
+/// step s pulls the parameters towards targets drawn from (seed, s, k); the optimiser is
+/// plain SGD with momentum. Enough to test the cluster's bookkeeping bit for bit.
+final class ToyState: ReplicatedState, @unchecked Sendable {
+    let n: Int
+    var p: [Float]
+    var m: [Float]
+    var steps = 0
+
+    init(n: Int) {
+        self.n = n
+        var rng = CounterRNG(seed: 1, purpose: .parameterInit)
+        p = (0..<n).map { _ in Float(rng.normal()) }
+        m = [Float](repeating: 0, count: n)
+    }
+
+    var parameterCount: Int { n }
+    var parameters: UnsafePointer<Float> { p.withUnsafeBufferPointer { $0.baseAddress! } }
+    var version: Int { steps }
+
+    func apply(gradient: UnsafePointer<Float>) {
+        for i in 0..<n {
+            m[i] = 0.9 * m[i] + gradient[i]
+            p[i] -= 0.05 * m[i]
+        }
+        steps += 1
+    }
+
+    func replicaSnapshot() -> StateSnapshot {
+        StateSnapshot(sections: [.init(name: "p", values: p), .init(name: "m", values: m)], counters: ["step": steps])
+    }
+
+    func restore(replica s: StateSnapshot) throws {
+        guard let p2 = s.section("p"), let m2 = s.section("m"), let st = s.counters["step"], p2.count == n else {
+            throw ClusterError("bad toy snapshot")
+        }
+        p = p2
+        m = m2
+        steps = st
+    }
+
+    /// The gradient of shard k at step s for the current parameters.
+    func gradient(step: Int, shard: Int, shards: Int, into g: inout [Float]) {
+        var rng = CounterRNG(seed: 9, purpose: .trainNoise, step: step, shard: shard)
+        for i in 0..<n { g[i] = (p[i] - Float(rng.normal())) / Float(shards) }
+    }
+}
+
+final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
+    let state: ToyState
+    let totalSteps: Int
+    let shardCount: Int
+    var completed: [StepSummary] = []
+    var finished = false
+
+    init(n: Int, steps: Int, shards: Int) {
+        state = ToyState(n: n)
+        totalSteps = steps
+        shardCount = shards
+    }
+
+    var workloadSpec: [UInt8] { Array("toy".utf8) }
+    var datasetHash: String { "toy-data" }
+    var parameterCount: Int { state.n }
+    var parameters: UnsafePointer<Float> { state.parameters }
+    var version: Int { state.version }
+    func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
+    func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+    func checkpointSnapshot() -> StateSnapshot { state.replicaSnapshot() }
+    func restore(checkpoint: StateSnapshot) throws { try state.restore(replica: checkpoint) }
+    func stepCompleted(_ summary: StepSummary) throws { completed.append(summary) }
+    func finish() throws { finished = true }
+}
+
+/// A toy worker; `poison(step, shard)` true makes it send NaN for that shard (a faulty node).
+final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
+    let state: ToyState
+    let shards: Int
+    var buffer: [Float]
+    let poison: @Sendable (Int, Int) -> Bool
+    let delay: Double
+
+    init(n: Int, shards: Int, delay: Double = 0, poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
+        state = ToyState(n: n)
+        self.shards = shards
+        buffer = [Float](repeating: 0, count: n)
+        self.poison = poison
+        self.delay = delay
+    }
+
+    var datasetHash: String { "toy-data" }
+    var parameterCount: Int { state.n }
+    var parameters: UnsafePointer<Float> { state.parameters }
+    var version: Int { state.version }
+    func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
+    func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+
+    func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta) {
+        if delay > 0 { usleep(UInt32(delay * 1e6)) }
+        state.gradient(step: step, shard: shard, shards: shards, into: &buffer)
+        if poison(step, shard) { buffer[buffer.count / 2] = .nan }
+        let ptr = buffer.withUnsafeBufferPointer { $0 }
+        return (ptr, GradientMeta(loss: 1, terms: [:], rows: 1, computeSeconds: delay))
+    }
+}
+
+/// The reference: every step computed sequentially with shards summed in order.
+func toyReference(n: Int, steps: Int, shards: Int) -> [Float] {
+    let s = ToyState(n: n)
+    var g = [Float](repeating: 0, count: n), sum = [Float](repeating: 0, count: n)
+    for step in 0..<steps {
+        for k in 0..<shards {
+            s.gradient(step: step, shard: k, shards: shards, into: &g)
+            if k == 0 { sum = g } else { for i in 0..<n { sum[i] += g[i] } }
+        }
+        sum.withUnsafeBufferPointer { s.apply(gradient: $0.baseAddress!) }
+    }
+    return s.p
+}
+
+let toyLimits = WireLimits.forModel(parameterCount: 3 * 4096)
+
+/// Runs a toy worker on its own thread; `done` waits for it (bounded).
+final class WorkerThread: @unchecked Sendable {
+    private let group = DispatchGroup()
+    private(set) var result: Result<WorkerExit, any Error>?
+
+    init(transport: any ClientTransport, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
+         maxReconnect: Double = 10, delay: Double = 0, poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
+        group.enter()
+        let t = Thread { [self] in
+            defer { group.leave() }
+            var o = WorkerOptions(name: name, incarnation: incarnation, limits: toyLimits)
+            o.maxReconnectTime = maxReconnect
+            o.coordinatorTimeout = 3
+            let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger()) { _ in
+                ToyWorkerWorkload(n: n, shards: shards, delay: delay, poison: poison)
+            }
+            result = Result { try w.run() }
+            transport.close()
+        }
+        t.start()
+    }
+
+    @discardableResult
+    func wait(_ seconds: Double = 30) -> Result<WorkerExit, any Error>? {
+        _ = group.wait(timeout: .now() + seconds)
+        return result
+    }
+}
+
+func coordinatorOptions(minWorkers: Int = 1) -> CoordinatorOptions {
+    var o = CoordinatorOptions(runID: 42, limits: toyLimits)
+    o.minWorkers = minWorkers
+    o.heartbeatInterval = 0.1
+    o.heartbeatTimeout = 1.0
+    o.coordinatorTimeout = 3
+    o.noWorkerTimeout = 20
+    o.initialStepDeadline = 5
+    o.minimumDeadline = 1
+    return o
+}
+
+func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }

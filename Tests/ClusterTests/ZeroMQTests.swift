@@ -1,0 +1,101 @@
+import Cluster
+import Foundation
+import TensorCore
+import Testing
+import Wire
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ZeroMQTests {
+    let n = 1024
+
+    func server(_ context: ZMQContext, _ security: TransportSecurity,
+                events: (@Sendable (AuthenticationEvent) -> Void)? = nil) throws -> ZeroMQServer {
+        try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*", security: security,
+                         options: SocketOptions(maxMessageBytes: 64 << 20), onAuthentication: events)
+    }
+
+    func client(_ context: ZMQContext, _ endpoint: String, _ name: String, _ security: TransportSecurity) throws -> ZeroMQClient {
+        try ZeroMQClient(context: context, connect: endpoint, identity: "\(name)/1", security: security,
+                         options: SocketOptions(maxMessageBytes: 64 << 20))
+    }
+
+    /// A run over real sockets with CURVE: the allowed worker trains to the exact result; a
+    /// worker whose key is not on the allow-list never gets in (the ZAP handler refuses it).
+    @Test func curveAllowListAdmitsOnlyInvitedWorkers() throws {
+        let context = ZMQContext()
+        let serverKeys = try CurveKeyPair.generate(), good = try CurveKeyPair.generate(), intruder = try CurveKeyPair.generate()
+        let refused = Counter()
+        let s = try server(context, .curveServer(secret: serverKeys, allowed: [good.publicKey])) { e in
+            if !e.accepted { refused.increment() }
+        }
+        defer { s.close() }
+        let steps = 10, shards = 3
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let w = WorkerThread(transport: try client(context, s.endpoint, "good", .curveClient(secret: good, serverPublicKey: serverKeys.publicKey)),
+                             name: "good", n: n, shards: shards)
+        let bad = WorkerThread(transport: try client(context, s.endpoint, "intruder", .curveClient(secret: intruder, serverPublicKey: serverKeys.publicKey)),
+                               name: "intruder", n: n, shards: shards, maxReconnect: 2)
+        var o = coordinatorOptions()
+        o.minWorkers = 1
+        let c = try Coordinator(workload: workload, transport: s, options: o, checkpoints: nil, incarnation: 1, logger: silentLogger())
+        try c.run()
+        #expect((try? w.wait()?.get()) == .finished)
+        let badResult = bad.wait()
+        #expect(throws: ClusterError.self) { _ = try badResult?.get() }
+        #expect(refused.value >= 1)
+        #expect(c.stats.joins == 1)
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
+    @Test func plaintextIsRefusedOffLoopback() throws {
+        let context = ZMQContext()
+        #expect(throws: TransportError.self) {
+            _ = try ZeroMQServer(context: context, bind: "tcp://0.0.0.0:*", security: .plaintext, options: SocketOptions(maxMessageBytes: 1 << 20))
+        }
+        #expect(throws: TransportError.self) {
+            _ = try ZeroMQClient(context: context, connect: "tcp://10.1.2.3:5555", identity: "x", security: .plaintext,
+                                 options: SocketOptions(maxMessageBytes: 1 << 20))
+        }
+        #expect(isLoopback(endpoint: "tcp://127.0.0.1:5") && isLoopback(endpoint: "tcp://[::1]:5") && !isLoopback(endpoint: "tcp://0.0.0.0:5"))
+    }
+
+    /// Oversized frames (over ZMQ_MAXMSGSIZE) never reach the coordinator; training goes on.
+    @Test func plaintextLoopbackRunWithAnOversizedSender() throws {
+        let context = ZMQContext()
+        let s = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*", security: .plaintext,
+                                 options: SocketOptions(maxMessageBytes: 1 << 20))
+        defer { s.close() }
+        let steps = 8, shards = 2
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let w = WorkerThread(transport: try client(context, s.endpoint, "w", .plaintext), name: "w", n: n, shards: shards)
+        let big = try client(context, s.endpoint, "big", .plaintext)
+        try? big.send([[UInt8](repeating: 7, count: 2 << 20)])
+        let c = try Coordinator(workload: workload, transport: s, options: coordinatorOptions(), checkpoints: nil, incarnation: 1, logger: silentLogger())
+        try c.run()
+        big.close()
+        #expect((try? w.wait()?.get()) == .finished)
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
+    @Test func keyFilesRoundTripAndRejectGarbage() throws {
+        let dir = NSTemporaryDirectory() + "ambient-keys-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let k = try CurveKeyPair.generate()
+        try k.write(directory: dir, name: "a")
+        #expect(try CurveKeyPair.read(dir + "/a.key") == k)
+        #expect(try readPublicKey(dir + "/a.pub") == k.publicKey)
+        #expect(try readPublicKeys(dir) == [k.publicKey])
+        #expect(throws: KeyFileError.self) { try k.write(directory: dir, name: "a") }   // no overwrite
+        try FileBytes.writeAtomically(Array("not a key\n".utf8), to: dir + "/bad.pub")
+        #expect(throws: KeyFileError.self) { _ = try readPublicKeys(dir) }
+        #expect(throws: KeyFileError.self) { _ = try CurveKeyPair.read(dir + "/a.pub") }
+        let attrs = try FileManager.default.attributesOfItem(atPath: dir + "/a.key")
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func increment() { lock.lock(); n += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
