@@ -565,7 +565,7 @@ public final class Coordinator: @unchecked Sendable {
         if !codec.isLossless {
             try? message.decodeTensor(into: UnsafeMutableBufferPointer(start: sum, count: n), codec: codec)
         }
-        let norm = gradientNorm(sum, n)
+        let norm = euclideanNorm(sum, n)
         workload.apply(gradient: sum)
         let meta = UpdateMeta(parameterChecksum: workload.parameterChecksum, loss: state.loss)
         let withMeta = Message(header: message.header, payload: message.payload,
@@ -666,33 +666,4 @@ public final class Coordinator: @unchecked Sendable {
             sendControl(.shutdown, ShutdownBody(reason: reason, success: success), to: w.peer, label: w.label)
         }
     }
-}
-
-/// Index of the first NaN or infinity, if any.
-func firstNonFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Int? {
-    var i = 0
-    while i < n {
-        let end = min(i + 4096, n)
-        var acc: Float = 0
-        for j in i..<end { acc += p[j] * 0 }
-        if !acc.isFinite {
-            for j in i..<end where !p[j].isFinite { return j }
-        }
-        i = end
-    }
-    return nil
-}
-
-/// Euclidean norm accumulated in Double over blocks.
-func gradientNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
-    var acc = 0.0
-    var j = 0
-    while j < n {
-        let end = min(j + 4096, n)
-        var part: Float = 0
-        for i in j..<end { part += g[i] * g[i] }
-        acc += Double(part)
-        j = end
-    }
-    return acc.squareRoot()
 }

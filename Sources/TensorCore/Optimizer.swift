@@ -45,8 +45,9 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         return w > 0 ? options.learningRate * min(1, Double(s + 1) / Double(w)) : options.learningRate
     }
 
-    /// `params -= lr * mhat / (sqrt(vhat) + eps)`.
-    public func update(params: UnsafeMutablePointer<T>, grads: UnsafePointer<T>) {
+    /// `params -= lr * mhat / (sqrt(vhat) + eps)`, elementwise, split over `threads` ranges
+    /// (the result does not depend on the split).
+    public func update(params: UnsafeMutablePointer<T>, grads: UnsafePointer<T>, threads: Int = 1) {
         let lr = learningRate(atStep: step)
         step += 1
         let b1 = T(options.beta1), b2 = T(options.beta2)
@@ -54,8 +55,13 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         let c2 = T(1 - pow(options.beta2, Double(step)))
         let stepSize = T(lr) / c1
         let invSqrtC2 = 1 / c2.squareRoot()
-        T.adamUpdate(params, grads, m, v, count, beta1: b1, beta2: b2, stepSize: stepSize,
-                     invSqrtC2: invSqrtC2, eps: T(options.epsilon))
+        let eps = T(options.epsilon)
+        let (m, v) = (self.m, self.v)
+        Parallel.forRanges(count, threads: threads) { r in
+            let o = r.lowerBound
+            T.adamUpdate(params + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
+                         invSqrtC2: invSqrtC2, eps: eps)
+        }
     }
 
     /// Restores the optimiser state (for exact resume from a checkpoint).
@@ -85,10 +91,14 @@ public final class ParameterEMA<T: Scalar>: @unchecked Sendable {
 
     deinit { values.deallocate() }
 
-    public func update(from params: UnsafePointer<T>) {
+    public func update(from params: UnsafePointer<T>, threads: Int = 1) {
         let t = Double(updates)
         updates += 1
-        T.emaUpdate(values, params, decay: T(min(decay, (1 + t) / (10 + t))), count)
+        let d = T(min(decay, (1 + t) / (10 + t)))
+        let values = self.values
+        Parallel.forRanges(count, threads: threads) { r in
+            T.emaUpdate(values + r.lowerBound, params + r.lowerBound, decay: d, r.count)
+        }
     }
 
     public func restore(updates: Int, values source: [T]) {

@@ -37,6 +37,8 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
     /// Gradients, same layout as `values`.
     public let grads: UnsafeMutablePointer<T>
     public var count: Int { layout.count }
+    /// The store whose parameters this one reads (nil: it owns its own).
+    private let owner: ParameterStore<T>?
 
     public init(layout: ParameterLayout) {
         self.layout = layout
@@ -45,10 +47,22 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
         values.initialize(repeating: 0, count: n)
         grads = .allocate(capacity: n)
         grads.initialize(repeating: 0, count: n)
+        owner = nil
+    }
+
+    /// A store that reads `other`'s parameters and has its own gradient buffer: several
+    /// threads compute the gradients of different shards of the same parameters at once.
+    public init(sharingValuesOf other: ParameterStore<T>) {
+        layout = other.layout
+        values = other.values
+        let n = max(layout.count, 1)
+        grads = .allocate(capacity: n)
+        grads.initialize(repeating: 0, count: n)
+        owner = other
     }
 
     deinit {
-        values.deallocate()
+        if owner == nil { values.deallocate() }
         grads.deallocate()
     }
 

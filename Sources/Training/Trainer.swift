@@ -12,12 +12,15 @@ public struct Trainer {
     public let runPath: String
     public var logger: Logger
     public var showProgress: Bool
+    /// Shards computed at once (nil: the core count).
+    public var threads: Int?
 
-    public init(config: RunConfig, runPath: String, logger: Logger, showProgress: Bool = true) {
+    public init(config: RunConfig, runPath: String, logger: Logger, showProgress: Bool = true, threads: Int? = nil) {
         self.config = config
         self.runPath = runPath
         self.logger = logger
         self.showProgress = showProgress
+        self.threads = threads
     }
 
     /// Trains and returns the session (parameters, EMA) and the last step's report.
@@ -25,13 +28,15 @@ public struct Trainer {
     public func run(data preloaded: TrainingData? = nil) throws -> TrainingSession {
         try config.validate()
         let data = try preloaded ?? TrainingData.load(config)
-        let session = try TrainingSession(config: config, data: data)
+        BLAS.setThreads(1)   // bitwise reproducibility: parallel shards, never parallel BLAS (TensorCore.Parallel)
+        let session = try TrainingSession(config: config, data: data, threads: threads)
         let dir = RunDirectory(path: runPath)
         try dir.create()
         try dir.writeConfig(config, dataSummary: data.summary, imageShape: data.imageShape)
         logger.info("training", metadata: ["run": "\(runPath)", "data": "\(data.summary)",
                                            "objective": "\(config.objective)", "steps": "\(config.steps)",
-                                           "batch": "\(config.batch)", "parameters": "\(session.state.store.count)"])
+                                           "batch": "\(config.batch)", "parameters": "\(session.state.store.count)",
+                                           "threads": "\(session.computers.count)"])
         let metrics = try MetricsLog(path: dir.metricsPath)
         let progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
         var window: [Double] = []

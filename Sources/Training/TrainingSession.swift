@@ -12,19 +12,22 @@ public final class OptimizerState: ReplicatedState, @unchecked Sendable {
     public let store: ParameterStore<Float>
     public let adam: Adam<Float>
     public let ema: ParameterEMA<Float>?
+    /// Threads of the elementwise optimiser loops (the bits do not depend on it).
+    public var threads: Int
     /// Number of steps applied: the next step to compute.
     public private(set) var step = 0
 
-    public init(store: ParameterStore<Float>, options: Adam<Float>.Options, emaDecay: Double?) {
+    public init(store: ParameterStore<Float>, options: Adam<Float>.Options, emaDecay: Double?, threads: Int = 1) {
         self.store = store
+        self.threads = threads
         adam = Adam(count: store.count, options: options)
         ema = emaDecay.map { ParameterEMA(copying: store.values, count: store.count, decay: $0) }
     }
 
     /// Adam update of the parameters with `gradient`, then the EMA update.
     public func apply(gradient: UnsafePointer<Float>) {
-        adam.update(params: store.values, grads: gradient)
-        ema?.update(from: store.values)
+        adam.update(params: store.values, grads: gradient, threads: threads)
+        ema?.update(from: store.values, threads: threads)
         step += 1
     }
 
@@ -93,20 +96,23 @@ public struct TrainingError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// Single-process training: computes the S shard gradients of each step in shard order,
-/// sums them in that order, and applies the optimiser. Bitwise the same computation the
-/// cluster performs with the same shard count.
+/// Single-process training: computes the S shard gradients of each step, up to `threads` at
+/// once (one BLAS thread each), sums them in shard order and applies the optimiser. Bitwise
+/// the same computation the cluster performs with the same shard count, for any thread count.
 public final class TrainingSession: @unchecked Sendable {
     public let config: RunConfig
     public let data: TrainingData
     public let network: any DenoiserNetwork
     public let denoiser: Denoiser
     public let state: OptimizerState
-    public let computer: ShardGradientComputer
+    /// One computer per compute thread; computer 0 writes into the state's own store.
+    public let computers: [ShardGradientComputer]
+    public var computer: ShardGradientComputer { computers[0] }
     /// Reduced gradient when there is more than one shard.
     private let sum: UnsafeMutablePointer<Float>
 
-    public init(config: RunConfig, data: TrainingData) throws {
+    /// - Parameter threads: shards computed at once (default: the core count, at most the shard count).
+    public init(config: RunConfig, data: TrainingData, threads: Int? = nil) throws {
         try config.validate()
         guard config.model.dataDimension == data.dimension else {
             throw ConfigurationError(message: "model data dimension \(config.model.dataDimension) != data dimension \(data.dimension)")
@@ -117,11 +123,15 @@ public final class TrainingSession: @unchecked Sendable {
         denoiser = Denoiser(network: network, schedule: config.schedule)
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay)
-        let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
+        let t = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, config.shards))
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay, threads: t)
         let objective = ObjectiveKind(rawValue: config.objective)!.make(config)
-        computer = ShardGradientComputer(denoiser: denoiser, objective: objective, store: store, data: data,
-                                         plan: plan, seed: config.seed)
+        computers = (0..<t).map { i in
+            ShardGradientComputer(denoiser: Denoiser(network: config.model.make(), schedule: config.schedule), objective: objective,
+                                  store: i == 0 ? store : ParameterStore(sharingValuesOf: store), data: data,
+                                  plan: ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed),
+                                  seed: config.seed)
+        }
         sum = .allocate(capacity: max(store.count, 1))
     }
 
@@ -133,25 +143,37 @@ public final class TrainingSession: @unchecked Sendable {
         let start = DispatchTime.now()
         let s = state.step
         let store = state.store
+        let n = store.count
         var loss = 0.0
         var terms: [String: Double] = [:]
         let gradient: UnsafePointer<Float>
+        var results = [ShardResult?](repeating: nil, count: config.shards)
+        let computers = self.computers, sum = self.sum, t = computers.count
         if config.shards == 1 {
-            let r = computer.compute(step: s, shard: 0)
-            loss = r.loss
-            terms = r.terms
+            results[0] = computers[0].compute(step: s, shard: 0)
             gradient = UnsafePointer(store.grads)
         } else {
-            for k in 0..<config.shards {
-                let r = computer.compute(step: s, shard: k)
-                if k == 0 { sum.update(from: store.grads, count: store.count) }
-                else { Float.axpy(1, store.grads, sum, store.count) }
-                loss += r.loss
-                for (key, v) in r.terms { terms[key, default: 0] += v }
+            // Rounds of up to t shards in parallel, then their gradients added in shard order.
+            for first in stride(from: 0, to: config.shards, by: t) {
+                let count = min(t, config.shards - first)
+                results.withUnsafeMutableBufferPointer { out in
+                    Parallel.forEach(count) { i in out[first + i] = computers[i].compute(step: s, shard: first + i) }
+                }
+                Parallel.forRanges(n, threads: t) { r in
+                    let o = r.lowerBound
+                    for i in 0..<count {
+                        let g = computers[i].store.grads + o
+                        if first + i == 0 { (sum + o).update(from: g, count: r.count) } else { Float.axpy(1, g, sum + o, r.count) }
+                    }
+                }
             }
             gradient = UnsafePointer(sum)
         }
-        let norm = gradientNorm(gradient, store.count)
+        for r in results.compactMap({ $0 }) {
+            loss += r.loss
+            for (key, v) in r.terms { terms[key, default: 0] += v }
+        }
+        let norm = euclideanNorm(gradient, n)
         guard loss.isFinite, norm.isFinite else {
             throw TrainingError("step \(s): the loss or gradient is not finite (loss \(loss), gradient norm \(norm)); " +
                                 "the parameters were not updated. Try a lower --lr or check the data for outliers.")
@@ -161,20 +183,6 @@ public final class TrainingSession: @unchecked Sendable {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         return StepReport(step: s, loss: loss, terms: terms, gradNorm: norm, learningRate: lr, seconds: seconds)
     }
-}
-
-/// Euclidean norm of a gradient, accumulated in Double.
-func gradientNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
-    var acc = 0.0
-    var j = 0
-    while j < n {
-        let end = min(j + 4096, n)
-        var part: Float = 0
-        for i in j..<end { part += g[i] * g[i] }
-        acc += Double(part)
-        j = end
-    }
-    return acc.squareRoot()
 }
 
 extension TrainingSession {

@@ -27,7 +27,7 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    @Option(name: .long, help: "BLAS threads for this process (default: OPENBLAS_NUM_THREADS, else the core count).")
+    @Option(name: .long, help: "Compute threads (default: OPENBLAS_NUM_THREADS, else the core count). Training computes this many shards at once with one BLAS thread each, so results do not depend on it; sampling and denoising use it as BLAS threads.")
     var threads: Int?
 
     func validate() throws {
@@ -46,6 +46,11 @@ struct CommonOptions: ParsableArguments {
     func configureBLAS() {
         if let t = threads { BLAS.setThreads(t) } else { BLAS.configureThreads(fallback: ProcessInfo.processInfo.activeProcessorCount) }
     }
+}
+
+/// `OPENBLAS_NUM_THREADS` when set.
+func environmentThreads() -> Int? {
+    ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil }
 }
 
 /// Runs `body`, turning any error into one clear line on stderr and exit status 1.

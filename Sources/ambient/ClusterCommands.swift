@@ -63,7 +63,7 @@ extension Ambient {
 
         func run() throws {
             try reportingErrors {
-                common.configureBLAS()
+                BLAS.setThreads(1)
                 let (config, data) = try training.resolve()
                 let logger = common.makeLogger("ambient.coordinator")
                 let security: TransportSecurity = plaintext ? .plaintext
@@ -133,7 +133,7 @@ extension Ambient {
 
         func run() throws {
             try reportingErrors {
-                common.configureBLAS()
+                BLAS.setThreads(1)   // gradients with one BLAS thread: the same bits on every worker
                 let workerName = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
                 var logger = common.makeLogger("ambient.worker")
                 logger[metadataKey: "worker"] = "\(workerName)"

@@ -27,9 +27,9 @@ struct LocalCluster {
                                       security: .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
         defer { server.close() }
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let threads = max(1, cores / workers)
-        BLAS.setThreads(1)   // the coordinator only sums and applies updates
+        // One BLAS thread per worker: the bits of a gradient must not depend on the thread count.
+        let threads = 1
+        BLAS.setThreads(1)
         var children: [Process] = []
         defer { stop(children) }
         for i in 0..<workers {
@@ -45,8 +45,7 @@ struct LocalCluster {
             try p.run()
             children.append(p)
         }
-        logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)",
-                                                  "threads per worker": "\(threads)"])
+        logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)"])
         var opts = options
         opts.minWorkers = max(opts.minWorkers, workers)
         try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts, logger: logger)

@@ -70,8 +70,8 @@ extension Ambient {
                 }
                 let logger = common.makeLogger("ambient.train")
                 if workers == 0 {
-                    common.configureBLAS()
-                    try Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet).run(data: data)
+                    try Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet,
+                                threads: common.threads ?? environmentThreads()).run(data: data)
                 } else {
                     try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger)
                         .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet))

@@ -28,7 +28,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Global batch size, samples per step (default 256).")
     var batch: Int?
 
-    @Option(help: "Fixed shards per step; the result depends on this, never on the number of workers (default 1).")
+    @Option(help: "Fixed shards per step: the unit of parallelism; the result depends on this, never on the number of workers or threads (default 4, at most the batch).")
     var shards: Int?
 
     @Option(help: "Seed of every random draw (default 0).")
@@ -64,6 +64,7 @@ struct TrainingOptions: ParsableArguments {
         } else {
             guard let data else { throw ValidationError("--data is required (or --config FILE)") }
             config = RunConfig(data: try DataSpec.parse(data), model: .mlp(MLPConfig(dataDimension: 1)))
+            config.shards = min(4, batch ?? config.batch)
         }
         if let data { config.data = try DataSpec.parse(data) }
         if let dataSigma { config.dataSigma = dataSigma; config.corruption = nil }

@@ -42,8 +42,8 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
 }
 
 @Suite(.serialized) struct ClusterInProcessTests {
-    func singleProcess(_ config: RunConfig) throws -> ([Float], [Float]) {
-        let s = try TrainingSession(config: config, data: try TrainingData.load(config))
+    func singleProcess(_ config: RunConfig, threads: Int = 1) throws -> ([Float], [Float]) {
+        let s = try TrainingSession(config: config, data: try TrainingData.load(config), threads: threads)
         for _ in 0..<config.steps { try s.step() }
         return (s.state.store.snapshot(), s.state.ema!.snapshot())
     }
@@ -62,10 +62,8 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
         let limits = ClusterTraining.limits(parameters: 100_000)
         let wait = startWorkers(network, count: workers, limits: limits)
         nonisolated(unsafe) var coordinator: Coordinator?
-        let t0 = Date()
         let workload = try ClusterTraining.coordinate(config: config, data: data, runPath: dir, transport: network.server(),
                                                       options: options, logger: quietLogger("c")) { coordinator = $0 }
-        print("coordinator done after \(Date().timeIntervalSince(t0))")
         let results = wait()
         #expect(results.count == workers)
         for r in results { #expect((try? r.get()) == .finished, "\(r)") }
@@ -77,10 +75,13 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
     @Test func bitwiseIdenticalAcrossWorkerCounts() throws {
         let config = smallConfig(steps: 12, shards: 4)
         let (p0, e0) = try singleProcess(config)
+        for t in [2, 3] {
+            let (p, e) = try singleProcess(config, threads: t)
+            #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(t) threads: parameters differ")
+            #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(t) threads: EMA differs")
+        }
         for w in [1, 2, 3] {
-            let t0 = Date()
             let (p, e, stats) = try distributed(config, workers: w)
-            print("\(w) workers: \(Date().timeIntervalSince(t0)) s, \(stats)")
             #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(w) workers: parameters differ")
             #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers: EMA differs")
             #expect(stats.stepsCompleted == 12)
