@@ -29,9 +29,9 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         self.count = count
         self.options = options
         m = .allocate(capacity: max(count, 1))
-        m.initialize(repeating: 0, count: max(count, 1))
+        zeroFill(m, max(count, 1))
         v = .allocate(capacity: max(count, 1))
-        v.initialize(repeating: 0, count: max(count, 1))
+        zeroFill(v, max(count, 1))
     }
 
     deinit {

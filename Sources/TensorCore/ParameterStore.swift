@@ -44,9 +44,9 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
         self.layout = layout
         let n = max(layout.count, 1)
         values = .allocate(capacity: n)
-        values.initialize(repeating: 0, count: n)
+        zeroFill(values, n)
         grads = .allocate(capacity: n)
-        grads.initialize(repeating: 0, count: n)
+        zeroFill(grads, n)
         owner = nil
     }
 
@@ -57,7 +57,7 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
         values = other.values
         let n = max(layout.count, 1)
         grads = .allocate(capacity: n)
-        grads.initialize(repeating: 0, count: n)
+        zeroFill(grads, n)
         owner = other
     }
 
@@ -69,7 +69,7 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
     public func value(_ slot: Int) -> UnsafeMutablePointer<T> { values + layout.slots[slot].offset }
     public func grad(_ slot: Int) -> UnsafeMutablePointer<T> { grads + layout.slots[slot].offset }
 
-    public func zeroGrads() { grads.update(repeating: 0, count: layout.count) }
+    public func zeroGrads() { zeroFill(grads, layout.count) }
 
     public var valueBuffer: UnsafeMutableBufferPointer<T> { .init(start: values, count: layout.count) }
     public var gradBuffer: UnsafeMutableBufferPointer<T> { .init(start: grads, count: layout.count) }

@@ -1,12 +1,21 @@
-/// Euclidean norm of `n` values, accumulated in Float over blocks of 4096 and in Double across
-/// blocks (fast, and accurate enough for logs and clipping decisions).
+/// Euclidean norm of `n` values: 16 Float lanes over blocks of 4096, accumulated in Double
+/// across blocks (vectorised; accurate enough for logs and non-finite checks).
 public func euclideanNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
+    typealias V = SIMD16<Float>
+    let raw = UnsafeRawPointer(g)
     var acc = 0.0
     var j = 0
     while j < n {
         let end = min(j + 4096, n)
-        var part: Float = 0
-        for i in j..<end { part += g[i] * g[i] }
+        var lanes = V(repeating: 0)
+        var i = j
+        while i + 16 <= end {
+            let x = raw.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+            lanes += x * x
+            i += 16
+        }
+        var part = lanes.sum()
+        while i < end { part += g[i] * g[i]; i += 1 }
         acc += Double(part)
         j = end
     }
@@ -26,4 +35,11 @@ public func firstNonFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Int? {
         i = end
     }
     return nil
+}
+
+/// Sets `count` elements to +0.0 with memset. (`initialize(repeating:)` on a generic pointer
+/// goes element by element through the value witness table: measured at 3% of a training step.)
+@inline(__always)
+public func zeroFill<T: Scalar>(_ p: UnsafeMutablePointer<T>, _ count: Int) {
+    UnsafeMutableRawPointer(p).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<T>.stride)
 }

@@ -62,8 +62,13 @@ struct Kernels: ParsableCommand {
 struct Step: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Training throughput of one process (samples/s) and its fraction of the sgemm peak.",
-        discussion: "Uses random data of dimension 784 and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.")
-    @Option(help: "BLAS threads.") var threads: Int = 2
+        discussion: """
+        Uses random data of dimension 784 and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.
+        Ambient computes --shards shards per step, --threads at once, each with one BLAS thread (the
+        determinism rule); the peak is sgemm with --threads BLAS threads, measured in the same run.
+        """)
+    @Option(help: "Compute threads (shards at once).") var threads: Int = 2
+    @Option(help: "Shards per step (default: --threads).") var shards: Int?
     @Option(help: "Batch size.") var batch: Int = 256
     @Option(help: "Timed steps.") var steps: Int = 20
     @Option(help: "Warm-up steps.") var warmup: Int = 3
@@ -72,14 +77,14 @@ struct Step: ParsableCommand {
     @Option(help: "Objective: ambient or dsm.") var objective: String = "ambient"
 
     func run() throws {
-        BLAS.setThreads(threads)
+        BLAS.setThreads(1)
         let d = 784, n = 4096
         var rng = CounterRNG(seed: 1, purpose: .syntheticData)
         let x = Tensor<Float>(shape: [n, d], storage: (0..<(n * d)).map { _ in Float(max(-1, min(1, rng.normal()))) })
         let data = TrainingData(samples: x, sigmaN: [Double](repeating: 0.5, count: n), summary: "random")
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
-                               model: .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks)))
-        let session = try TrainingSession(config: config, data: data)
+                               shards: shards ?? threads, model: .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks)))
+        let session = try TrainingSession(config: config, data: data, threads: threads)
         for _ in 0..<warmup { try session.step() }
         var times: [Double] = []
         for _ in 0..<steps { times.append(try session.step().seconds) }
@@ -88,9 +93,11 @@ struct Step: ParsableCommand {
         // Training = forward + two backward GEMMs per layer (the first layer needs no input gradient).
         let flopsPerSample = 2 * macs * 3 - 2 * Double(d * width)
         let achieved = flopsPerSample * Double(batch) / t / 1e9
+        BLAS.setThreads(threads)
         let peak = sgemmGFLOPS(m: 2048, n: 2048, k: 2048)
-        print("openblas: \(BLAS.configuration), threads \(BLAS.threads)")
-        print(String(format: "step: batch %d, median %.2f ms over %d steps, %.1f samples/s", batch, t * 1e3, steps, Double(batch) / t))
+        print("openblas: \(BLAS.configuration), peak measured with \(BLAS.threads) BLAS threads")
+        print(String(format: "step: batch %d, %d shards, %d threads, median %.2f ms over %d steps, %.1f samples/s",
+                     batch, config.shards, session.computers.count, t * 1e3, steps, Double(batch) / t))
         print(String(format: "model GEMM work %.1f GFLOPS achieved, sgemm peak %.1f GFLOPS, fraction %.3f", achieved, peak, achieved / peak))
     }
 }
