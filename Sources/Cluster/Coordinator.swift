@@ -61,6 +61,15 @@ public struct CoordinatorStats: Sendable {
     public var totalRejected: Int { framesRejected.values.reduce(0, +) }
 }
 
+/// The coordinator stopped on request (Ctrl-C, SIGTERM) after checkpointing.
+public struct CoordinatorStopped: Error, CustomStringConvertible, Sendable {
+    public let step: Int
+    public let checkpoint: String?
+    public var description: String {
+        "stopped at step \(step); " + (checkpoint.map { "checkpoint \($0) written: run the same command again to resume" } ?? "no checkpoint store")
+    }
+}
+
 /// A fatal condition of the run.
 public struct ClusterError: Error, CustomStringConvertible, Sendable {
     public let message: String
@@ -119,6 +128,9 @@ public final class Coordinator: @unchecked Sendable {
     let codec: any GradientCodec
     /// Called for every cluster event (from the coordinator's thread).
     public var onEvent: (@Sendable (ClusterEvent) -> Void)?
+    /// Polled between messages: true stops the run gracefully (checkpoint of the last applied
+    /// step, workers told to stop) and `run()` throws `CoordinatorStopped`.
+    public var shouldStop: (@Sendable () -> Bool)?
 
     private var workers: [PeerID: WorkerRecord] = [:]
     private var nextWorkerID: UInt32 = 1
@@ -203,6 +215,13 @@ public final class Coordinator: @unchecked Sendable {
         var nextHeartbeat = clock.now()
         while workload.version < workload.totalSteps {
             if isAborting { return }
+            if shouldStop?() == true {
+                var path: String?
+                if let store = checkpoints { try writeCheckpoint(store); path = store.list().first?.path }
+                event(.fatal, "stopped on request at step \(workload.version)")
+                shutdownWorkers(reason: "the coordinator was stopped; restart it to resume", success: false)
+                throw CoordinatorStopped(step: workload.version, checkpoint: path)
+            }
             if let fatal {
                 event(.fatal, fatal.message)
                 shutdownWorkers(reason: fatal.message, success: false)

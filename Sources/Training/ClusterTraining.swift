@@ -48,7 +48,7 @@ public enum ClusterTraining {
     /// Runs the coordinator to the end of the run; returns the workload (its final state).
     @discardableResult
     public static func coordinate(config: RunConfig, data: TrainingData, runPath: String, transport: any ServerTransport,
-                                  options: Options, logger: Logger,
+                                  options: Options, logger: Logger, stop: StopSignal? = nil,
                                   started: ((Coordinator) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
         try config.validate()
         let dir = RunDirectory(path: runPath)
@@ -71,6 +71,7 @@ public enum ClusterTraining {
                                           incarnation: lock.incarnation, logger: logger)
         let events = try EventLog(path: dir.eventsPath)
         coordinator.onEvent = { e in events.append(e) }
+        if let stop { coordinator.shouldStop = { stop.isSet } }
         logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(resuming)", "incarnation": "\(lock.incarnation)",
                                               "parameters": "\(workload.parameterCount)", "shards": "\(config.shards)",
                                               "codec": "\(options.codec)", "data": "\(data.summary)"])

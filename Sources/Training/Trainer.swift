@@ -1,3 +1,4 @@
+import Cluster
 import Diffusion
 import Foundation
 import Logging
@@ -6,7 +7,9 @@ import TensorCore
 /// Runs a training configuration to completion in one process and writes its run directory.
 ///
 /// Order matters for "never a partial run directory on bad input": the configuration is
-/// validated and the data loaded and checked before the directory is created.
+/// validated and the data loaded and checked before the directory is created. A run directory
+/// of the same configuration that did not finish is resumed from its newest checkpoint, so an
+/// interrupted command completes when run again, with the same weights as without the stop.
 public struct Trainer {
     public let config: RunConfig
     public let runPath: String
@@ -14,6 +17,11 @@ public struct Trainer {
     public var showProgress: Bool
     /// Shards computed at once (nil: the core count).
     public var threads: Int?
+    /// Checkpoint every this many steps (0: only when interrupted).
+    public var checkpointEvery: Int = 500
+    public var keepCheckpoints: Int = 2
+    /// Polled between steps: when set, the run checkpoints and throws `InterruptedError`.
+    public var stop: StopSignal?
 
     public init(config: RunConfig, runPath: String, logger: Logger, showProgress: Bool = true, threads: Int? = nil) {
         self.config = config
@@ -31,17 +39,41 @@ public struct Trainer {
         BLAS.setThreads(1)   // bitwise reproducibility: parallel shards, never parallel BLAS (TensorCore.Parallel)
         let session = try TrainingSession(config: config, data: data, threads: threads)
         let dir = RunDirectory(path: runPath)
-        try dir.create()
-        try dir.writeConfig(config, dataSummary: data.summary, imageShape: data.imageShape)
+        let resuming = try ClusterTraining.prepareDirectory(dir, config: config, data: data)
+        let store = try CheckpointStore(directory: dir.checkpointsPath, keep: keepCheckpoints)
+        let metrics = try MetricsLog(path: dir.metricsPath)
+        if resuming {
+            guard let found = store.loadNewest(skipped: { [logger] why in logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"]) }) else {
+                throw RunDirectoryError("\(runPath) holds an unfinished run of this configuration but no usable checkpoint; remove it or choose another --out")
+            }
+            guard found.snapshot.metadata["config_hash"] == config.hash else {
+                throw RunDirectoryError("\(found.path) belongs to another configuration")
+            }
+            try session.state.restore(full: found.snapshot)
+            try metrics.truncate(keepingStepsBelow: session.state.step)
+            logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(session.state.step)"])
+        }
         logger.info("training", metadata: ["run": "\(runPath)", "data": "\(data.summary)",
                                            "objective": "\(config.objective)", "steps": "\(config.steps)",
                                            "batch": "\(config.batch)", "parameters": "\(session.state.store.count)",
                                            "threads": "\(session.computers.count)"])
-        let metrics = try MetricsLog(path: dir.metricsPath)
+        func checkpoint() throws -> String {
+            var s = session.state.fullSnapshot()
+            s.metadata = ["config_hash": config.hash, "objective": config.objective]
+            return try store.write(s, step: session.state.step)
+        }
         let progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
         var window: [Double] = []
         for _ in session.state.step..<config.steps {
+            if let stop, stop.isSet {
+                let path = try checkpoint()
+                try metrics.close()
+                throw InterruptedError(step: session.state.step, runPath: runPath, checkpoint: path)
+            }
             let report = try session.step()
+            if checkpointEvery > 0, session.state.step % checkpointEvery == 0, session.state.step < config.steps {
+                _ = try checkpoint()
+            }
             window.append(report.loss)
             if window.count > 50 { window.removeFirst() }
             if report.step % config.logEvery == 0 || report.step == config.steps - 1 {

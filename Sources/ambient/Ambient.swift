@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import TensorCore
+import Training
+import Cluster
 
 /// The `ambient` command: train diffusion models from corrupted data.
 @main
@@ -61,6 +63,12 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw e
     } catch let e as ValidationError {
         throw e
+    } catch let e as InterruptedError {
+        FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
+        throw ExitCode(130)
+    } catch let e as CoordinatorStopped {
+        FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
+        throw ExitCode(130)
     } catch {
         FileHandle.standardError.write(Data("ambient: error: \(error)\n".utf8))
         throw ExitCode.failure

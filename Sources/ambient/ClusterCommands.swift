@@ -78,8 +78,10 @@ extension Ambient {
                 }
                 logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
                 defer { server.close() }
+                let stop = StopSignal()
+                stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
-                                               options: cluster.options(showProgress: !quiet), logger: logger)
+                                               options: cluster.options(showProgress: !quiet), logger: logger, stop: stop)
             }
         }
     }

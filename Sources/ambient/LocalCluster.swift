@@ -12,7 +12,7 @@ struct LocalCluster {
     let logLevel: String
     let logger: Logger
 
-    func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options) throws {
+    func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options, stop: StopSignal? = nil) throws {
         let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -31,7 +31,7 @@ struct LocalCluster {
         let threads = 1
         BLAS.setThreads(1)
         var children: [Process] = []
-        defer { stop(children) }
+        defer { stopChildren(children) }
         for i in 0..<workers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -48,11 +48,12 @@ struct LocalCluster {
         logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)"])
         var opts = options
         opts.minWorkers = max(opts.minWorkers, workers)
-        try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts, logger: logger)
+        try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
+                                       logger: logger, stop: stop)
     }
 
     /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.
-    private func stop(_ children: [Process]) {
+    private func stopChildren(_ children: [Process]) {
         let deadline = Date().addingTimeInterval(10)
         while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
         for p in children where p.isRunning { kill(p.processIdentifier, SIGKILL) }

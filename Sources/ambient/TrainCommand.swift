@@ -25,8 +25,9 @@ extension Ambient {
             process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same
             --shards the result is bitwise identical to the single-process run, for any N.
 
-            The run directory gets config.json, metrics.jsonl, model.safetensors (EMA weights), and with
-            --workers also checkpoints/ and events.jsonl.
+            The run directory gets config.json, metrics.jsonl, checkpoints/, model.safetensors (EMA weights,
+            written last), and with --workers also events.jsonl. Ctrl-C stops after the current step with a
+            checkpoint; running the same command again resumes the run (bitwise as if never stopped).
 
             Examples:
               ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
@@ -69,12 +70,20 @@ extension Ambient {
                     return
                 }
                 let logger = common.makeLogger("ambient.train")
+                let stop = StopSignal()
+                stop.installHandlers { _ in
+                    FileHandle.standardError.write(Data("\nambient: stopping after the current step (Ctrl-C again to quit at once)\n".utf8))
+                }
                 if workers == 0 {
-                    try Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet,
-                                threads: common.threads ?? environmentThreads()).run(data: data)
+                    var trainer = Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet,
+                                          threads: common.threads ?? environmentThreads())
+                    trainer.checkpointEvery = cluster.checkpointEvery
+                    trainer.keepCheckpoints = cluster.keep
+                    trainer.stop = stop
+                    try trainer.run(data: data)
                 } else {
                     try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger)
-                        .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet))
+                        .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
                 }
             }
         }

@@ -122,8 +122,8 @@ func loadConfigFile(_ path: String) throws -> RunConfig {
 
 /// Options of the distributed machinery, shared by `train --workers` and `coordinator`.
 struct ClusterCommandOptions: ParsableArguments {
-    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint to RUNDIR/checkpoints every N steps (0: only at the end).")
-    var checkpointEvery: Int = 100
+    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint to RUNDIR/checkpoints every N steps (0: only at the end or when interrupted).")
+    var checkpointEvery: Int = 200
 
     @Option(help: "Checkpoints to keep.")
     var keep: Int = 3
