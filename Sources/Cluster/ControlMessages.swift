@@ -42,12 +42,15 @@ public struct AssignBody: Codable, Sendable {
     public var step: Int
     public var shards: [Int]
     public var parameterVersion: Int
+    /// XXH64 of the coordinator's parameters at that version: a worker whose parameters differ
+    /// asks for a full copy instead of computing.
+    public var parameterChecksum: UInt64
 }
 
-/// Meta frame of `update` (coordinator → worker).
+/// Meta frame of `update` (coordinator → worker). The parameter checksum after the update
+/// travels in the next `assign`: the update is sent before the coordinator applies it, so
+/// its optimiser step overlaps the transfer and the workers' own.
 public struct UpdateMeta: Codable, Sendable {
-    /// XXH64 of the parameters after applying this update.
-    public var parameterChecksum: UInt64
     public var loss: Double
 }
 

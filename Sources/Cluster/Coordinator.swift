@@ -57,6 +57,8 @@ public struct CoordinatorStats: Sendable {
     public var drops = 0
     public var reassignedShards = 0
     public var checkpoints = 0
+    /// Full parameter copies sent to repair a worker that diverged or missed an update.
+    public var repairs = 0
     public var stepsCompleted = 0
     public var totalRejected: Int { framesRejected.values.reduce(0, +) }
 }
@@ -144,6 +146,8 @@ public final class Coordinator: @unchecked Sendable {
     private var statsLock = NSLock()
     private var _stats = CoordinatorStats()
     private var updateBuffer: [UInt8] = []
+    /// Checksum of the master parameters at the current version (sent with assignments).
+    private var parameterChecksum: UInt64 = 0
     private var abortRequested = false
 
     public init(workload: any CoordinatorWorkload, transport: any ServerTransport, options: CoordinatorOptions,
@@ -207,12 +211,14 @@ public final class Coordinator: @unchecked Sendable {
             logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"])
         }) {
             try workload.restore(checkpoint: found.snapshot)
+            parameterChecksum = workload.parameterChecksum
             logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(workload.version)",
                                                  "incarnation": "\(incarnation)"])
             event(.restore, "resumed from \(found.path) at step \(workload.version)")
         }
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
         var nextHeartbeat = clock.now()
+        parameterChecksum = workload.parameterChecksum
         while workload.version < workload.totalSteps {
             if isAborting { return }
             if shouldStop?() == true {
@@ -327,6 +333,11 @@ public final class Coordinator: @unchecked Sendable {
             let body = try? message.decodeJSON(ChecksumReportBody.self, limits: options.limits)
             logger.warning("worker out of sync: sending full parameters", metadata: [
                 "worker": "\(record.label)", "step": "\(workload.version)", "reason": "\(body?.reason ?? "?")"])
+            count { $0.repairs += 1 }
+            // It did not compute what it was assigned: give those shards to others.
+            let owed = record.pending.sorted()
+            record.pending = []
+            if !owed.isEmpty { reassign(owed, reason: "\(record.label) is being repaired") }
             sendParameters(to: record)
         case .error:
             let text = String(decoding: message.payload.prefix(2000), as: UTF8.self)
@@ -447,7 +458,8 @@ public final class Coordinator: @unchecked Sendable {
         for k in shards { state.owner[k] = record.peer }
         current = state
         record.pending.formUnion(shards)
-        let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version)
+        let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version,
+                              parameterChecksum: parameterChecksum)
         guard let m = try? Message.control(header(.assign, step: state.step, version: workload.version), body: body),
               send(m, to: record) else {
             drop(record, reason: "unreachable while assigning shards \(shards)")
@@ -585,14 +597,15 @@ public final class Coordinator: @unchecked Sendable {
             try? message.decodeTensor(into: UnsafeMutableBufferPointer(start: sum, count: n), codec: codec)
         }
         let norm = euclideanNorm(sum, n)
-        workload.apply(gradient: sum)
-        let meta = UpdateMeta(parameterChecksum: workload.parameterChecksum, loss: state.loss)
+        // Send first, then apply: the transfer, the workers' optimiser step and ours overlap.
         let withMeta = Message(header: message.header, payload: message.payload,
-                               meta: (try? Message.jsonPayload(meta)) ?? [])
+                               meta: (try? Message.jsonPayload(UpdateMeta(loss: state.loss))) ?? [])
         var bytesOut = 0
         for w in liveWorkers {
             if send(withMeta, to: w) { bytesOut += withMeta.payload.count } else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
         }
+        workload.apply(gradient: sum)
+        parameterChecksum = workload.parameterChecksum
         updateBuffer = []
         let now = clock.now()
         count { $0.stepsCompleted += 1 }

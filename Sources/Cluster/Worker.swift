@@ -43,7 +43,7 @@ public final class Worker: @unchecked Sendable {
         case build(WelcomeBody)
         case load(Message)
         case apply(Message)
-        case compute(step: Int, shards: [Int], version: Int, header: MessageHeader)
+        case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader)
         case stop
     }
 
@@ -221,7 +221,8 @@ public final class Worker: @unchecked Sendable {
             enqueue(.apply(message))
         case .assign:
             guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits) else { return nil }
-            enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion, header: h))
+            enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion,
+                             checksum: body.parameterChecksum, header: h))
         case .shutdown:
             let body = try? message.decodeJSON(ShutdownBody.self, limits: options.limits)
             logger.notice("coordinator ended the run", metadata: ["reason": "\(body?.reason ?? "?")"])
@@ -314,8 +315,8 @@ public final class Worker: @unchecked Sendable {
                 load(message)
             case let .apply(message):
                 apply(message)
-            case let .compute(step, shards, version, assignHeader):
-                compute(step: step, shards: shards, version: version, assignHeader: assignHeader)
+            case let .compute(step, shards, version, checksum, assignHeader):
+                compute(step: step, shards: shards, version: version, checksum: checksum, assignHeader: assignHeader)
             }
         }
     }
@@ -359,23 +360,23 @@ public final class Worker: @unchecked Sendable {
             let g = try message.decodeTensor()
             guard g.count == workload.parameterCount else { throw ClusterError("update has \(g.count) values, model has \(workload.parameterCount)") }
             g.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
-            let expected = (try? message.decodeMeta(UpdateMeta.self, limits: options.limits))??.parameterChecksum
-            let sum = workload.parameterChecksum
-            if let expected, expected != sum {
-                post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: sum, expected: expected,
-                                                   reason: "parameter checksum differs from the coordinator's after step \(h.step)")))
-            }
         } catch {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
                                                reason: "undecodable update: \(error)")))
         }
     }
 
-    private func compute(step: Int, shards: [Int], version: Int, assignHeader: MessageHeader) {
+    private func compute(step: Int, shards: [Int], version: Int, checksum: UInt64, assignHeader: MessageHeader) {
         guard let workload, let welcome else { return }
         guard version == workload.version else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: checksum,
                                                reason: "assigned step \(step) at version \(version), this worker holds version \(workload.version)")))
+            return
+        }
+        let mine = workload.parameterChecksum
+        guard mine == checksum else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: mine, expected: checksum,
+                                               reason: "parameter checksum differs from the coordinator's at version \(version)")))
             return
         }
         let codec: any GradientCodec

@@ -22,15 +22,24 @@ public func euclideanNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
     return acc.squareRoot()
 }
 
-/// Index of the first NaN or infinity among `n` values, if any.
+/// Index of the first NaN or infinity among `n` values, if any. Vectorised: x * 0 is NaN
+/// exactly for NaN and infinities, so a block is clean when the sum of x * 0 is 0.
 public func firstNonFinite(_ p: UnsafePointer<Float>, _ n: Int) -> Int? {
+    typealias V = SIMD16<Float>
+    let raw = UnsafeRawPointer(p)
     var i = 0
     while i < n {
         let end = min(i + 4096, n)
-        var acc: Float = 0
-        for j in i..<end { acc += p[j] * 0 }   // NaN for NaN or infinity, 0 otherwise
+        var lanes = V(repeating: 0)
+        var j = i
+        while j + 16 <= end {
+            lanes += raw.loadUnaligned(fromByteOffset: j * 4, as: V.self) * 0
+            j += 16
+        }
+        var acc = lanes.sum()
+        while j < end { acc += p[j] * 0; j += 1 }
         if !acc.isFinite {
-            for j in i..<end where !p[j].isFinite { return j }
+            for k in i..<end where !p[k].isFinite { return k }
         }
         i = end
     }

@@ -39,7 +39,8 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         let network = config.model.make()
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil)
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil,
+                               threads: ProcessInfo.processInfo.activeProcessorCount)
         let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
         computer = ShardGradientComputer(denoiser: Denoiser(network: network, schedule: config.schedule),
                                          objective: ObjectiveKind(rawValue: config.objective)!.make(config),
@@ -98,7 +99,8 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked 
         network = config.model.make()
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay)
+        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay,
+                               threads: ProcessInfo.processInfo.activeProcessorCount)
         self.directory = directory
         metrics = try MetricsLog(path: directory.metricsPath)
         progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil

@@ -46,6 +46,23 @@ import Wire
         #expect(workload.state.p.allSatisfy { $0.isFinite })
     }
 
+    /// A worker whose parameters silently diverge (one flipped bit) is caught by the checksum in
+    /// the next assignment, repaired with a full copy, and never contributes a wrong gradient.
+    @Test func divergedWorkerIsRepairedByAFullCopy() throws {
+        let steps = 10, shards = 2
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let healthy = WorkerThread(transport: net.connect(identity: "h/1"), name: "h", n: n, shards: shards)
+        let drifting = WorkerThread(transport: net.connect(identity: "d/1"), name: "d", n: n, shards: shards, corruptAtVersion: 4)
+        let c = try Coordinator(workload: workload, transport: net.server(), options: coordinatorOptions(minWorkers: 2),
+                                checkpoints: nil, incarnation: 1, logger: silentLogger())
+        try c.run()
+        healthy.wait()
+        drifting.wait()
+        #expect(c.stats.repairs >= 1)
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
     /// A shard that is non-finite wherever it is computed stops the run with a clear error,
     /// and nothing non-finite is ever applied.
     @Test func persistentNonFiniteGradientStopsTheRun() throws {
