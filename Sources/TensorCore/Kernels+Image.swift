@@ -60,6 +60,53 @@ public protocol ImageKernels {
 }
 
 extension ImageKernels where Self: Scalar {
+    /// `sum_i p[i]` with eight independent SIMD accumulators: a serial floating-point sum
+    /// cannot be vectorised (it would reorder additions) and is bound by the add latency.
+    @inline(__always)
+    static func vectorSum(_ p: UnsafePointer<Self>, _ n: Int) -> Self {
+        var acc = SIMD8<Self>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Self>.self)
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += p[i]; i += 1 }
+        return s
+    }
+
+    /// `sum_i (p[i] - c)^2`, vectorised like `vectorSum`.
+    @inline(__always)
+    static func vectorSumOfSquaredDeviations(_ p: UnsafePointer<Self>, _ n: Int, from c: Self) -> Self {
+        var acc = SIMD8<Self>(repeating: 0)
+        let cv = SIMD8<Self>(repeating: c)
+        var i = 0
+        while i + 8 <= n {
+            let d = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Self>.self) - cv
+            acc += d * d
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += (p[i] - c) * (p[i] - c); i += 1 }
+        return s
+    }
+
+    /// `(sum_i a[i], sum_i a[i] b[i])`, vectorised like `vectorSum`.
+    @inline(__always)
+    static func vectorSumAndDot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int) -> (Self, Self) {
+        var sa = SIMD8<Self>(repeating: 0), sab = SIMD8<Self>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            let av = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Self>.self)
+            sa += av
+            sab += av * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Self>.self)
+            i += 8
+        }
+        var s = sa.sum(), d = sab.sum()
+        while i < n { s += a[i]; d += a[i] * b[i]; i += 1 }
+        return (s, d)
+    }
+
     public static func im2col(_ x: UnsafePointer<Self>, _ col: UnsafeMutablePointer<Self>,
                               channels: Int, height h: Int, width w: Int, kernel k: Int, samples: Int) {
         let s = h * w, pad = k / 2, ld = samples * s
@@ -152,14 +199,8 @@ extension ImageKernels where Self: Scalar {
             for g in 0..<groups {
                 let base = (r * channels + g * cg) * s
                 let xg = x + base, yg = y + base
-                var sum: Self = 0
-                for i in 0..<len { sum += xg[i] }
-                let mu = sum * invN
-                var ss: Self = 0
-                for i in 0..<len {
-                    let d = xg[i] - mu
-                    ss += d * d
-                }
+                let mu = vectorSum(xg, len) * invN
+                let ss = vectorSumOfSquaredDeviations(xg, len, from: mu)
                 let rs = 1 / (ss * invN + eps).squareRoot()
                 mean[r * groups + g] = mu
                 rstd[r * groups + g] = rs
@@ -191,11 +232,7 @@ extension ImageKernels where Self: Scalar {
                 for cc in 0..<cg {
                     let c = g * cg + cc
                     let xc = xg + cc * s, dyc = dyg + cc * s
-                    var sdy: Self = 0, sdyx: Self = 0
-                    for p in 0..<s {
-                        sdy += dyc[p]
-                        sdyx += dyc[p] * xc[p]
-                    }
+                    let (sdy, sdyx) = vectorSumAndDot(dyc, xc, s)
                     // sum dy xhat = rstd (sum dy x - mu sum dy)
                     let sdyxhat = rs * (sdyx - mu * sdy)
                     if let dgamma { dgamma[c] += sdyxhat }
@@ -206,13 +243,12 @@ extension ImageKernels where Self: Scalar {
                 guard let dx else { continue }
                 let mD = sumD * invN, mDX = sumDX * invN
                 let dxg = dx + base
+                // dx = rstd (gamma dy - mD - xhat mDX) = a dy + b x + c with xhat = (x - mu) rstd.
+                let b = -rs * rs * mDX, c = -rs * mD - b * mu
                 for cc in 0..<cg {
-                    let gc = gamma[g * cg + cc]
+                    let a = rs * gamma[g * cg + cc]
                     let xc = xg + cc * s, dyc = dyg + cc * s, dxc = dxg + cc * s
-                    for p in 0..<s {
-                        let xhat = (xc[p] - mu) * rs
-                        dxc[p] += rs * (dyc[p] * gc - mD - xhat * mDX)
-                    }
+                    for p in 0..<s { dxc[p] += a * dyc[p] + b * xc[p] + c }
                 }
             }
         }
@@ -288,12 +324,7 @@ extension ImageKernels where Self: Scalar {
 
     public static func accumulateRowSums(_ x: UnsafePointer<Self>, _ s: UnsafeMutablePointer<Self>, alpha: Self,
                                          rows: Int, cols: Int) {
-        for r in 0..<rows {
-            let xr = x + r * cols
-            var acc: Self = 0
-            for j in 0..<cols { acc += xr[j] }
-            s[r] += alpha * acc
-        }
+        for r in 0..<rows { s[r] += alpha * vectorSum(x + r * cols, cols) }
     }
 
     public static func sigmoidForward(_ x: UnsafePointer<Self>, _ y: UnsafeMutablePointer<Self>, _ n: Int) {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TensorCore
 
@@ -205,5 +206,27 @@ import TensorCore
         let names = Set(tape.profile!.primitivesByCost.map(\.name))
         #expect(names == ["conv2d", "sigmoid", "weightedSumOfSquares"])
         #expect(tape.profile!.backward["conv2d"]?.calls == 1 && tape.profile!.forward["conv2d"]?.calls == 1)
+    }
+}
+
+/// The Float fast paths (vectorised exp) against Double libm, over the whole range including
+/// the clamped tails and a length that leaves a scalar remainder.
+@Suite struct FloatKernelTests {
+    @Test func siluAndSigmoidMatchDouble() {
+        let xs: [Float] = (0..<2003).map { Float($0 - 1001) * 0.1 } + [-200, -88, -87.5, 87.5, 88.5, 200, 0]
+        let n = xs.count
+        var y = [Float](repeating: 0, count: n), sg = [Float](repeating: 0, count: n)
+        var dx = [Float](repeating: 0.5, count: n)
+        let dy = [Float](repeating: 1.5, count: n)
+        Float.siluForward(xs, &y, n)
+        Float.sigmoidForward(xs, &sg, n)
+        Float.siluBackward(xs, dy, &dx, n)
+        for i in 0..<n {
+            let x = Double(xs[i]), s = 1 / (1 + exp(-x))
+            let silu = x * s, grad = 0.5 + 1.5 * s * (1 + x * (1 - s))
+            #expect(abs(Double(y[i]) - silu) <= 1e-6 * max(1, abs(silu)), "silu(\(x)) = \(y[i]), expected \(silu)")
+            #expect(abs(Double(sg[i]) - s) <= 1e-6, "sigmoid(\(x)) = \(sg[i]), expected \(s)")
+            #expect(abs(Double(dx[i]) - grad) <= 1e-6 * max(1, abs(grad)), "silu'(\(x)): \(dx[i]) vs \(grad)")
+        }
     }
 }
