@@ -13,7 +13,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     public var conditioningChannels: Int = 0
     /// Feature channels per resolution: [32, 64] works at 28 and 14, [32, 64, 128] at 28, 14, 7.
     /// Each further entry halves the side, which must stay even.
-    public var channels: [Int] = [32, 64]
+    public var channels: [Int] = UNetConfig.defaultChannels
     /// Residual blocks per resolution in the encoder (and in the decoder).
     public var blocksPerLevel: Int = 1
     /// GroupNorm groups; every entry of `channels` must be a multiple of it.
@@ -29,7 +29,10 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// logits (1 for the Ambient-Omni clean/corrupted classifier).
     public var outputDimension: Int?
 
-    public init(dataDimension: Int, imageChannels: Int = 1, conditioningChannels: Int = 0, channels: [Int] = [32, 64],
+    /// Two resolutions, 28x28 at 32 channels and 14x14 at 64 for Fashion-MNIST.
+    public static let defaultChannels = [32, 64]
+
+    public init(dataDimension: Int, imageChannels: Int = 1, conditioningChannels: Int = 0, channels: [Int] = UNetConfig.defaultChannels,
                 blocksPerLevel: Int = 1, groups: Int = 8, embeddingSize: Int = 64, embeddingWidth: Int? = nil,
                 gated: Bool = false, outputDimension: Int? = nil) {
         self.dataDimension = dataDimension

@@ -62,14 +62,35 @@ struct Kernels: ParsableCommand {
 struct Step: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Training throughput of one process (samples/s) and its fraction of the sgemm peak.",
-        discussion: "Uses random data of dimension 784 and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.")
+        discussion: """
+        Uses random data of dimension 784 (28x28) and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.
+        GFLOPS counts the network's GEMM work (convolutions and linear layers, forward and backward:
+        DenoiserNetwork.trainingMACsPerSample); normalisation and elementwise work is not counted.
+        --profile adds one line per tape primitive (forward and backward ms per step) from a second,
+        timed-per-primitive run of the same steps.
+        """)
     @Option(help: "BLAS threads.") var threads: Int = 2
     @Option(help: "Batch size.") var batch: Int = 256
     @Option(help: "Timed steps.") var steps: Int = 20
     @Option(help: "Warm-up steps.") var warmup: Int = 3
+    @Option(help: "Network: mlp or unet.") var arch: String = "mlp"
     @Option(help: "MLP width.") var width: Int = 1024
     @Option(help: "MLP blocks.") var blocks: Int = 4
+    @Option(help: "U-Net channels per resolution, comma-separated.") var channels: String = "32,64"
+    @Flag(help: "U-Net with gated convolutions.") var gated = false
     @Option(help: "Objective: ambient or dsm.") var objective: String = "ambient"
+    @Option(help: "im2col workspace limit in elements (default: the tape's).") var workspace: Int?
+    @Flag(help: "Also time every tape primitive.") var profile = false
+
+    func model(dimension d: Int) throws -> NetworkConfig {
+        switch arch {
+        case "mlp": return .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks))
+        case "unet":
+            let c = channels.split(separator: ",").compactMap { Int($0) }
+            return .unet(UNetConfig(dataDimension: d, channels: c, gated: gated))
+        default: throw ValidationError("--arch must be mlp or unet")
+        }
+    }
 
     func run() throws {
         BLAS.setThreads(threads)
@@ -78,20 +99,45 @@ struct Step: ParsableCommand {
         let x = Tensor<Float>(shape: [n, d], storage: (0..<(n * d)).map { _ in Float(max(-1, min(1, rng.normal()))) })
         let data = TrainingData(samples: x, sigmaN: [Double](repeating: 0.5, count: n), summary: "random")
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
-                               model: .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks)))
+                               model: try model(dimension: d))
         let session = try TrainingSession(config: config, data: data)
+        if let workspace { session.computer.tapeWorkspaceLimit = workspace }
         for _ in 0..<warmup { try session.step() }
         var times: [Double] = []
         for _ in 0..<steps { times.append(try session.step().seconds) }
         let t = median(times)
-        let macs = Double(session.network.forwardMACsPerSample)
-        // Training = forward + two backward GEMMs per layer (the first layer needs no input gradient).
-        let flopsPerSample = 2 * macs * 3 - 2 * Double(d * width)
+        let network = session.network
+        let flopsPerSample = 2 * Double(network.trainingMACsPerSample)
         let achieved = flopsPerSample * Double(batch) / t / 1e9
         let peak = sgemmGFLOPS(m: 2048, n: 2048, k: 2048)
         print("openblas: \(BLAS.configuration), threads \(BLAS.threads)")
+        print("model: \(arch) \(arch == "unet" ? "channels \(channels)\(gated ? " gated" : "")" : "width \(width) blocks \(blocks)"), " +
+              "\(network.layout.count) parameters, \(String(format: "%.1f", Double(network.forwardMACsPerSample) / 1e6)) M MACs/sample forward, " +
+              "\(String(format: "%.3f", flopsPerSample / 1e9)) GFLOP/sample per training step")
         print(String(format: "step: batch %d, median %.2f ms over %d steps, %.1f samples/s", batch, t * 1e3, steps, Double(batch) / t))
         print(String(format: "model GEMM work %.1f GFLOPS achieved, sgemm peak %.1f GFLOPS, fraction %.3f", achieved, peak, achieved / peak))
+        if profile { try printProfile(session, stepSeconds: t) }
+    }
+
+    /// Times `steps` more steps with the per-primitive profile on.
+    func printProfile(_ session: TrainingSession, stepSeconds: Double) throws {
+        let p = TapeProfile()
+        session.computer.profile = p
+        var times: [Double] = []
+        for _ in 0..<steps { times.append(try session.step().seconds) }
+        session.computer.profile = nil
+        let per = 1e3 / Double(steps)
+        print(String(format: "profile over %d steps (median step %.2f ms with timers, %.2f ms without):", steps, median(times) * 1e3, stepSeconds * 1e3))
+        print("primitive             calls/step  fwd ms    bwd ms    share of step")
+        let stepTotal = times.reduce(0, +)
+        for e in p.primitivesByCost {
+            print(e.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                  + String(format: "%-11d %-9.2f %-9.2f %.1f%%", e.forward.calls / steps, e.forward.seconds * per,
+                           e.backward.seconds * per, 100 * (e.forward.seconds + e.backward.seconds) / stepTotal))
+        }
+        let tape = p.totalSeconds
+        print(String(format: "tape total %.2f ms/step; outside the tape (batch gather, sigma and noise draws, Adam, EMA) %.2f ms/step (%.1f%%)",
+                     tape * per, (stepTotal - tape) * per, 100 * (stepTotal - tape) / stepTotal))
     }
 }
 
