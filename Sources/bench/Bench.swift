@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Ambient benchmarks: sgemm peak and training-step throughput.",
-        subcommands: [Kernels.self, Step.self, Codecs.self])
+        subcommands: [Kernels.self, Step.self, Conv.self, Codecs.self])
 }
 
 /// Median of a sample.
