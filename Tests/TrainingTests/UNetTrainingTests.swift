@@ -44,5 +44,13 @@ import Training
         #expect(model.store.snapshot() == trained.state.ema.snapshot())
         let samples = HeunSampler(steps: 4, stop: model.trainedFloor).sample(model.denoiser, model.store, count: 5, seed: 1)
         #expect(samples.shape == [5, 64] && samples.isFinite)
+
+        // An edited config.json that no U-Net can have is an error, not a crash.
+        let configPath = dir + "/config.json"
+        let text = try String(contentsOfFile: configPath, encoding: .utf8)
+        let edited = text.replacingOccurrences(of: "16\n", with: "12\n").replacingOccurrences(of: ",16]", with: ",12]")
+        #expect(edited != text)
+        try edited.write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(throws: RunDirectoryError.self) { try TrainedModel.load(run: dir) }
     }
 }
