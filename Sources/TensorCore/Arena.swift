@@ -43,7 +43,7 @@ public final class Arena<T: Scalar> {
     /// `count` zeroed elements.
     public func allocateZeroed(_ count: Int) -> UnsafeMutablePointer<T> {
         let p = allocate(count)
-        p.initialize(repeating: 0, count: count)
+        T.fill(p, 0, count)
         return p
     }
 

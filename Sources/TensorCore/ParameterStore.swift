@@ -55,7 +55,7 @@ public final class ParameterStore<T: Scalar>: @unchecked Sendable {
     public func value(_ slot: Int) -> UnsafeMutablePointer<T> { values + layout.slots[slot].offset }
     public func grad(_ slot: Int) -> UnsafeMutablePointer<T> { grads + layout.slots[slot].offset }
 
-    public func zeroGrads() { grads.update(repeating: 0, count: layout.count) }
+    public func zeroGrads() { T.fill(grads, 0, layout.count) }
 
     public var valueBuffer: UnsafeMutableBufferPointer<T> { .init(start: values, count: layout.count) }
     public var gradBuffer: UnsafeMutableBufferPointer<T> { .init(start: grads, count: layout.count) }

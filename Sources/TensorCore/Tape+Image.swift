@@ -107,7 +107,7 @@ extension Tape {
         precondition(channels >= 1 && c % channels == 0, "channelMean: \(c) columns are not \(channels) channels")
         let y = output(rows: r, cols: channels, inputs: x)
         let s = c / channels
-        value(y).update(repeating: 0, count: r * channels)
+        T.fill(value(y), 0, r * channels)
         T.accumulateRowSums(value(x), value(y), alpha: 1 / T(s), rows: r * channels, cols: s)
         stopTimer("channelMean", t0)
         record(.channelMean(x: x.id, y: y.id), output: y)
