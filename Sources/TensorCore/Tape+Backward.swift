@@ -18,7 +18,7 @@ extension Tape {
     /// One derivative rule per primitive.
     private func runBackward() {
         for op in ops.reversed() {
-            let t0 = profile == nil ? 0 : TapeProfile.now()
+            let t0 = profile?.now() ?? 0
             defer { profile?.add(op.name, backward: true, since: t0) }
             switch op {
             case let .linear(x, w, b, y):

@@ -105,7 +105,7 @@ public final class Tape<T: Scalar> {
         return workspaceBase!
     }
 
-    @inline(__always) func startTimer() -> UInt64 { profile == nil ? 0 : TapeProfile.now() }
+    @inline(__always) func startTimer() -> UInt64 { profile?.now() ?? 0 }
     @inline(__always) func stopTimer(_ name: String, _ start: UInt64) { profile?.add(name, backward: false, since: start) }
 
     // MARK: Access

@@ -4,30 +4,41 @@ import Glibc
 import Darwin
 #endif
 
-/// Wall-clock time spent in each tape primitive, forward and backward, summed over the
-/// steps a tape ran while `tape.profile` was set. Off (nil) by default: then the tape pays
-/// one nil check per primitive call.
+/// Time spent in each tape primitive, forward and backward, summed over the steps a tape ran
+/// while `tape.profile` was set. Off (nil) by default: then the tape pays one nil check per
+/// primitive call.
 public final class TapeProfile {
     public struct Entry: Sendable {
         public var calls = 0
         public var seconds = 0.0
     }
 
+    public enum Clock: Sendable {
+        /// Elapsed time (includes time the process waited for a core).
+        case wall
+        /// CPU time of the calling thread: the work itself, whatever else the machine runs,
+        /// but without the time of other threads (use with one BLAS thread).
+        case threadCPU
+    }
+
+    public let clock: Clock
     public private(set) var forward: [String: Entry] = [:]
     public private(set) var backward: [String: Entry] = [:]
 
-    public init() {}
+    public init(clock: Clock = .wall) {
+        self.clock = clock
+    }
 
-    /// Monotonic clock in nanoseconds.
+    /// The profile's clock in nanoseconds.
     @inline(__always)
-    static func now() -> UInt64 {
+    func now() -> UInt64 {
         var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
+        clock_gettime(clock == .wall ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID, &ts)
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     func add(_ name: String, backward isBackward: Bool, since start: UInt64) {
-        let dt = Double(Self.now() &- start) / 1e9
+        let dt = Double(now() &- start) / 1e9
         if isBackward {
             backward[name, default: Entry()].calls += 1
             backward[name, default: Entry()].seconds += dt

@@ -26,19 +26,34 @@ func seconds(_ body: () -> Void) -> Double {
     return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
 }
 
-/// GFLOPS of `C = A B` for (m, k) x (k, n), median over repeats.
-func sgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 7) -> Double {
+/// CPU seconds used by this process (all threads) while running `body`. With one thread it
+/// is the work itself, whatever else the machine runs; with more, BLAS threads spinning while
+/// they wait count too.
+func cpuSeconds(_ body: () -> Void) -> Double {
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    let t = now()
+    body()
+    return now() - t
+}
+
+/// GFLOPS of `C = A B` for (m, k) x (k, n), median over repeats (by wall clock, or by
+/// process CPU time with `cpuTime`).
+func sgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 7, cpuTime: Bool = false) -> Double {
     let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
     var c = [Float](repeating: 0, count: m * n)
     var times: [Double] = []
     for _ in 0..<(repeats + 1) {
-        let t = seconds {
+        let body = {
             a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                 Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: ap.baseAddress!, lda: k,
                            b: bp.baseAddress!, ldb: n, beta: 0, c: cp.baseAddress!, ldc: n)
             } } }
         }
-        times.append(t)
+        times.append(cpuTime ? cpuSeconds(body) : seconds(body))
     }
     return 2 * Double(m * n * k) / median(Array(times.dropFirst())) / 1e9
 }
@@ -103,8 +118,13 @@ struct Step: ParsableCommand {
         let session = try TrainingSession(config: config, data: data)
         if let workspace { session.computer.tapeWorkspaceLimit = workspace }
         for _ in 0..<warmup { try session.step() }
-        var times: [Double] = []
-        for _ in 0..<steps { times.append(try session.step().seconds) }
+        var times: [Double] = [], cpu: [Double] = []
+        for _ in 0..<steps {
+            var wall = 0.0
+            cpu.append(cpuSeconds { wall = (try? session.step().seconds) ?? .nan })
+            times.append(wall)
+        }
+        guard times.allSatisfy({ $0.isFinite }) else { throw ValidationError("a step failed") }
         let t = median(times)
         let network = session.network
         let flopsPerSample = 2 * Double(network.trainingMACsPerSample)
@@ -116,18 +136,30 @@ struct Step: ParsableCommand {
               "\(String(format: "%.3f", flopsPerSample / 1e9)) GFLOP/sample per training step")
         print(String(format: "step: batch %d, median %.2f ms over %d steps, %.1f samples/s", batch, t * 1e3, steps, Double(batch) / t))
         print(String(format: "model GEMM work %.1f GFLOPS achieved, sgemm peak %.1f GFLOPS, fraction %.3f", achieved, peak, achieved / peak))
+        // The same by process CPU time: robust to other processes on the machine when
+        // --threads 1 (with more threads, BLAS threads waiting on each other count too).
+        let tc = median(cpu)
+        let achievedCPU = flopsPerSample * Double(batch) / tc / 1e9
+        let peakCPU = sgemmGFLOPS(m: 2048, n: 2048, k: 2048, cpuTime: true)
+        print(String(format: "by CPU time: median %.2f CPU-ms per step, %.1f samples per CPU-second, %.1f GFLOPS per CPU-second, " +
+                     "sgemm %.1f, fraction %.3f", tc * 1e3, Double(batch) / tc, achievedCPU, peakCPU, achievedCPU / peakCPU))
         if profile { try printProfile(session, stepSeconds: t) }
     }
 
     /// Times `steps` more steps with the per-primitive profile on.
     func printProfile(_ session: TrainingSession, stepSeconds: Double) throws {
-        let p = TapeProfile()
+        // One thread: all work runs on this thread, and its CPU time is robust to other processes.
+        let p = TapeProfile(clock: threads == 1 ? .threadCPU : .wall)
         session.computer.profile = p
         var times: [Double] = []
-        for _ in 0..<steps { times.append(try session.step().seconds) }
+        for _ in 0..<steps {
+            let body = { _ = try? session.step() }
+            times.append(threads == 1 ? cpuSeconds(body) : seconds(body))
+        }
         session.computer.profile = nil
         let per = 1e3 / Double(steps)
-        print(String(format: "profile over %d steps (median step %.2f ms with timers, %.2f ms without):", steps, median(times) * 1e3, stepSeconds * 1e3))
+        print(String(format: "profile over %d steps by %@ (median step %.2f ms with timers, %.2f ms wall without):", steps,
+                     threads == 1 ? "thread CPU time" : "wall clock", median(times) * 1e3, stepSeconds * 1e3))
         print("primitive             calls/step  fwd ms    bwd ms    share of step")
         let stepTotal = times.reduce(0, +)
         for e in p.primitivesByCost {
