@@ -7,7 +7,8 @@ import TensorCore
 /// can be read off per shape.
 struct Conv: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convolution forward/backward GFLOPS per U-Net shape, and the share spent outside GEMM.")
+        abstract: "Convolution forward/backward GFLOPS per U-Net shape, and the share spent outside GEMM.",
+        discussion: "With --threads 1 times are process CPU time (robust to other processes), else wall clock.")
     @Option(help: "BLAS threads.") var threads: Int = 2
     @Option(help: "Batch size.") var batch: Int = 256
     @Option(help: "Repeats (median reported).") var repeats: Int = 5
@@ -16,9 +17,13 @@ struct Conv: ParsableCommand {
     /// (Cin, Cout, side) of the 3x3 convolutions of the default 28x28 U-Net with channels 32,64.
     static let shapes = [(1, 32, 28), (32, 32, 28), (32, 64, 14), (64, 64, 14), (128, 64, 14), (96, 32, 28)]
 
+    /// CPU time with one thread (robust to other processes), wall clock otherwise.
+    func time(_ body: () -> Void) -> Double { threads == 1 ? cpuSeconds(body) : seconds(body) }
+
     func run() throws {
         BLAS.setThreads(threads)
-        print("openblas: \(BLAS.configuration), threads \(BLAS.threads); batch \(batch), 3x3 convolutions")
+        print("openblas: \(BLAS.configuration), threads \(BLAS.threads); batch \(batch), 3x3 convolutions, " +
+              (threads == 1 ? "process CPU time" : "wall clock"))
         print("Cin  Cout side  fwd ms  fwd GFLOPS  bwd ms  bwd GFLOPS  GEMM-only fwd/bwd GFLOPS")
         var rng = CounterRNG(seed: 1, purpose: .syntheticData)
         for (cin, cout, side) in Self.shapes {
@@ -35,8 +40,8 @@ struct Conv: ParsableCommand {
                 let xv = x.withUnsafeBufferPointer { tape.variable($0.baseAddress!, rows: batch, cols: input.count) }
                 let wv = w.withUnsafeBufferPointer { tape.variable($0.baseAddress!, rows: cout, cols: shape.patchSize) }
                 var y: Var?
-                let tf = seconds { y = tape.conv2d(xv, wv, nil, input: input, outChannels: cout, kernel: 3) }
-                let tb = seconds { dy.withUnsafeBufferPointer { tape.backward(y!, gradient: $0.baseAddress!) } }
+                let tf = time { y = tape.conv2d(xv, wv, nil, input: input, outChannels: cout, kernel: 3) }
+                let tb = time { dy.withUnsafeBufferPointer { tape.backward(y!, gradient: $0.baseAddress!) } }
                 if r > 0 { fwd.append(tf); bwd.append(tb) }
             }
             let flops = 2 * Double(shape.macsPerSample * batch)
@@ -56,13 +61,13 @@ struct Conv: ParsableCommand {
         var dcol = [Float](repeating: 0, count: k * ld)
         var fwd: [Double] = [], bwd: [Double] = []
         for r in 0...repeats {
-            let tf = seconds {
+            let tf = time {
                 for _ in 0..<chunks {
                     Float.gemm(transA: false, transB: false, m: cout, n: ld, k: k, alpha: 1, a: wv, lda: k, b: col, ldb: ld,
                                beta: 0, c: &out, ldc: ld)
                 }
             }
-            let tb = seconds {
+            let tb = time {
                 for _ in 0..<chunks {
                     Float.gemm(transA: false, transB: true, m: cout, n: k, k: ld, alpha: 1, a: out, lda: ld, b: col, ldb: ld,
                                beta: 1, c: &dw, ldc: k)
