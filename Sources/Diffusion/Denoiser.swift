@@ -9,14 +9,27 @@ public protocol DenoiserNetwork: Sendable {
     var conditioningChannels: Int { get }
     /// Multiply-accumulates of one forward pass per sample (throughput reports).
     var forwardMACsPerSample: Int { get }
+    /// Multiply-accumulates of one training step per sample: the forward pass, and in the
+    /// backward pass the weight gradient and input gradient of every GEMM, except the input
+    /// gradient of layers fed by constants (the data, the noise embedding).
+    var trainingMACsPerSample: Int { get }
     func initialize<T: Scalar>(_ store: ParameterStore<T>, seed: UInt64)
     /// `F(input, c_noise)`; `input` is (rows, d (1 + conditioningChannels)), already scaled by c_in.
     func forward<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var
 }
 
+extension DenoiserNetwork {
+    /// Forward plus two backward GEMMs per layer.
+    public var trainingMACsPerSample: Int { 3 * forwardMACsPerSample }
+}
+
 extension MLPNetwork: DenoiserNetwork {
     public var dataDimension: Int { config.dataDimension }
     public var conditioningChannels: Int { config.conditioningChannels }
+    /// The input and embedding projections get no input gradient.
+    public var trainingMACsPerSample: Int {
+        3 * forwardMACsPerSample - (config.inputDimension + config.embeddingSize) * config.width
+    }
 }
 
 /// `D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`: predicts x0 from x at noise level sigma.

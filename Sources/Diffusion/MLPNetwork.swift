@@ -103,21 +103,9 @@ public struct MLPNetwork: Sendable {
         fill(outW, 0); fill(outB, 0)
     }
 
-    /// The sinusoidal embedding `[sin(f_k c), cos(f_k c)]` of each row's c_noise, with fixed
-    /// geometric frequencies `f_k = (pi/2) 256^(k/(K-1))` covering c_noise in about [-2, 2].
+    /// The sinusoidal embedding of each row's c_noise (`sinusoidalEmbedding`, shared with the U-Net).
     public func embedding<T: Scalar>(_ tape: Tape<T>, cNoise: UnsafePointer<T>, rows: Int) -> Var {
-        let k = config.embeddingSize / 2
-        let e = tape.constant(rows: rows, cols: 2 * k)
-        let p = tape.value(e)
-        for j in 0..<k {
-            let f = Double.pi / 2 * pow(256, k > 1 ? Double(j) / Double(k - 1) : 0)
-            for r in 0..<rows {
-                let a = f * Double(cNoise[r])
-                p[r * 2 * k + j] = T(sin(a))
-                p[r * 2 * k + k + j] = T(cos(a))
-            }
-        }
-        return e
+        sinusoidalEmbedding(tape, cNoise: cNoise, rows: rows, size: config.embeddingSize)
     }
 
     /// `F(input, c_noise)` for `rows` samples; `input` is (rows, inputDimension), already scaled by c_in.

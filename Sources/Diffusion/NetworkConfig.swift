@@ -6,17 +6,21 @@ import TensorCore
 /// architecture adds a case and a key without changing how existing configs read.
 public enum NetworkConfig: Codable, Sendable, Equatable {
     case mlp(MLPConfig)
+    /// The convolutional U-Net (or, with `outputDimension` set, its encoder classifier).
+    case unet(UNetConfig)
 
     /// Builds the network this configuration describes.
     public func make() -> any DenoiserNetwork {
         switch self {
         case let .mlp(c): return MLPNetwork(c)
+        case let .unet(c): return c.outputDimension == nil ? UNetNetwork(c) : UNetEncoderClassifier(c)
         }
     }
 
     public var arch: String {
         switch self {
         case .mlp: return "mlp"
+        case .unet: return "unet"
         }
     }
 
@@ -25,6 +29,7 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
         get {
             switch self {
             case let .mlp(c): return c.dataDimension
+            case let .unet(c): return c.dataDimension
             }
         }
         set {
@@ -32,6 +37,9 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
             case var .mlp(c):
                 c.dataDimension = newValue
                 self = .mlp(c)
+            case var .unet(c):
+                c.dataDimension = newValue
+                self = .unet(c)
             }
         }
     }
@@ -39,19 +47,21 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
     public func validate() throws {
         switch self {
         case let .mlp(c): try c.validate()
+        case let .unet(c): try c.validate()
         }
     }
 
-    enum CodingKeys: String, CodingKey { case arch, mlp }
+    enum CodingKeys: String, CodingKey { case arch, mlp, unet }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let arch = try c.decode(String.self, forKey: .arch)
         switch arch {
         case "mlp": self = .mlp(try c.decode(MLPConfig.self, forKey: .mlp))
+        case "unet": self = .unet(try c.decode(UNetConfig.self, forKey: .unet))
         default:
             throw DecodingError.dataCorruptedError(forKey: .arch, in: c,
-                                                   debugDescription: "unknown network architecture '\(arch)' (known: mlp)")
+                                                   debugDescription: "unknown network architecture '\(arch)' (known: mlp, unet)")
         }
     }
 
@@ -60,6 +70,7 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
         try c.encode(arch, forKey: .arch)
         switch self {
         case let .mlp(m): try c.encode(m, forKey: .mlp)
+        case let .unet(u): try c.encode(u, forKey: .unet)
         }
     }
 }

@@ -10,7 +10,7 @@ import Darwin
 ///
 /// Generic code (the tape, the networks, the objectives) is written once over `Scalar`;
 /// the inner loops it calls are specialised per concrete type inside this module.
-public protocol Scalar: BinaryFloatingPoint, Sendable, Codable, CustomStringConvertible, ScalarKernels
+public protocol Scalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable, CustomStringConvertible, ScalarKernels, ImageKernels
 where RawSignificand: FixedWidthInteger {
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self

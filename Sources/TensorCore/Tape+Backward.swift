@@ -18,6 +18,8 @@ extension Tape {
     /// One derivative rule per primitive.
     private func runBackward() {
         for op in ops.reversed() {
+            let t0 = profile?.now() ?? 0
+            defer { profile?.add(op.name, backward: true, since: t0) }
             switch op {
             case let .linear(x, w, b, y):
                 let (r, k) = (nodes[x].rows, nodes[x].cols), n = nodes[y].cols
@@ -78,7 +80,84 @@ extension Tape {
                 let g = nodes[y].grad![0], r = nodes[a].rows, c = nodes[a].cols
                 if let da = nodes[a].grad { T.accumulateScaledRows(nodes[b].value, nodes[w].value, alpha: g, da, rows: r, cols: c) }
                 if let db = nodes[b].grad { T.accumulateScaledRows(nodes[a].value, nodes[w].value, alpha: g, db, rows: r, cols: c) }
+
+            case let .conv2d(x, w, b, y, shape):
+                convolutionBackward(x: x, w: w, b: b, y: y, shape: shape)
+
+            case let .groupNorm(x, gamma, beta, y, stats, groups):
+                let r = nodes[y].rows, ch = nodes[gamma].count
+                T.groupNormBackward(nodes[x].value, nodes[gamma].value, stats, stats + r * groups, nodes[y].grad!,
+                                    nodes[x].grad, nodes[gamma].grad, nodes[beta].grad,
+                                    rows: r, channels: ch, spatial: nodes[y].cols / ch, groups: groups)
+
+            case let .avgPool2x2(x, y, input):
+                if let dx = nodes[x].grad {
+                    T.avgPool2x2Backward(nodes[y].grad!, dx, planes: nodes[y].rows * input.channels,
+                                         height: input.height, width: input.width)
+                }
+
+            case let .upsample2x(x, y, input):
+                if let dx = nodes[x].grad {
+                    T.upsample2xBackward(nodes[y].grad!, dx, planes: nodes[y].rows * input.channels,
+                                         height: input.height, width: input.width)
+                }
+
+            case let .addPerChannel(x, e, y):
+                let dy = nodes[y].grad!, planes = nodes[e].count
+                if let dx = nodes[x].grad { T.axpy(1, dy, dx, nodes[y].count) }
+                if let de = nodes[e].grad { T.accumulateRowSums(dy, de, alpha: 1, rows: planes, cols: nodes[y].count / planes) }
+
+            case let .channelMean(x, y):
+                if let dx = nodes[x].grad {
+                    let planes = nodes[y].count, s = nodes[x].count / planes
+                    T.addRowScalars(dx, nodes[y].grad!, alpha: 1 / T(s), dx, rows: planes, cols: s)
+                }
+
+            case let .sigmoid(x, y):
+                if let dx = nodes[x].grad { T.sigmoidBackward(nodes[y].value, nodes[y].grad!, dx, nodes[y].count) }
             }
+        }
+    }
+}
+
+extension Tape {
+    /// The derivative rule of `conv2d`, per chunk of samples (the im2col matrix is rebuilt
+    /// rather than kept from the forward pass: it is Cin k k times larger than the input):
+    ///
+    ///     dW   += dY col^T              (Cout, Cin k k)
+    ///     dcol  = W^T dY;  dx += col2im(dcol)
+    ///     db   += sum over samples and pixels of dY
+    func convolutionBackward(x: Int, w: Int, b: Int, y: Int, shape: ConvShape) {
+        let dy = nodes[y].grad!, rows = nodes[y].rows
+        let dx = nodes[x].grad, dw = nodes[w].grad, db = b >= 0 ? nodes[b].grad : nil
+        let input = shape.input, cout = shape.outChannels
+        let s = input.spatial, k = shape.patchSize
+        if let db {
+            for n in 0..<rows { T.accumulateRowSums(dy + n * shape.output.count, db, alpha: 1, rows: cout, cols: s) }
+        }
+        guard dx != nil || dw != nil else { return }
+        let chunk = convolutionChunk(shape, rows: rows)
+        // col (K, chunk S) | dY as (Cout, chunk S) | dcol (K, chunk S)
+        let col = workspace(chunk * s * (2 * k + cout))
+        let dyc = col + chunk * s * k, dcol = dyc + chunk * s * cout
+        let xp = nodes[x].value, wp = nodes[w].value
+        var n0 = 0
+        while n0 < rows {
+            let bc = min(chunk, rows - n0), ld = bc * s
+            T.samplesToChannels(dy + n0 * shape.output.count, dyc, channels: cout, spatial: s, samples: bc)
+            if let dw {
+                T.im2col(xp + n0 * input.count, col, channels: input.channels, height: input.height, width: input.width,
+                         kernel: shape.kernel, samples: bc)
+                T.gemm(transA: false, transB: true, m: cout, n: k, k: ld, alpha: 1, a: dyc, lda: ld,
+                       b: col, ldb: ld, beta: 1, c: dw, ldc: k)
+            }
+            if let dx {
+                T.gemm(transA: true, transB: false, m: k, n: ld, k: cout, alpha: 1, a: wp, lda: k,
+                       b: dyc, ldb: ld, beta: 0, c: dcol, ldc: ld)
+                T.col2imAccumulate(dcol, dx + n0 * input.count, channels: input.channels, height: input.height,
+                                   width: input.width, kernel: shape.kernel, samples: bc)
+            }
+            n0 += bc
         }
     }
 }

@@ -32,6 +32,37 @@ public final class Tape<T: Scalar> {
         case concatColumns(a: Int, b: Int, y: Int)
         case weightedSumOfSquares(x: Int, w: Int, y: Int)
         case weightedDot(a: Int, b: Int, w: Int, y: Int)
+        // Image primitives (Tape+Image.swift); images are rows of (C, H, W), channel-major.
+        case conv2d(x: Int, w: Int, b: Int, y: Int, shape: ConvShape)   // b == -1: no bias
+        case groupNorm(x: Int, gamma: Int, beta: Int, y: Int, stats: UnsafeMutablePointer<T>, groups: Int)
+        case avgPool2x2(x: Int, y: Int, input: ImageShape)
+        case upsample2x(x: Int, y: Int, input: ImageShape)
+        case addPerChannel(x: Int, e: Int, y: Int)
+        case channelMean(x: Int, y: Int)
+        case sigmoid(x: Int, y: Int)
+
+        /// The primitive's name in profiles.
+        var name: String {
+            switch self {
+            case .linear: "linear"
+            case .add: "add"
+            case .sub: "sub"
+            case .mul: "mul"
+            case .scaleRows: "scaleRows"
+            case .silu: "silu"
+            case .layerNorm: "layerNorm"
+            case .concatColumns: "concatColumns"
+            case .weightedSumOfSquares: "weightedSumOfSquares"
+            case .weightedDot: "weightedDot"
+            case .conv2d: "conv2d"
+            case .groupNorm: "groupNorm"
+            case .avgPool2x2: "avgPool2x2"
+            case .upsample2x: "upsample2x"
+            case .addPerChannel: "addPerChannel"
+            case .channelMean: "channelMean"
+            case .sigmoid: "sigmoid"
+            }
+        }
     }
 
     var nodes: [Node] = []
@@ -39,6 +70,15 @@ public final class Tape<T: Scalar> {
     let arena: Arena<T>
     /// Record operations and allocate gradients (training); false for inference.
     public var recordsGradients: Bool
+    /// When set, every primitive's forward and backward time is added to it.
+    public var profile: TapeProfile?
+    /// Largest im2col patch matrix (elements) a convolution builds at once; a convolution
+    /// processes as many samples per GEMM as fit (at least one).
+    public var convolutionWorkspaceLimit = 1 << 20
+    /// Scratch shared by the primitives that need temporary buffers (im2col), reused by
+    /// each of them in turn and released by `reset()`.
+    var workspaceBase: UnsafeMutablePointer<T>?
+    var workspaceCapacity = 0
 
     public init(recordsGradients: Bool = true, initialCapacity: Int = 1 << 16) {
         self.recordsGradients = recordsGradients
@@ -52,9 +92,26 @@ public final class Tape<T: Scalar> {
         nodes.removeAll(keepingCapacity: true)
         ops.removeAll(keepingCapacity: true)
         arena.reset()
+        workspaceBase = nil
+        workspaceCapacity = 0
     }
 
+    /// `count` elements of scratch from the arena, valid until the next `workspace` call.
+    func workspace(_ count: Int) -> UnsafeMutablePointer<T> {
+        if count > workspaceCapacity || workspaceBase == nil {
+            workspaceBase = arena.allocate(count)
+            workspaceCapacity = count
+        }
+        return workspaceBase!
+    }
+
+    @inline(__always) func startTimer() -> UInt64 { profile?.now() ?? 0 }
+    @inline(__always) func stopTimer(_ name: String, _ start: UInt64) { profile?.add(name, backward: false, since: start) }
+
     // MARK: Access
+
+    /// Elements the arena has reserved (memory reports; a repeated step must not grow it).
+    public var arenaCapacity: Int { arena.capacity }
 
     public func shape(_ v: Var) -> (rows: Int, cols: Int) { (nodes[v.id].rows, nodes[v.id].cols) }
     public func value(_ v: Var) -> UnsafeMutablePointer<T> { nodes[v.id].value }
@@ -129,6 +186,7 @@ public final class Tape<T: Scalar> {
 
     /// `y = x W + b` with x (R, in), W (in, out), b (1, out) or none.
     public func linear(_ x: Var, _ w: Var, _ b: Var?) -> Var {
+        let t0 = startTimer()
         let (r, k) = shape(x), (wk, n) = shape(w)
         precondition(k == wk, "linear: x has \(k) columns, W has \(wk) rows")
         if let b { precondition(shape(b) == (1, n) || nodes[b.id].count == n, "linear: bias shape") }
@@ -137,70 +195,84 @@ public final class Tape<T: Scalar> {
         if let b { T.broadcastRows(value(b), yp, rows: r, cols: n) }
         T.gemm(transA: false, transB: false, m: r, n: n, k: k, alpha: 1, a: value(x), lda: k,
                b: value(w), ldb: n, beta: b == nil ? 0 : 1, c: yp, ldc: n)
+        stopTimer("linear", t0)
         record(.linear(x: x.id, w: w.id, b: b?.id ?? -1, y: y.id), output: y)
         return y
     }
 
     public func add(_ a: Var, _ b: Var) -> Var {
+        let t0 = startTimer()
         precondition(shape(a) == shape(b), "add: shapes \(shape(a)) and \(shape(b))")
         let (r, c) = shape(a)
         let y = output(rows: r, cols: c, inputs: a, b)
         T.addScaled(value(a), value(b), alpha: 1, value(y), r * c)
+        stopTimer("add", t0)
         record(.add(a: a.id, b: b.id, y: y.id), output: y)
         return y
     }
 
     public func sub(_ a: Var, _ b: Var) -> Var {
+        let t0 = startTimer()
         precondition(shape(a) == shape(b), "sub: shapes \(shape(a)) and \(shape(b))")
         let (r, c) = shape(a)
         let y = output(rows: r, cols: c, inputs: a, b)
         T.addScaled(value(a), value(b), alpha: -1, value(y), r * c)
+        stopTimer("sub", t0)
         record(.sub(a: a.id, b: b.id, y: y.id), output: y)
         return y
     }
 
     /// Elementwise product.
     public func mul(_ a: Var, _ b: Var) -> Var {
+        let t0 = startTimer()
         precondition(shape(a) == shape(b), "mul: shapes \(shape(a)) and \(shape(b))")
         let (r, c) = shape(a)
         let y = output(rows: r, cols: c, inputs: a, b)
         T.multiply(value(a), value(b), value(y), r * c)
+        stopTimer("mul", t0)
         record(.mul(a: a.id, b: b.id, y: y.id), output: y)
         return y
     }
 
     /// `y[i, j] = s[i] x[i, j]` with s of shape (R, 1).
     public func scaleRows(_ x: Var, _ s: Var) -> Var {
+        let t0 = startTimer()
         let (r, c) = shape(x)
         precondition(shape(s) == (r, 1), "scaleRows: scale shape \(shape(s)), expected (\(r), 1)")
         let y = output(rows: r, cols: c, inputs: x, s)
         T.scaleRows(value(x), value(s), value(y), rows: r, cols: c)
+        stopTimer("scaleRows", t0)
         record(.scaleRows(x: x.id, s: s.id, y: y.id), output: y)
         return y
     }
 
     /// SiLU, `x sigmoid(x)`.
     public func silu(_ x: Var) -> Var {
+        let t0 = startTimer()
         let (r, c) = shape(x)
         let y = output(rows: r, cols: c, inputs: x)
         T.siluForward(value(x), value(y), r * c)
+        stopTimer("silu", t0)
         record(.silu(x: x.id, y: y.id), output: y)
         return y
     }
 
     /// Layer normalisation over each row, with gain and bias of shape (1, cols).
     public func layerNorm(_ x: Var, gamma: Var, beta: Var, eps: T = 1e-5) -> Var {
+        let t0 = startTimer()
         let (r, c) = shape(x)
         precondition(nodes[gamma.id].count == c && nodes[beta.id].count == c, "layerNorm: gain/bias size")
         let y = output(rows: r, cols: c, inputs: x, gamma, beta)
         let stats = arena.allocate(2 * r)
         T.layerNormForward(value(x), value(gamma), value(beta), value(y), stats, stats + r, rows: r, cols: c, eps: eps)
+        stopTimer("layerNorm", t0)
         record(.layerNorm(x: x.id, gamma: gamma.id, beta: beta.id, y: y.id, stats: stats), output: y)
         return y
     }
 
     /// `[a | b]` along columns (same row count).
     public func concatColumns(_ a: Var, _ b: Var) -> Var {
+        let t0 = startTimer()
         let (r, ca) = shape(a), (rb, cb) = shape(b)
         precondition(r == rb, "concatColumns: row counts \(r) and \(rb)")
         let y = output(rows: r, cols: ca + cb, inputs: a, b)
@@ -209,29 +281,34 @@ public final class Tape<T: Scalar> {
             (yp + i * (ca + cb)).update(from: ap + i * ca, count: ca)
             (yp + i * (ca + cb) + ca).update(from: bp + i * cb, count: cb)
         }
+        stopTimer("concatColumns", t0)
         record(.concatColumns(a: a.id, b: b.id, y: y.id), output: y)
         return y
     }
 
     /// The scalar `sum_i w[i] ||x[i, :]||^2`, with w of shape (R, 1) (loss weights).
     public func weightedSumOfSquares(_ x: Var, weights w: Var) -> Var {
+        let t0 = startTimer()
         let (r, c) = shape(x)
         precondition(shape(w) == (r, 1), "weightedSumOfSquares: weight shape \(shape(w))")
         precondition(nodes[w.id].grad == nil, "weightedSumOfSquares: weights must be constants")
         let y = output(rows: 1, cols: 1, inputs: x)
         value(y)[0] = T(T.weightedSumOfSquares(value(x), value(w), rows: r, cols: c))
+        stopTimer("weightedSumOfSquares", t0)
         record(.weightedSumOfSquares(x: x.id, w: w.id, y: y.id), output: y)
         return y
     }
 
     /// The scalar `sum_i w[i] <a[i, :], b[i, :]>`, with w of shape (R, 1) (loss weights).
     public func weightedDot(_ a: Var, _ b: Var, weights w: Var) -> Var {
+        let t0 = startTimer()
         let (r, c) = shape(a)
         precondition(shape(a) == shape(b), "weightedDot: shapes \(shape(a)) and \(shape(b))")
         precondition(shape(w) == (r, 1), "weightedDot: weight shape \(shape(w))")
         precondition(nodes[w.id].grad == nil, "weightedDot: weights must be constants")
         let y = output(rows: 1, cols: 1, inputs: a, b)
         value(y)[0] = T(T.weightedDot(value(a), value(b), value(w), rows: r, cols: c))
+        stopTimer("weightedDot", t0)
         record(.weightedDot(a: a.id, b: b.id, w: w.id, y: y.id), output: y)
         return y
     }

@@ -24,6 +24,17 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     public let plan: ShardPlan
     public let seed: UInt64
     private let tape = Tape<Float>()
+    /// When set, the time of every tape primitive of the following steps is added to it
+    /// (`bench step --profile`).
+    public var profile: TapeProfile? {
+        get { tape.profile }
+        set { tape.profile = newValue }
+    }
+    /// The tape's im2col workspace limit (elements), for benchmarks.
+    public var tapeWorkspaceLimit: Int {
+        get { tape.convolutionWorkspaceLimit }
+        set { tape.convolutionWorkspaceLimit = newValue }
+    }
     private var rowsBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
 

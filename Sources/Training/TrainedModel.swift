@@ -26,6 +26,9 @@ public struct TrainedModel: @unchecked Sendable {
         if let h = metadata["ambient.config_hash"], h != record.hash {
             throw RunDirectoryError("\(dir.modelPath) was written by a run with config hash \(h), but config.json has \(record.hash): the directory mixes two runs")
         }
+        do { try record.config.model.validate() } catch {
+            throw RunDirectoryError("\(dir.configPath): the network configuration cannot be built: \(error)")
+        }
         let network = record.config.model.make()
         let store = ParameterStore<Float>(layout: network.layout)
         let byName = Dictionary(tensors.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })

@@ -21,6 +21,9 @@ extension Ambient {
             Objectives: dsm (denoising score matching, SPEC O1) and ambient (ambient DSM for noisy data,
             SPEC O2; learns E[X0 | X_sigma] for sigma above b*sigma_n from noisy data only).
 
+            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for square
+            images (--channels gives the feature channels per resolution, e.g. 32,64 at 28x28 and 14x14).
+
             With --workers N the run uses the cluster machinery on this machine: a coordinator in this
             process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same
             --shards the result is bitwise identical to the single-process run, for any N.
@@ -31,6 +34,7 @@ extension Ambient {
 
             Examples:
               ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
+              ambient train --arch unet --channels 32,64 --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm-unet
               ambient train --data npy:noisy.npy --data-sigma 0.3 --objective ambient --out runs/mine
               ambient train --data gmm:dim=8 --corrupt noise:0.7 --width 128 --blocks 2 --out runs/gmm
               ambient train --data fashion-mnist --corrupt noise:0.5 --workers 2 --shards 4 --out runs/fm2

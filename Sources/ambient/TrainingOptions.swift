@@ -43,6 +43,12 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "EMA decay of the weights used for sampling (default 0.999).")
     var ema: Double?
 
+    @Option(help: "Network: mlp or unet (default mlp).")
+    var arch: String?
+
+    @Option(help: "U-Net feature channels per resolution, comma-separated (default 32,64).")
+    var channels: String?
+
     @Option(help: "Width of the MLP (default 1024).")
     var width: Int?
 
@@ -79,8 +85,12 @@ struct TrainingOptions: ParsableArguments {
         if let ema { config.emaDecay = ema }
         if let sMax { config.ambientSMax = sMax }
         if let logEvery { config.logEvery = logEvery }
+        let unetChannels = try parseArchitecture()
+        if arch == "mlp", case .unet = config.model { config.model = .mlp(MLPConfig(dataDimension: 1)) }
         if width != nil || blocks != nil {
-            guard case var .mlp(m) = config.model else { throw ValidationError("--width/--blocks apply to the MLP architecture") }
+            guard arch != "unet", case var .mlp(m) = config.model else {
+                throw ConfigurationError(message: "--width/--blocks apply to --arch mlp (the U-Net takes --channels)")
+            }
             if let width { m.width = width }
             if let blocks { m.blocks = blocks }
             config.model = .mlp(m)
@@ -93,9 +103,33 @@ struct TrainingOptions: ParsableArguments {
         config.model.dataDimension = max(dimension, 1)
         try config.validate()
         let trainingData = try TrainingData.load(config)
-        config.model.dataDimension = trainingData.dimension
+        if arch == "unet" {
+            config.model = .unet(UNetConfig(dataDimension: trainingData.dimension,
+                                            imageChannels: trainingData.imageShape?.first ?? 1,
+                                            channels: unetChannels ?? UNetConfig.defaultChannels))
+        } else {
+            config.model.dataDimension = trainingData.dimension
+        }
         try config.validate()
         return (config, trainingData)
+    }
+
+    /// The U-Net's channels from --channels (nil when not given), checking --arch.
+    func parseArchitecture() throws -> [Int]? {
+        switch arch {
+        case nil, "mlp"?, "unet"?: break
+        default: throw ConfigurationError(message: "unknown --arch '\(arch!)'; choose mlp or unet")
+        }
+        guard let channels else { return nil }
+        guard arch == "unet" else {
+            throw ConfigurationError(message: "--channels applies to --arch unet (the MLP takes --width and --blocks)")
+        }
+        let parts = channels.split(separator: ",", omittingEmptySubsequences: false)
+        let values = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 > 0 }) else {
+            throw ConfigurationError(message: "--channels needs positive integers separated by commas (e.g. 32,64), got '\(channels)'")
+        }
+        return values
     }
 }
 

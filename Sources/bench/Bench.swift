@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Ambient benchmarks: sgemm peak and training-step throughput.",
-        subcommands: [Kernels.self, Step.self, Codecs.self])
+        subcommands: [Kernels.self, Step.self, Conv.self, Codecs.self])
 }
 
 /// Median of a sample.
@@ -26,19 +26,34 @@ func seconds(_ body: () -> Void) -> Double {
     return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
 }
 
-/// GFLOPS of `C = A B` for (m, k) x (k, n), median over repeats.
-func sgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 7) -> Double {
+/// CPU seconds used by this process (all threads) while running `body`. With one thread it
+/// is the work itself, whatever else the machine runs; with more, BLAS threads spinning while
+/// they wait count too.
+func cpuSeconds(_ body: () -> Void) -> Double {
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    let t = now()
+    body()
+    return now() - t
+}
+
+/// GFLOPS of `C = A B` for (m, k) x (k, n), median over repeats (by wall clock, or by
+/// process CPU time with `cpuTime`).
+func sgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int = 7, cpuTime: Bool = false) -> Double {
     let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
     var c = [Float](repeating: 0, count: m * n)
     var times: [Double] = []
     for _ in 0..<(repeats + 1) {
-        let t = seconds {
+        let body = {
             a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                 Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: ap.baseAddress!, lda: k,
                            b: bp.baseAddress!, ldb: n, beta: 0, c: cp.baseAddress!, ldc: n)
             } } }
         }
-        times.append(t)
+        times.append(cpuTime ? cpuSeconds(body) : seconds(body))
     }
     return 2 * Double(m * n * k) / median(Array(times.dropFirst())) / 1e9
 }
@@ -63,18 +78,37 @@ struct Step: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Training throughput of one process (samples/s) and its fraction of the sgemm peak.",
         discussion: """
-        Uses random data of dimension 784 and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.
+        Uses random data of dimension 784 (28x28) and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.
         Ambient computes --shards shards per step, --threads at once, each with one BLAS thread (the
         determinism rule); the peak is sgemm with --threads BLAS threads, measured in the same run.
+        GFLOPS counts the network's GEMM work (convolutions and linear layers, forward and backward:
+        DenoiserNetwork.trainingMACsPerSample); normalisation and elementwise work is not counted.
+        --profile adds one line per tape primitive (forward and backward ms per step) from a second,
+        timed-per-primitive run of the same steps.
         """)
     @Option(help: "Compute threads (shards at once).") var threads: Int = 2
     @Option(help: "Shards per step (default: --threads).") var shards: Int?
     @Option(help: "Batch size.") var batch: Int = 256
     @Option(help: "Timed steps.") var steps: Int = 20
     @Option(help: "Warm-up steps.") var warmup: Int = 3
+    @Option(help: "Network: mlp or unet.") var arch: String = "mlp"
     @Option(help: "MLP width.") var width: Int = 1024
     @Option(help: "MLP blocks.") var blocks: Int = 4
+    @Option(help: "U-Net channels per resolution, comma-separated.") var channels: String = "32,64"
+    @Flag(help: "U-Net with gated convolutions.") var gated = false
     @Option(help: "Objective: ambient or dsm.") var objective: String = "ambient"
+    @Option(help: "im2col workspace limit in elements (default: the tape's).") var workspace: Int?
+    @Flag(help: "Also time every tape primitive.") var profile = false
+
+    func model(dimension d: Int) throws -> NetworkConfig {
+        switch arch {
+        case "mlp": return .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks))
+        case "unet":
+            let c = channels.split(separator: ",").compactMap { Int($0) }
+            return .unet(UNetConfig(dataDimension: d, channels: c, gated: gated))
+        default: throw ValidationError("--arch must be mlp or unet")
+        }
+    }
 
     func run() throws {
         BLAS.setThreads(1)
@@ -83,22 +117,64 @@ struct Step: ParsableCommand {
         let x = Tensor<Float>(shape: [n, d], storage: (0..<(n * d)).map { _ in Float(max(-1, min(1, rng.normal()))) })
         let data = TrainingData(samples: x, sigmaN: [Double](repeating: 0.5, count: n), summary: "random")
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
-                               shards: shards ?? threads, model: .mlp(MLPConfig(dataDimension: d, width: width, blocks: blocks)))
+                               shards: shards ?? threads, model: try model(dimension: d))
         let session = try TrainingSession(config: config, data: data, threads: threads)
+        if let workspace { for c in session.computers { c.tapeWorkspaceLimit = workspace } }
         for _ in 0..<warmup { try session.step() }
-        var times: [Double] = []
-        for _ in 0..<steps { times.append(try session.step().seconds) }
+        var times: [Double] = [], cpu: [Double] = []
+        for _ in 0..<steps {
+            var wall = 0.0
+            cpu.append(cpuSeconds { wall = (try? session.step().seconds) ?? .nan })
+            times.append(wall)
+        }
+        guard times.allSatisfy({ $0.isFinite }) else { throw ValidationError("a step failed") }
         let t = median(times)
-        let macs = Double(session.network.forwardMACsPerSample)
-        // Training = forward + two backward GEMMs per layer (the first layer needs no input gradient).
-        let flopsPerSample = 2 * macs * 3 - 2 * Double(d * width)
+        let network = session.network
+        let flopsPerSample = 2 * Double(network.trainingMACsPerSample)
         let achieved = flopsPerSample * Double(batch) / t / 1e9
         BLAS.setThreads(threads)
         let peak = sgemmGFLOPS(m: 2048, n: 2048, k: 2048)
         print("openblas: \(BLAS.configuration), peak measured with \(BLAS.threads) BLAS threads")
+        print("model: \(arch) \(arch == "unet" ? "channels \(channels)\(gated ? " gated" : "")" : "width \(width) blocks \(blocks)"), " +
+              "\(network.layout.count) parameters, \(String(format: "%.1f", Double(network.forwardMACsPerSample) / 1e6)) M MACs/sample forward, " +
+              "\(String(format: "%.3f", flopsPerSample / 1e9)) GFLOP/sample per training step")
         print(String(format: "step: batch %d, %d shards, %d threads, median %.2f ms over %d steps, %.1f samples/s",
                      batch, config.shards, session.computers.count, t * 1e3, steps, Double(batch) / t))
         print(String(format: "model GEMM work %.1f GFLOPS achieved, sgemm peak %.1f GFLOPS, fraction %.3f", achieved, peak, achieved / peak))
+        // The same by process CPU time: robust to other processes on the machine when
+        // --threads 1 (with more threads, BLAS threads waiting on each other count too).
+        let tc = median(cpu)
+        let achievedCPU = flopsPerSample * Double(batch) / tc / 1e9
+        let peakCPU = sgemmGFLOPS(m: 2048, n: 2048, k: 2048, cpuTime: true)
+        print(String(format: "by CPU time: median %.2f CPU-ms per step, %.1f samples per CPU-second, %.1f GFLOPS per CPU-second, " +
+                     "sgemm %.1f, fraction %.3f", tc * 1e3, Double(batch) / tc, achievedCPU, peakCPU, achievedCPU / peakCPU))
+        if profile { try printProfile(session, stepSeconds: t) }
+    }
+
+    /// Times `steps` more steps with the per-primitive profile on.
+    func printProfile(_ session: TrainingSession, stepSeconds: Double) throws {
+        // One thread: all work runs on this thread, and its CPU time is robust to other processes.
+        let p = TapeProfile(clock: threads == 1 ? .threadCPU : .wall)
+        session.computer.profile = p
+        var times: [Double] = []
+        for _ in 0..<steps {
+            let body = { _ = try? session.step() }
+            times.append(threads == 1 ? cpuSeconds(body) : seconds(body))
+        }
+        session.computer.profile = nil
+        let per = 1e3 / Double(steps)
+        print(String(format: "profile over %d steps by %@ (median step %.2f ms with timers, %.2f ms wall without):", steps,
+                     threads == 1 ? "thread CPU time" : "wall clock", median(times) * 1e3, stepSeconds * 1e3))
+        print("primitive             calls/step  fwd ms    bwd ms    share of step")
+        let stepTotal = times.reduce(0, +)
+        for e in p.primitivesByCost {
+            print(e.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                  + String(format: "%-11d %-9.2f %-9.2f %.1f%%", e.forward.calls / steps, e.forward.seconds * per,
+                           e.backward.seconds * per, 100 * (e.forward.seconds + e.backward.seconds) / stepTotal))
+        }
+        let tape = p.totalSeconds
+        print(String(format: "tape total %.2f ms/step; outside the tape (batch gather, sigma and noise draws, Adam, EMA) %.2f ms/step (%.1f%%)",
+                     tape * per, (stepTotal - tape) * per, 100 * (stepTotal - tape) / stepTotal))
     }
 }
 

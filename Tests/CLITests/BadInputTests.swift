@@ -59,6 +59,24 @@ import Testing
         try expectFailure(train("unknown-source"), mentions: "unknown --data", out: out)
     }
 
+    /// Network choices that cannot work: unknown architecture, malformed channels, data that
+    /// is not a square image, more resolutions than the image can halve into.
+    @Test func badNetworkChoices() throws {
+        let dir = try scratchDirectory("arch")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = dir + "/run"
+        func train(_ data: String, _ extra: [String]) -> [String] {
+            ["train", "--data", data, "--corrupt", "noise:0.5", "--steps", "2", "--out", out] + extra
+        }
+        try expectFailure(train("gmm:dim=64,count=50", ["--arch", "transformer"]), mentions: "--arch", out: out)
+        try expectFailure(train("gmm:dim=64,count=50", ["--arch", "unet", "--channels", "8,x"]), mentions: "--channels", out: out)
+        try expectFailure(train("gmm:dim=64,count=50", ["--arch", "unet", "--channels", ""]), mentions: "--channels", out: out)
+        try expectFailure(train("gmm:dim=64,count=50", ["--channels", "8,16"]), mentions: "--arch unet", out: out)
+        try expectFailure(train("gmm:dim=10,count=50", ["--arch", "unet", "--channels", "8"]), mentions: "square", out: out)
+        try expectFailure(train("gmm:dim=36,count=50", ["--arch", "unet", "--channels", "8,8,8"]), mentions: "halve only 1 time", out: out)
+        try expectFailure(train("gmm:dim=64,count=50", ["--arch", "unet", "--channels", "8,12"]), mentions: "GroupNorm", out: out)
+    }
+
     @Test func missingOrTruncatedFashionMNIST() throws {
         let dir = try scratchDirectory("idx")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -24,6 +24,23 @@ import Testing
         #expect(p.status != 0 && p.stderr.contains("image data"), "\(p.stderr)")
     }
 
+    /// The same workflow with the U-Net on 8x8 "images" (a 64-dimensional mixture).
+    @Test func unetTrainSampleDenoise() throws {
+        let dir = try scratchDirectory("e2e-unet")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = dir + "/run"
+        let t = try CommandRunner.run(["train", "--arch", "unet", "--channels", "8,16", "--data", "gmm:dim=64,count=200",
+                                       "--corrupt", "noise:0.5", "--objective", "ambient", "--steps", "4", "--batch", "8",
+                                       "--out", run, "--quiet"])
+        #expect(t.status == 0, "\(t.stderr)")
+        let config = try String(contentsOfFile: run + "/config.json", encoding: .utf8)
+        #expect(config.contains("\"arch\" : \"unet\"") || config.contains("\"arch\":\"unet\""), "\(config)")
+        let s = try CommandRunner.run(["sample", "--run", run, "--count", "3", "--steps", "4", "--out", dir + "/s.npy", "--quiet"])
+        #expect(s.status == 0, "\(s.stderr)")
+        let d = try CommandRunner.run(["denoise", "--run", run, "--input", dir + "/s.npy", "--sigma", "0.8", "--out", dir + "/d.npy"])
+        #expect(d.status == 0, "\(d.stderr)")
+    }
+
     @Test(arguments: [[], ["train"], ["sample"], ["denoise"]])
     func helpIsComplete(_ command: [String]) throws {
         let r = try CommandRunner.run(command + ["--help"])
