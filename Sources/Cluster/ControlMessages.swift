@@ -28,6 +28,9 @@ public struct WelcomeBody: Codable, Sendable {
     public var heartbeatInterval: Double
     /// A worker that hears nothing from the coordinator for this long re-registers.
     public var coordinatorTimeout: Double
+    /// Start of each gradient chunk in the parameter buffer (the first is 0); gradients and
+    /// updates travel one message per chunk.
+    public var chunkOffsets: [Int]
 }
 
 /// `reject` (coordinator → worker). `rejoin` true: register again (the coordinator does not

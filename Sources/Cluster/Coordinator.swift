@@ -105,19 +105,34 @@ public final class Coordinator: @unchecked Sendable {
         var label: String { "\(name)#\(id)" }
     }
 
+    /// One step in flight. Gradients arrive per (shard, chunk); each chunk of the reduced
+    /// gradient is the sum of its shards in shard order, formed as soon as the shards before
+    /// it are in, then broadcast and applied, while other chunks are still on their way.
     struct StepState {
         let step: Int
         let startedAt: Double
         var deadline: Double
+        /// Current owner of each shard.
         var owner: [PeerID?]
-        var buffered: [[Float]?]
-        var nextToReduce = 0
+        /// received[k][c]: chunk c of shard k is in (accepted).
+        var received: [[Bool]]
+        /// Chunks still missing per shard (0: the shard is complete).
+        var missing: [Int]
+        /// Per chunk: the next shard to add into the sum.
+        var nextShard: [Int]
+        /// Decoded chunks that arrived before their turn, by shard * chunkCount + chunk.
+        var buffered: [Int: [Float]] = [:]
+        var chunksDone = 0
         var attempts: [Int]
+        var metaCounted: [Bool]
         var loss = 0.0
         var terms: [String: Double] = [:]
         var computeSeconds = 0.0
         var bytesIn = 0
-        var done: Bool { nextToReduce == owner.count }
+        var bytesOut = 0
+        var sumOfSquares = 0.0
+        var done: Bool { chunksDone == nextShard.count }
+        func isComplete(_ k: Int) -> Bool { missing[k] == 0 }
     }
 
     public let workload: any CoordinatorWorkload
@@ -140,12 +155,16 @@ public final class Coordinator: @unchecked Sendable {
     private var current: StepState?
     private let sum: UnsafeMutablePointer<Float>
     private let scratch: UnsafeMutablePointer<Float>
+    /// The chunks gradients and updates travel in, and their index by start offset.
+    private let chunks: [Range<Int>]
+    private let chunkIndex: [Int: Int]
+    /// Chunks of the current step already broadcast (a joiner is sent them after the parameters).
+    private var chunkDone: [Bool]
     private var shardTimes: [Double] = []
     private var lastWorkerSeenAt: Double
     private var fatal: ClusterError?
     private var statsLock = NSLock()
     private var _stats = CoordinatorStats()
-    private var updateBuffer: [UInt8] = []
     /// Checksum of the master parameters at the current version (sent with assignments).
     private var parameterChecksum: UInt64 = 0
     private var abortRequested = false
@@ -162,6 +181,14 @@ public final class Coordinator: @unchecked Sendable {
         self.codec = try CodecRegistry.codec(named: options.codec)
         sum = .allocate(capacity: max(workload.parameterCount, 1))
         scratch = .allocate(capacity: max(workload.parameterCount, 1))
+        let ranges = workload.chunkRanges
+        guard !ranges.isEmpty, ranges.first!.lowerBound == 0, ranges.last!.upperBound == workload.parameterCount,
+              zip(ranges, ranges.dropFirst()).allSatisfy({ $0.upperBound == $1.lowerBound }), ranges.allSatisfy({ !$0.isEmpty }) else {
+            throw ClusterError("the workload's gradient chunks must cover 0..<\(workload.parameterCount) contiguously")
+        }
+        chunks = ranges
+        chunkIndex = Dictionary(uniqueKeysWithValues: ranges.enumerated().map { ($1.lowerBound, $0) })
+        chunkDone = [Bool](repeating: false, count: ranges.count)
         lastWorkerSeenAt = clock.now()
     }
 
@@ -381,7 +408,8 @@ public final class Coordinator: @unchecked Sendable {
             if record.joined { return }   // a duplicate probe while joined: ignore
             let welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
                                       datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
-                                      heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout)
+                                      heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout,
+                                      chunkOffsets: chunks.map(\.lowerBound))
             sendControl(.welcome, welcome, to: peer, label: record.label)
         case .join:
             guard body.runID == options.runID else {
@@ -427,6 +455,16 @@ public final class Coordinator: @unchecked Sendable {
             drop(record, reason: "unreachable while sending parameters")
             return false
         }
+        // Mid-step: the chunks of the update already broadcast follow, so this worker reaches
+        // the next version with everyone else.
+        if let state = current {
+            for c in chunks.indices where chunkDone[c] {
+                if !send(updateMessage(chunk: c, step: state.step), to: record) {
+                    drop(record, reason: "unreachable while catching up")
+                    return false
+                }
+            }
+        }
         return true
     }
 
@@ -437,10 +475,12 @@ public final class Coordinator: @unchecked Sendable {
         let needed = workload.version == 0 ? options.minWorkers : 1
         guard live.count >= max(needed, 1) else { return }
         let s = workload.version
-        let n = workload.shardCount
+        let n = workload.shardCount, c = chunks.count
         current = StepState(step: s, startedAt: now, deadline: now + options.initialStepDeadline,
-                            owner: [PeerID?](repeating: nil, count: n), buffered: [[Float]?](repeating: nil, count: n),
-                            attempts: [Int](repeating: 0, count: n))
+                            owner: [PeerID?](repeating: nil, count: n),
+                            received: [[Bool]](repeating: [Bool](repeating: false, count: c), count: n),
+                            missing: [Int](repeating: c, count: n), nextShard: [Int](repeating: 0, count: c),
+                            attempts: [Int](repeating: 0, count: n), metaCounted: [Bool](repeating: false, count: n))
         var plan: [PeerID: [Int]] = [:]
         for k in 0..<n {
             let w = live[k % live.count]
@@ -471,7 +511,7 @@ public final class Coordinator: @unchecked Sendable {
     private func assignOrphans() {
         guard let state = current else { return }
         let orphans = (0..<state.owner.count).filter { k in
-            state.buffered[k] == nil && k >= state.nextToReduce && (state.owner[k].map { workers[$0]?.joined != true } ?? true)
+            !state.isComplete(k) && (state.owner[k].map { workers[$0]?.joined != true } ?? true)
         }
         guard !orphans.isEmpty else { return }
         reassign(orphans, reason: "no owner")
@@ -520,100 +560,125 @@ public final class Coordinator: @unchecked Sendable {
                                                               "version": "\(h.parameterVersion)"])
             return
         }
-        guard k >= state.nextToReduce, state.buffered[k] == nil, state.owner[k] == peer else {
-            count { $0.duplicateGradients += 1 }
-            logger.debug("dropped duplicate gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(k)"])
-            return
-        }
-        let n = workload.parameterCount
-        guard h.keyOffset == 0, h.keyCount == UInt64(n) else {
+        guard let c = chunkIndex[Int(h.keyOffset)], h.keyCount == UInt64(chunks[c].count) else {
             count { $0.framesRejected["keyRange", default: 0] += 1 }
             return
         }
+        guard !state.received[k][c], state.owner[k] == peer else {
+            count { $0.duplicateGradients += 1 }
+            logger.debug("dropped duplicate gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(k)", "chunk": "\(c)"])
+            return
+        }
+        let range = chunks[c]
         do {
-            try message.decodeTensor(into: UnsafeMutableBufferPointer(start: scratch, count: n))
+            try message.decodeTensor(into: UnsafeMutableBufferPointer(start: scratch, count: range.count))
         } catch {
             count { $0.framesRejected[error.kind, default: 0] += 1 }
             logger.warning("undecodable gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(k)", "error": "\(error)"])
-            record.pending.remove(k)
-            state.attempts[k] += 1
-            current = state
-            reassign([k], reason: "undecodable gradient from \(record.label)", avoiding: peer)
+            rejectShard(k, of: record, state: &state, reason: "undecodable gradient from \(record.label)")
             return
         }
-        if let bad = firstNonFinite(scratch, n) {
+        if let bad = firstNonFinite(scratch, range.count) {
             count { $0.nonFiniteGradients += 1 }
-            record.pending.remove(k)
-            state.attempts[k] += 1
-            current = state
-            let detail = "non-finite gradient (element \(bad)) for step \(state.step) shard \(k) from \(record.label): rejected, not applied"
-            logger.error("rejected gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)", "reason": "non-finite element \(bad)"])
+            let detail = "non-finite gradient (element \(range.lowerBound + bad)) for step \(state.step) shard \(k) from \(record.label): rejected, not applied"
+            logger.error("rejected gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)",
+                                                         "reason": "non-finite element \(range.lowerBound + bad)"])
             event(.nonFinite, worker: record.label, detail)
-            if state.attempts[k] >= options.maxShardAttempts {
-                fatal = ClusterError("step \(state.step) shard \(k) produced a non-finite gradient \(state.attempts[k]) times: the model diverged or the data holds extreme values; lower the learning rate or check the data")
-                return
-            }
-            reassign([k], reason: "non-finite gradient from \(record.label)", avoiding: peer)
+            rejectShard(k, of: record, state: &state, reason: "non-finite gradient from \(record.label)")
             return
         }
-        let meta = try? message.decodeMeta(GradientMeta.self, limits: options.limits)
-        record.pending.remove(k)
+        state.received[k][c] = true
+        state.missing[k] -= 1
+        if state.isComplete(k) { record.pending.remove(k) }
         state.bytesIn += message.payload.count
-        if let meta {
+        if !state.metaCounted[k], let meta = try? message.decodeMeta(GradientMeta.self, limits: options.limits) {
+            state.metaCounted[k] = true
             state.loss += meta.loss
             for (key, v) in meta.terms { state.terms[key, default: 0] += v }
             state.computeSeconds += meta.computeSeconds
             shardTimes.append(meta.computeSeconds)
             if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
+            logger.debug("gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)",
+                                                "since_start_ms": "\(Int((clock.now() - state.startedAt) * 1000))",
+                                                "compute_ms": "\(Int(meta.computeSeconds * 1000))"])
         }
-        // Reduce in shard order: add every shard whose predecessors are in.
-        if k == state.nextToReduce {
-            accumulate(scratch, first: k == 0)
-            state.nextToReduce += 1
-            while state.nextToReduce < state.owner.count, let b = state.buffered[state.nextToReduce] {
-                b.withUnsafeBufferPointer { accumulate($0.baseAddress!, first: false) }
-                state.buffered[state.nextToReduce] = nil
-                state.nextToReduce += 1
+        // Reduce in shard order, chunk by chunk.
+        let chunkCount = chunks.count
+        if k == state.nextShard[c] {
+            accumulate(scratch, range: range, first: k == 0)
+            state.nextShard[c] += 1
+            while state.nextShard[c] < state.owner.count, let b = state.buffered.removeValue(forKey: state.nextShard[c] * chunkCount + c) {
+                b.withUnsafeBufferPointer { accumulate($0.baseAddress!, range: range, first: false) }
+                state.nextShard[c] += 1
             }
         } else {
-            state.buffered[k] = Array(UnsafeBufferPointer(start: scratch, count: n))
+            state.buffered[k * chunkCount + c] = Array(UnsafeBufferPointer(start: scratch, count: range.count))
         }
+        if state.nextShard[c] == state.owner.count { completeChunk(c, state: &state) }
         current = state
         if state.done { completeStep() }
     }
 
-    private func accumulate(_ g: UnsafePointer<Float>, first: Bool) {
-        let n = workload.parameterCount
-        if first { sum.update(from: g, count: n) } else { Float.axpy(1, g, sum, n) }
+    /// A shard's gradient could not be used: the shard goes to another worker. Its chunks
+    /// already accepted stay (gradients are deterministic); only the missing ones are taken.
+    private func rejectShard(_ k: Int, of record: WorkerRecord, state: inout StepState, reason: String) {
+        record.pending.remove(k)
+        state.attempts[k] += 1
+        current = state
+        if state.attempts[k] >= options.maxShardAttempts {
+            fatal = ClusterError("step \(state.step) shard \(k) produced a non-finite gradient \(state.attempts[k]) times: the model diverged or the data holds extreme values; lower the learning rate or check the data")
+            return
+        }
+        reassign([k], reason: reason, avoiding: record.peer)
+    }
+
+    private func accumulate(_ g: UnsafePointer<Float>, range: Range<Int>, first: Bool) {
+        let dst = sum + range.lowerBound
+        if first { dst.update(from: g, count: range.count) } else { Float.axpy(1, g, dst, range.count) }
+    }
+
+    /// Chunk c of the reduced gradient is complete: broadcast it at once, so its transfer and
+    /// the workers' optimiser step on it overlap the chunks still to come. (The coordinator
+    /// applies the whole step at its end, so its own state is always at one version: joiners
+    /// and checkpoints see a consistent state.)
+    private func completeChunk(_ c: Int, state: inout StepState) {
+        let range = chunks[c]
+        let message = updateMessage(chunk: c, step: state.step)
+        if !codec.isLossless {
+            try? message.decodeTensor(into: UnsafeMutableBufferPointer(start: sum + range.lowerBound, count: range.count), codec: codec)
+        }
+        let norm = euclideanNorm(sum + range.lowerBound, range.count)
+        state.sumOfSquares += norm * norm
+        for w in liveWorkers {
+            if send(message, to: w) { state.bytesOut += message.payload.count }
+            else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
+        }
+        state.chunksDone += 1
+        chunkDone[c] = true
+    }
+
+    /// The update message of chunk c of the current step (encoded from the reduced sum).
+    private func updateMessage(chunk c: Int, step: Int) -> Message {
+        let range = chunks[c]
+        var h = header(.update, step: step, version: step + 1)
+        h.keyOffset = UInt64(range.lowerBound)
+        return Message(header: h, tensor: UnsafeBufferPointer(start: sum + range.lowerBound, count: range.count), codec: codec)
     }
 
     private func completeStep() {
         guard let state = current else { return }
-        let n = workload.parameterCount
-        // Encode once; apply exactly what workers will decode (identical for lossless codecs).
-        let message = Message(header: header(.update, step: state.step, version: state.step + 1),
-                              tensor: UnsafeBufferPointer(start: sum, count: n), codec: codec, buffer: updateBuffer)
-        if !codec.isLossless {
-            try? message.decodeTensor(into: UnsafeMutableBufferPointer(start: sum, count: n), codec: codec)
-        }
-        let norm = euclideanNorm(sum, n)
-        // Send first, then apply: the transfer, the workers' optimiser step and ours overlap.
-        let withMeta = Message(header: message.header, payload: message.payload,
-                               meta: (try? Message.jsonPayload(UpdateMeta(loss: state.loss))) ?? [])
-        var bytesOut = 0
-        for w in liveWorkers {
-            if send(withMeta, to: w) { bytesOut += withMeta.payload.count } else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
-        }
-        workload.apply(gradient: sum)
+        workload.apply(gradient: sum, range: 0..<workload.parameterCount)
+        workload.finishStep()
+        chunkDone = [Bool](repeating: false, count: chunks.count)
         parameterChecksum = workload.parameterChecksum
-        updateBuffer = []
         let now = clock.now()
+        logger.debug("step", metadata: ["step": "\(state.step)", "ms": "\(Int((now - state.startedAt) * 1000))"])
         count { $0.stepsCompleted += 1 }
         current = nil
-        let summary = StepSummary(step: state.step, loss: state.loss, terms: state.terms, gradientNorm: norm,
+        let summary = StepSummary(step: state.step, loss: state.loss, terms: state.terms, gradientNorm: state.sumOfSquares.squareRoot(),
                                   seconds: now - state.startedAt,
                                   computeSeconds: state.computeSeconds / Double(max(workload.shardCount, 1)),
-                                  workers: liveWorkers.count, bytesIn: state.bytesIn, bytesOut: bytesOut)
+                                  workers: liveWorkers.count, bytesIn: state.bytesIn, bytesOut: state.bytesOut)
         do {
             try workload.stepCompleted(summary)
         } catch {

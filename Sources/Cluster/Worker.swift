@@ -87,6 +87,12 @@ public final class Worker: @unchecked Sendable {
 
     // Compute thread state
     private var workload: (any WorkerWorkload)?
+    /// Update chunks of the next version received so far (by start offset), decoded into
+    /// `pendingUpdate`. They are applied together when the last one arrives: until then this
+    /// worker may still be asked to (re)compute shards of the current step, which needs the
+    /// parameters of the current version.
+    private var appliedChunks = Set<Int>()
+    private var pendingUpdate: [Float] = []
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
     private var gradientBuffer: [UInt8] = []
 
@@ -337,6 +343,7 @@ public final class Worker: @unchecked Sendable {
                 offset += c
             }
             try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
+            appliedChunks = []
             guard workload.parameterChecksum == meta.parameterChecksum else {
                 throw ClusterError("parameters differ from the coordinator's checksum after loading")
             }
@@ -348,18 +355,38 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Takes one chunk of the update to the next version; when every chunk of the welcome's
+    /// plan is in, applies the whole update and advances the version.
     private func apply(_ message: Message) {
-        guard let workload else { return }
+        guard let workload, let welcome else { return }
         let h = message.header
         guard Int(h.parameterVersion) == workload.version + 1 else {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
                                                reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
             return
         }
+        let n = workload.parameterCount
+        let offset = Int(h.keyOffset), count = Int(h.keyCount)
+        guard let c = welcome.chunkOffsets.firstIndex(of: offset),
+              count == (c + 1 < welcome.chunkOffsets.count ? welcome.chunkOffsets[c + 1] : n) - offset,
+              !appliedChunks.contains(offset) else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                               reason: "update chunk [\(offset), +\(count)) does not fit the chunk plan or came twice")))
+            return
+        }
+        if pendingUpdate.count != n { pendingUpdate = [Float](repeating: 0, count: n) }
         do {
-            let g = try message.decodeTensor()
-            guard g.count == workload.parameterCount else { throw ClusterError("update has \(g.count) values, model has \(workload.parameterCount)") }
-            g.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+            let result: Result<Void, WireError> = pendingUpdate.withUnsafeMutableBufferPointer { buf in
+                Result { () throws(WireError) in
+                    try message.decodeTensor(into: UnsafeMutableBufferPointer(rebasing: buf[offset..<(offset + count)]))
+                }
+            }
+            try result.get()
+            appliedChunks.insert(offset)
+            if appliedChunks.count == welcome.chunkOffsets.count {
+                pendingUpdate.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+                appliedChunks = []
+            }
         } catch {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
                                                reason: "undecodable update: \(error)")))
@@ -386,16 +413,28 @@ public final class Worker: @unchecked Sendable {
             post(.buildFailed("unknown codec \(welcome.codec)"))
             return
         }
+        let offsets = welcome.chunkOffsets
+        let chunks = offsets.indices.map { i in offsets[i]..<(i + 1 < offsets.count ? offsets[i + 1] : workload.parameterCount) }
+        let buffer = workload.gradientBuffer
         for k in shards {
-            let (gradient, meta) = workload.computeShard(step: step, shard: k)
-            var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
-                                  coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
-                                  senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
-                                  shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
-            h.keyOffset = 0
-            let metaBytes = (try? Message.jsonPayload(meta)) ?? []
-            let m = Message(header: h, tensor: gradient, codec: codec, meta: metaBytes)
-            post(.send(m.frames()))
+            // Each chunk is sent as soon as the backward pass has finished it; the last one to
+            // finish is held back a moment so it can carry the shard's loss and compute time.
+            func send(_ c: Int, meta: GradientMeta?) {
+                var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
+                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
+                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
+                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
+                h.keyOffset = UInt64(chunks[c].lowerBound)
+                let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
+                let m = Message(header: h, tensor: values, codec: codec, meta: meta.flatMap { try? Message.jsonPayload($0) } ?? [])
+                post(.send(m.frames()))
+            }
+            var held: Int?
+            let meta = workload.computeShard(step: step, shard: k, chunks: chunks) { c in
+                if let previous = held { send(previous, meta: nil) }
+                held = c
+            }
+            if let last = held { send(last, meta: meta) }
         }
     }
 }

@@ -11,8 +11,12 @@ public protocol ReplicatedState: AnyObject {
     var parameters: UnsafePointer<Float> { get }
     /// Optimiser steps applied so far = the version of the parameters = the next step to run.
     var version: Int { get }
-    /// One optimiser step with the batch-mean gradient.
-    func apply(gradient: UnsafePointer<Float>)
+    /// Applies the part `range` of a step's batch-mean gradient; `gradient` points at the value
+    /// for `range.lowerBound`. The optimiser is elementwise, so applying a step range by range
+    /// (as its chunks arrive) gives the same bits as applying it whole.
+    func apply(gradient: UnsafePointer<Float>, range: Range<Int>)
+    /// Ends a step whose ranges have all been applied: version += 1.
+    func finishStep()
     /// What a joining worker needs: parameters, optimiser moments, counters.
     func replicaSnapshot() -> StateSnapshot
     func restore(replica: StateSnapshot) throws
@@ -28,6 +32,9 @@ public protocol CoordinatorWorkload: ReplicatedState {
     var workloadSpec: [UInt8] { get }
     /// Content hash of the training data; a worker whose data differs is refused.
     var datasetHash: String { get }
+    /// The gradient travels, is reduced and is applied in these contiguous ranges of the
+    /// parameter buffer (covering 0..<parameterCount in order), so transfer overlaps compute.
+    var chunkRanges: [Range<Int>] { get }
     /// Everything needed to resume exactly: replica state plus EMA and counters.
     func checkpointSnapshot() -> StateSnapshot
     func restore(checkpoint: StateSnapshot) throws
@@ -40,9 +47,12 @@ public protocol CoordinatorWorkload: ReplicatedState {
 /// A worker's side of a run (implemented by Training).
 public protocol WorkerWorkload: ReplicatedState {
     var datasetHash: String { get }
-    /// Computes the gradient of one shard with the current parameters. The buffer is valid
-    /// until the next call.
-    func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta)
+    /// The buffer `computeShard` writes the gradient into (valid until the next call).
+    var gradientBuffer: UnsafeBufferPointer<Float> { get }
+    /// Computes the gradient of one shard with the current parameters, calling
+    /// `onChunkReady(i)` as soon as the values of `chunks[i]` are final (during the backward
+    /// pass, in whatever order they complete; every chunk exactly once).
+    func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta
 }
 
 /// What a worker reports beside a shard gradient.
@@ -77,6 +87,12 @@ public struct StepSummary: Sendable {
 }
 
 extension ReplicatedState {
+    /// One whole optimiser step.
+    public func apply(gradient: UnsafePointer<Float>) {
+        apply(gradient: gradient, range: 0..<parameterCount)
+        finishStep()
+    }
+
     /// XXH64 of the parameter bytes: equal on every replica at the same version.
     public var parameterChecksum: UInt64 {
         Checksum.of(UnsafeBufferPointer(start: parameters, count: parameterCount))

@@ -46,23 +46,37 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
     }
 
     /// `params -= lr * mhat / (sqrt(vhat) + eps)`, elementwise, split over `threads` ranges
-    /// (the result does not depend on the split).
+    /// (the result does not depend on the split), then `advance()`.
     public func update(params: UnsafeMutablePointer<T>, grads: UnsafePointer<T>, threads: Int = 1) {
+        update(params: params, range: 0..<count, grads: grads, threads: threads)
+        advance()
+    }
+
+    /// Update number `step + 1` on the parameters in `range` only, with `grads` pointing at the
+    /// gradient of `range`'s first element. A step may be applied range by range (as the
+    /// chunks of a reduced gradient arrive); `advance()` ends it. Elementwise, so the result
+    /// is bitwise the same as one whole-buffer update.
+    public func update(params: UnsafeMutablePointer<T>, range: Range<Int>, grads: UnsafePointer<T>, threads: Int = 1) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "range \(range) outside 0..<\(count)")
+        let t = step + 1
         let lr = learningRate(atStep: step)
-        step += 1
         let b1 = T(options.beta1), b2 = T(options.beta2)
-        let c1 = T(1 - pow(options.beta1, Double(step)))
-        let c2 = T(1 - pow(options.beta2, Double(step)))
+        let c1 = T(1 - pow(options.beta1, Double(t)))
+        let c2 = T(1 - pow(options.beta2, Double(t)))
         let stepSize = T(lr) / c1
         let invSqrtC2 = 1 / c2.squareRoot()
         let eps = T(options.epsilon)
-        let (m, v) = (self.m, self.v)
-        Parallel.forRanges(count, threads: threads) { r in
+        let base = range.lowerBound
+        let (p, m, v) = (params + base, self.m + base, self.v + base)
+        Parallel.forRanges(range.count, threads: threads) { r in
             let o = r.lowerBound
-            T.adamUpdate(params + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
+            T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
                          invSqrtC2: invSqrtC2, eps: eps)
         }
     }
+
+    /// Ends a step applied with `update(params:range:grads:)`.
+    public func advance() { step += 1 }
 
     /// Restores the optimiser state (for exact resume from a checkpoint).
     public func restore(step: Int, m source: [T], v sourceV: [T]) {
@@ -92,14 +106,23 @@ public final class ParameterEMA<T: Scalar>: @unchecked Sendable {
     deinit { values.deallocate() }
 
     public func update(from params: UnsafePointer<T>, threads: Int = 1) {
+        update(from: params, range: 0..<count, threads: threads)
+        advance()
+    }
+
+    /// Update number `updates + 1` on `range` only (`params` is the whole parameter buffer);
+    /// `advance()` ends the step.
+    public func update(from params: UnsafePointer<T>, range: Range<Int>, threads: Int = 1) {
         let t = Double(updates)
-        updates += 1
         let d = T(min(decay, (1 + t) / (10 + t)))
-        let values = self.values
-        Parallel.forRanges(count, threads: threads) { r in
-            T.emaUpdate(values + r.lowerBound, params + r.lowerBound, decay: d, r.count)
+        let base = range.lowerBound
+        let (e, p) = (values + base, params + base)
+        Parallel.forRanges(range.count, threads: threads) { r in
+            T.emaUpdate(e + r.lowerBound, p + r.lowerBound, decay: d, r.count)
         }
     }
+
+    public func advance() { updates += 1 }
 
     public func restore(updates: Int, values source: [T]) {
         precondition(source.count == count)

@@ -15,9 +15,47 @@ extension Tape {
         runBackward()
     }
 
+    /// The node indices an operation reads (its differentiable inputs).
+    func forEachInput(_ op: Op, _ body: (Int) -> Void) {
+        switch op {
+        case let .linear(x, w, b, _): body(x); body(w); if b >= 0 { body(b) }
+        case let .add(a, b, _), let .sub(a, b, _), let .mul(a, b, _), let .concatColumns(a, b, _): body(a); body(b)
+        case let .scaleRows(x, s, _): body(x); body(s)
+        case let .silu(x, _), let .sigmoid(x, _), let .channelMean(x, _): body(x)
+        case let .avgPool2x2(x, _, _), let .upsample2x(x, _, _): body(x)
+        case let .layerNorm(x, g, b, _, _), let .groupNorm(x, g, b, _, _, _): body(x); body(g); body(b)
+        case let .weightedSumOfSquares(x, _, _): body(x)
+        case let .weightedDot(a, b, _, _): body(a); body(b)
+        case let .conv2d(x, w, b, _, _): body(x); body(w); if b >= 0 { body(b) }
+        case let .addPerChannel(x, e, _): body(x); body(e)
+        }
+    }
+
+    /// With `onParameterGradientReady` set: for each parameter slot, the reverse-pass position
+    /// after which its gradient is final (the op of its earliest use in the forward pass, over
+    /// every node viewing the slot). Fills `gradientReadyAt` (op index -> slots).
+    private func planGradientReadiness() -> [Int: [Int]] {
+        var firstUse: [Int: Int] = [:]   // slot -> earliest op index reading any of its nodes
+        for (i, op) in ops.enumerated() {
+            forEachInput(op) { n in
+                let s = nodes[n].slot
+                if s >= 0, nodes[n].grad != nil, firstUse[s] == nil { firstUse[s] = i }
+            }
+        }
+        var at: [Int: [Int]] = [:]
+        for (slot, i) in firstUse { at[i, default: []].append(slot) }
+        return at
+    }
+
     /// One derivative rule per primitive.
     private func runBackward() {
-        for op in ops.reversed() {
+        let readiness = onParameterGradientReady == nil ? [:] : planGradientReadiness()
+        for (index, op) in ops.enumerated().reversed() {
+            defer {
+                if let ready = readiness[index], let hook = onParameterGradientReady {
+                    for slot in ready.sorted() { hook(slot) }
+                }
+            }
             let t0 = profile?.now() ?? 0
             defer { profile?.add(op.name, backward: true, since: t0) }
             switch op {

@@ -18,6 +18,8 @@ public final class Tape<T: Scalar> {
         let grad: UnsafeMutablePointer<T>?
         let rows: Int
         let cols: Int
+        /// The ParameterStore slot this node views, or -1.
+        var slot: Int = -1
         var count: Int { rows * cols }
     }
 
@@ -70,6 +72,9 @@ public final class Tape<T: Scalar> {
     let arena: Arena<T>
     /// Record operations and allocate gradients (training); false for inference.
     public var recordsGradients: Bool
+    /// Called during `backward` with a parameter slot as soon as its gradient is final (no
+    /// later rule adds to it), so it can be sent while the rest of the pass runs.
+    public var onParameterGradientReady: ((Int) -> Void)?
     /// When set, every primitive's forward and backward time is added to it.
     public var profile: TapeProfile?
     /// Largest im2col patch matrix (elements) a convolution builds at once; a convolution
@@ -161,7 +166,7 @@ public final class Tape<T: Scalar> {
     public func parameter(_ store: ParameterStore<T>, _ slot: Int, rows: Int, cols: Int) -> Var {
         precondition(store.layout.slots[slot].count == rows * cols,
                      "parameter \(store.layout.slots[slot].name) has \(store.layout.slots[slot].count) elements, viewed as \(rows)x\(cols)")
-        nodes.append(Node(value: store.value(slot), grad: recordsGradients ? store.grad(slot) : nil, rows: rows, cols: cols))
+        nodes.append(Node(value: store.value(slot), grad: recordsGradients ? store.grad(slot) : nil, rows: rows, cols: cols, slot: slot))
         return Var(id: nodes.count - 1)
     }
 

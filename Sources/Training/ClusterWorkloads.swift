@@ -31,8 +31,9 @@ extension RunConfig {
 /// gradient computer, the very one the single-process trainer uses.
 public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     let state: OptimizerState
-    let computer: any ShardGradientComputing
+    let computer: ShardGradientComputer
     public let datasetHash: String
+    private var tracker: (chunks: [Range<Int>], tracker: ChunkTracker)?
 
     public init(config: RunConfig, data: TrainingData) throws {
         try config.validate()
@@ -67,16 +68,28 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     public var parameterCount: Int { state.parameterCount }
     public var parameters: UnsafePointer<Float> { state.parameters }
     public var version: Int { state.version }
-    public func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
+    public func finishStep() { state.finishStep() }
     public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
-    public func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta) {
+    public var gradientBuffer: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: computer.store.grads, count: computer.store.count)
+    }
+
+    public func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
+        if tracker?.chunks != chunks { tracker = (chunks, ChunkTracker(layout: computer.store.layout, chunks: chunks)) }
+        let t = tracker!.tracker
+        t.reset()
         let start = DispatchTime.now().uptimeNanoseconds
-        let r = computer.compute(step: step, shard: shard)
+        let r = withoutActuallyEscaping(onChunkReady) { ready -> ShardResult in
+            computer.onParameterGradientReady = { slot in if let c = t.slotReady(slot) { ready(c) } }
+            defer { computer.onParameterGradientReady = nil }
+            return computer.compute(step: step, shard: shard)
+        }
+        for c in t.unreported() { onChunkReady(c) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return (UnsafeBufferPointer(start: computer.store.grads, count: computer.store.count),
-                GradientMeta(loss: r.loss, terms: r.terms, rows: r.rows, computeSeconds: seconds))
+        return GradientMeta(loss: r.loss, terms: r.terms, rows: r.rows, computeSeconds: seconds)
     }
 }
 
@@ -119,9 +132,11 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked 
     public var parameterCount: Int { state.parameterCount }
     public var parameters: UnsafePointer<Float> { state.parameters }
     public var version: Int { state.version }
-    public func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
+    public func finishStep() { state.finishStep() }
     public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+    public var chunkRanges: [Range<Int>] { GradientChunks.plan(network.layout) }
 
     public func checkpointSnapshot() -> StateSnapshot {
         var s = state.fullSnapshot()

@@ -24,6 +24,11 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     public let plan: ShardPlan
     public let seed: UInt64
     private let tape = Tape<Float>()
+    /// Called with a parameter slot as soon as its gradient is final during the backward pass.
+    public var onParameterGradientReady: ((Int) -> Void)? {
+        get { tape.onParameterGradientReady }
+        set { tape.onParameterGradientReady = newValue }
+    }
     /// When set, the time of every tape primitive of the following steps is added to it
     /// (`bench step --profile`).
     public var profile: TapeProfile? {

@@ -24,10 +24,16 @@ public final class OptimizerState: ReplicatedState, @unchecked Sendable {
         ema = emaDecay.map { ParameterEMA(copying: store.values, count: store.count, decay: $0) }
     }
 
-    /// Adam update of the parameters with `gradient`, then the EMA update.
-    public func apply(gradient: UnsafePointer<Float>) {
-        adam.update(params: store.values, grads: gradient, threads: threads)
-        ema?.update(from: store.values, threads: threads)
+    /// Adam update of the parameters in `range` with `gradient` (the values for the range),
+    /// then the EMA update of the same range; `finishStep()` ends the step.
+    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) {
+        adam.update(params: store.values, range: range, grads: gradient, threads: threads)
+        ema?.update(from: store.values, range: range, threads: threads)
+    }
+
+    public func finishStep() {
+        adam.advance()
+        ema?.advance()
         step += 1
     }
 

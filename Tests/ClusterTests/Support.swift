@@ -4,8 +4,14 @@ import Logging
 import TensorCore
 import Wire
 
+/// Silent unless AMBIENT_TEST_LOG=debug (or another level) is set, for debugging a test.
 func silentLogger() -> Logger {
-    Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+    if let level = ProcessInfo.processInfo.environment["AMBIENT_TEST_LOG"], let l = Logger.Level(rawValue: level) {
+        var logger = Logger(label: "test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = l
+        return logger
+    }
+    return Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
 }
 
 /// A small deterministic training problem with no diffusion in it: the gradient of shard k at
@@ -28,13 +34,14 @@ final class ToyState: ReplicatedState, @unchecked Sendable {
     var parameters: UnsafePointer<Float> { p.withUnsafeBufferPointer { $0.baseAddress! } }
     var version: Int { steps }
 
-    func apply(gradient: UnsafePointer<Float>) {
-        for i in 0..<n {
-            m[i] = 0.9 * m[i] + gradient[i]
+    func apply(gradient: UnsafePointer<Float>, range: Range<Int>) {
+        for i in range {
+            m[i] = 0.9 * m[i] + gradient[i - range.lowerBound]
             p[i] -= 0.05 * m[i]
         }
-        steps += 1
     }
+
+    func finishStep() { steps += 1 }
 
     func replicaSnapshot() -> StateSnapshot {
         StateSnapshot(sections: [.init(name: "p", values: p), .init(name: "m", values: m)], counters: ["step": steps])
@@ -74,7 +81,10 @@ final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
     var parameterCount: Int { state.n }
     var parameters: UnsafePointer<Float> { state.parameters }
     var version: Int { state.version }
-    func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    /// Three uneven chunks, so the per-chunk reduction and broadcast are exercised.
+    var chunkRanges: [Range<Int>] { toyChunks(state.n) }
+    func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
+    func finishStep() { state.finishStep() }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
     func checkpointSnapshot() -> StateSnapshot { state.replicaSnapshot() }
@@ -107,19 +117,21 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     var parameterCount: Int { state.n }
     var parameters: UnsafePointer<Float> { state.parameters }
     var version: Int { state.version }
-    func apply(gradient: UnsafePointer<Float>) {
-        state.apply(gradient: gradient)
+    func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
+    func finishStep() {
+        state.finishStep()
         if state.version == corruptAtVersion { state.p[7] = Float(bitPattern: state.p[7].bitPattern ^ 1) }
     }
+    var gradientBuffer: UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
-    func computeShard(step: Int, shard: Int) -> (gradient: UnsafeBufferPointer<Float>, meta: GradientMeta) {
+    func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
         if delay > 0 { usleep(UInt32(delay * 1e6)) }
         state.gradient(step: step, shard: shard, shards: shards, into: &buffer)
         if poison(step, shard) { buffer[buffer.count / 2] = .nan }
-        let ptr = buffer.withUnsafeBufferPointer { $0 }
-        return (ptr, GradientMeta(loss: 1, terms: [:], rows: 1, computeSeconds: delay))
+        for c in chunks.indices.reversed() { onChunkReady(c) }   // like a backward pass: last layers first
+        return GradientMeta(loss: 1, terms: [:], rows: 1, computeSeconds: delay)
     }
 }
 
@@ -138,6 +150,11 @@ func toyReference(n: Int, steps: Int, shards: Int) -> [Float] {
 }
 
 let toyLimits = WireLimits.forModel(parameterCount: 3 * 4096)
+
+func toyChunks(_ n: Int) -> [Range<Int>] {
+    let a = n / 3, b = n * 3 / 4
+    return [0..<a, a..<b, b..<n]
+}
 
 /// Runs a toy worker on its own thread; `done` waits for it (bounded).
 final class WorkerThread: @unchecked Sendable {
