@@ -53,7 +53,8 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "bench",
                           dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")],
                           swiftSettings: optimizedKernels),
 
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),

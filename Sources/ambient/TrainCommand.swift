@@ -86,7 +86,8 @@ extension Ambient {
                     trainer.stop = stop
                     try trainer.run(data: data)
                 } else {
-                    try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger)
+                    let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+                    try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger, executable: me)
                         .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
                 }
             }

@@ -4,6 +4,7 @@ import Foundation
 import TensorCore
 import Training
 import Wire
+import Logging
 
 /// Benchmarks that print ratios measured in one run (docs/benchmarks.md).
 @main
@@ -11,7 +12,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Ambient benchmarks: sgemm peak and training-step throughput.",
-        subcommands: [Kernels.self, Step.self, Conv.self, Codecs.self])
+        subcommands: [Kernels.self, Step.self, Conv.self, Codecs.self, ClusterStep.self])
 }
 
 /// Median of a sample.
@@ -226,5 +227,61 @@ struct Codecs: ParsableCommand {
                 print(row.name.padding(toLength: 14, withPad: " ", startingAt: 0) + "\(Int(row.encodeMBps)) MB/s")
             }
         }
+    }
+}
+
+struct ClusterStep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Throughput of a loopback cluster: a coordinator here and N `ambient worker` processes.",
+        discussion: """
+        Trains the reference MLP on a synthetic Gaussian mixture of dimension 784 (every process generates
+        it), one shard per worker, one BLAS thread per worker, and reports medians after --warmup steps:
+        step time, samples/s, worker compute time per shard, the rest of the step (communication,
+        reduction, optimiser), and bytes moved. Needs the `ambient` executable beside `bench`.
+        """)
+    @Option(help: "Worker processes.") var workers: Int = 2
+    @Option(name: .customLong("batch-per-worker"), help: "Samples per worker per step.") var batchPerWorker: Int = 128
+    @Option(help: "Timed steps.") var steps: Int = 30
+    @Option(help: "Warm-up steps.") var warmup: Int = 5
+    @Option(help: "Gradient codec.") var codec: String = "lz4"
+    @Option(help: "MLP width.") var width: Int = 1024
+    @Option(help: "MLP blocks.") var blocks: Int = 4
+
+    func run() throws {
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let ambient = me.deletingLastPathComponent().appendingPathComponent("ambient").path
+        guard FileManager.default.isExecutableFile(atPath: ambient) else {
+            throw ValidationError("\(ambient) not found: build it first (swift build -c release --product ambient)")
+        }
+        var spec = GaussianMixtureSpec()
+        spec.dimension = 784
+        spec.count = 4096
+        let config = RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.5), objective: "ambient",
+                               steps: warmup + steps, batch: batchPerWorker * workers, shards: workers, learningRate: 2e-4,
+                               model: .mlp(MLPConfig(dataDimension: 784, width: width, blocks: blocks)), logEvery: 1)
+        let data = try TrainingData.load(config)
+        let dir = NSTemporaryDirectory() + "ambient-bench-cluster-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = ClusterTraining.Options()
+        options.codec = codec
+        options.checkpointEvery = 0
+        options.showProgress = false
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        try LocalCluster(workers: workers, logLevel: "error", logger: logger, executable: ambient)
+            .run(config: config, data: data, runPath: dir, options: options)
+        let rows = String(decoding: (try? FileBytes.contents(of: dir + "/metrics.jsonl")) ?? [], as: UTF8.self)
+            .split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { ($0["step"] as? Int ?? 0) >= warmup }
+        func med(_ key: String) -> Double { median(rows.compactMap { $0[key] as? Double }) }
+        let step = med("step_seconds"), compute = med("compute_seconds")
+        let bytesIn = med("bytes_in"), bytesOut = med("bytes_out")
+        print("cluster: \(workers) workers x 1 thread, \(batchPerWorker) samples each, codec \(codec), \(rows.count) steps timed")
+        print(String(format: "step %.1f ms (median), %.1f samples/s", step * 1e3, Double(batchPerWorker * workers) / step))
+        print(String(format: "compute per shard %.1f ms, rest of the step (communication, reduction, optimiser) %.1f ms = %.0f%%",
+                     compute * 1e3, (step - compute) * 1e3, (step - compute) / step * 100))
+        print(String(format: "bytes per step: %.1f MB in, %.1f MB out (%.0f MB/s through the coordinator)",
+                     bytesIn / 1e6, bytesOut / 1e6, (bytesIn + bytesOut) / step / 1e6))
     }
 }

@@ -2,17 +2,27 @@ import Cluster
 import Foundation
 import Logging
 import TensorCore
-import Training
 import Wire
 
-/// `ambient train --workers N`: a coordinator in this process and N worker processes on
-/// 127.0.0.1, authenticated with CURVE keys made for this run.
-struct LocalCluster {
-    let workers: Int
-    let logLevel: String
-    let logger: Logger
+/// `ambient train --workers N`: a coordinator in this process and N `ambient worker`
+/// processes on 127.0.0.1, authenticated with CURVE keys made for this run.
+public struct LocalCluster {
+    public let workers: Int
+    public let logLevel: String
+    public let logger: Logger
+    /// The `ambient` executable the workers run.
+    public let executable: String
 
-    func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options, stop: StopSignal? = nil) throws {
+    public init(workers: Int, logLevel: String, logger: Logger, executable: String) {
+        self.workers = workers
+        self.logLevel = logLevel
+        self.logger = logger
+        self.executable = executable
+    }
+
+    @discardableResult
+    public func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options,
+                    stop: StopSignal? = nil) throws -> DenoiserCoordinatorWorkload {
         let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -34,7 +44,7 @@ struct LocalCluster {
         defer { stopChildren(children) }
         for i in 0..<workers {
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = ["worker", "--connect", server.endpoint, "--key", keyDir + "/worker.key",
                            "--server-key", keyDir + "/coordinator.pub", "--name", "local-\(i)",
                            "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
@@ -48,8 +58,8 @@ struct LocalCluster {
         logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)"])
         var opts = options
         opts.minWorkers = max(opts.minWorkers, workers)
-        try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
-                                       logger: logger, stop: stop)
+        return try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
+                                              logger: logger, stop: stop)
     }
 
     /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.
