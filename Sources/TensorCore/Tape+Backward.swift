@@ -78,6 +78,22 @@ extension Tape {
                 let g = nodes[y].grad![0], r = nodes[a].rows, c = nodes[a].cols
                 if let da = nodes[a].grad { T.accumulateScaledRows(nodes[b].value, nodes[w].value, alpha: g, da, rows: r, cols: c) }
                 if let db = nodes[b].grad { T.accumulateScaledRows(nodes[a].value, nodes[w].value, alpha: g, db, rows: r, cols: c) }
+
+            case let .sliceRows(x, start, y):
+                let c = nodes[y].cols
+                if let dx = nodes[x].grad { T.axpy(1, nodes[y].grad!, dx + start * c, nodes[y].count) }
+
+            case let .binaryCrossEntropyWithLogits(z, t, w, y):
+                if let dz = nodes[z].grad {   // d/dz = w (sigmoid(z) - t)
+                    T.binaryCrossEntropyWithLogitsBackward(nodes[z].value, nodes[t].value, nodes[w].value,
+                                                           alpha: nodes[y].grad![0], dz, rows: nodes[z].rows)
+                }
+
+            case let .softmaxCrossEntropy(z, label, w, y, probabilities):
+                if let dz = nodes[z].grad {   // d/dz = w (softmax(z) - onehot(label))
+                    T.softmaxCrossEntropyBackward(probabilities, nodes[label].value, nodes[w].value, alpha: nodes[y].grad![0],
+                                                  dz, rows: nodes[z].rows, classes: nodes[z].cols)
+                }
             }
         }
     }
