@@ -7,6 +7,8 @@ public protocol DenoiserNetwork: Sendable {
     var dataDimension: Int { get }
     /// Extra input channels of size d (masks) the network expects after the noisy input.
     var conditioningChannels: Int { get }
+    /// Values F returns per sample: d for a denoiser, 1 for a classifier logit (SPEC O5).
+    var outputDimension: Int { get }
     /// Multiply-accumulates of one forward pass per sample (throughput reports).
     var forwardMACsPerSample: Int { get }
     func initialize<T: Scalar>(_ store: ParameterStore<T>, seed: UInt64)
@@ -14,9 +16,14 @@ public protocol DenoiserNetwork: Sendable {
     func forward<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var
 }
 
+extension DenoiserNetwork {
+    public var outputDimension: Int { dataDimension }
+}
+
 extension MLPNetwork: DenoiserNetwork {
     public var dataDimension: Int { config.dataDimension }
     public var conditioningChannels: Int { config.conditioningChannels }
+    public var outputDimension: Int { config.outputSize }
 }
 
 /// `D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`: predicts x0 from x at noise level sigma.
@@ -25,6 +32,7 @@ public struct Denoiser: Sendable {
     public let schedule: EDMSchedule
 
     public init(network: any DenoiserNetwork, schedule: EDMSchedule = EDMSchedule()) {
+        precondition(network.outputDimension == network.dataDimension, "a denoiser network returns one value per input value")
         self.network = network
         self.schedule = schedule
     }

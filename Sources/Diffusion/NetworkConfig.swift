@@ -36,6 +36,38 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Extra input channels of size d (the mask channel of SPEC O3).
+    public var conditioningChannels: Int {
+        get {
+            switch self {
+            case let .mlp(c): return c.conditioningChannels
+            }
+        }
+        set {
+            switch self {
+            case var .mlp(c):
+                c.conditioningChannels = newValue
+                self = .mlp(c)
+            }
+        }
+    }
+
+    /// Values per sample the network returns (nil: d, a denoiser; 1: the classifier of SPEC O5).
+    public var outputDimension: Int? {
+        get {
+            switch self {
+            case let .mlp(c): return c.outputDimension
+            }
+        }
+        set {
+            switch self {
+            case var .mlp(c):
+                c.outputDimension = newValue
+                self = .mlp(c)
+            }
+        }
+    }
+
     public func validate() throws {
         switch self {
         case let .mlp(c): try c.validate()

@@ -25,6 +25,7 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     public let seed: UInt64
     private let tape = Tape<Float>()
     private var rowsBuffer: [Float] = []
+    private var maskBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
 
     public init(denoiser: Denoiser, objective: any TrainingObjective, store: ParameterStore<Float>,
@@ -52,18 +53,28 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
             }
         }
         for (r, i) in indices.enumerated() { sigmaBuffer[r] = data.sigmaN[i] }
+        if let masks = data.masks {
+            if maskBuffer.count != rows * d { maskBuffer = [Float](repeating: 0, count: rows * d) }
+            masks.storage.withUnsafeBufferPointer { src in
+                maskBuffer.withUnsafeMutableBufferPointer { dst in
+                    for (r, i) in indices.enumerated() {
+                        (dst.baseAddress! + r * d).update(from: src.baseAddress! + i * d, count: d)
+                    }
+                }
+            }
+        }
 
         store.zeroGrads()
         tape.reset()
         let result = rowsBuffer.withUnsafeBufferPointer { xp in
-            sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in
+            sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in maskBuffer.withUnsafeBufferPointer { mp in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
-                                       sampleIndices: ip.baseAddress!,
+                                       mask: data.masks == nil ? nil : mp.baseAddress!, sampleIndices: ip.baseAddress!,
                                        seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
-            } }
+            } } }
         }
         return result
     }

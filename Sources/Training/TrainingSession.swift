@@ -52,9 +52,9 @@ public final class TrainingSession: @unchecked Sendable {
     public let config: RunConfig
     public let data: TrainingData
     public let network: any DenoiserNetwork
-    public let denoiser: Denoiser
     public let state: OptimizerState
-    public let computer: ShardGradientComputer
+    /// The denoiser objective's computer, or the classifier's (SPEC O5).
+    public let computer: any ShardGradientComputing
     /// Reduced gradient when there is more than one shard.
     private let sum: UnsafeMutablePointer<Float>
 
@@ -66,15 +66,26 @@ public final class TrainingSession: @unchecked Sendable {
         self.config = config
         self.data = data
         network = config.model.make()
-        denoiser = Denoiser(network: network, schedule: config.schedule)
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
         state = OptimizerState(store: store, options: .init(learningRate: config.learningRate, warmupSteps: config.warmupSteps),
                                emaDecay: config.emaDecay)
-        let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
-        let objective = ObjectiveKind(rawValue: config.objective)!.make(config)
-        computer = ShardGradientComputer(denoiser: denoiser, objective: objective, store: store, data: data,
-                                         plan: plan, seed: config.seed)
+        let kind = ObjectiveKind(rawValue: config.objective)!
+        if let objective = kind.make(config) {
+            if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) {
+                throw ConfigurationError(message: "--objective \(kind.rawValue) needs noisy data, but every sample of \(data.summary) is clean (sigma_n = 0); use --objective dsm, or annotate the data")
+            }
+            if kind == .masked && data.masks == nil {
+                throw ConfigurationError(message: "--objective masked needs masks: train on a dataset directory with masks.npy, or --corrupt mask:P / box:S")
+            }
+            let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
+            computer = ShardGradientComputer(denoiser: Denoiser(network: network, schedule: config.schedule), objective: objective,
+                                             store: store, data: data, plan: plan, seed: config.seed)
+        } else {
+            computer = try ClassifierGradientComputer(classifier: NoiseConditionedClassifier(network: network, schedule: config.schedule),
+                                                      store: store, data: data, globalBatch: config.batch, shards: config.shards,
+                                                      seed: config.seed)
+        }
         sum = .allocate(capacity: max(store.count, 1))
     }
 
@@ -131,6 +142,16 @@ func gradientNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
 }
 
 extension TrainingSession {
+    /// The denoiser being trained (not for a classifier session).
+    public var denoiser: Denoiser { Denoiser(network: network, schedule: config.schedule) }
+
+    /// Starts from given parameters (e.g. a trained O2 model before adding O4): sets the
+    /// parameters and the EMA, keeps the optimiser's fresh moments.
+    public func load(parameters: [Float]) {
+        state.store.load(parameters)
+        state.ema.restore(updates: 0, values: parameters)
+    }
+
     /// A parameter store holding the EMA weights (what sampling and evaluation use).
     public func emaStore() -> ParameterStore<Float> {
         let s = ParameterStore<Float>(layout: network.layout)
