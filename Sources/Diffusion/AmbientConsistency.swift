@@ -41,58 +41,94 @@ public struct AmbientConsistency: TrainingObjective {
 
     public func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>,
                                 batch: ShardBatch<T>) -> ObjectiveResult {
-        let (rows, d) = (batch.rows, batch.dimension)
-        let edm = denoiser.schedule
         let sigma = ambient.drawSigma(tape, denoiser: denoiser, batch: batch)
         let o2 = AmbientScoreMatching.loss(tape, denoiser: denoiser, store: store, batch: batch, base: batch.data,
                                            sigmaN: batch.sigmaN, sigma: sigma)
         guard weight > 0 else {
             return ObjectiveResult(loss: o2.loss, terms: ["denoising": Double(tape.scalar(o2.loss)), "consistency": 0])
         }
+        let sigmaT = (0..<batch.rows).map { Double(tape.value(sigma)[$0]) }
+        let b = branches(denoiser: denoiser, store: store, batch: batch, x: tape.value(o2.x), sigmaT: sigmaT)
+        let term = Self.term(tape, denoiser: denoiser, store: store, branches: b)
+        return ObjectiveResult(loss: tape.add(o2.loss, term),
+                               terms: ["denoising": Double(tape.scalar(o2.loss)), "consistency": Double(tape.scalar(term))])
+    }
 
-        // Steps 1-2: from x at sigma_t down to sigma' (no gradient, own tape).
+    /// What steps 1-3 produce, all constants of the step: the two branches `[x1; x2]` (2R, d),
+    /// the anchors `D(x', sigma')` (R, d), sigma'' and the row weights
+    /// `lambda_c lambda(sigma'') / B` (0 for clean rows).
+    public struct Branches<T: Scalar> {
+        public var pair: [T]
+        public var anchors: [T]
+        public var sigmaPP: [Double]
+        public var weights: [Double]
+        public var rows: Int
+        public var dimension: Int
+    }
+
+    /// Steps 1-3 without gradient, on a separate inference tape (`Denoiser.evaluate` resets the
+    /// tape it is given, which must not be the training tape holding the O2 graph).
+    public func branches<T: Scalar>(denoiser: Denoiser, store: ParameterStore<T>, batch: ShardBatch<T>,
+                                    x: UnsafePointer<T>, sigmaT: [Double]) -> Branches<T> {
+        let (rows, d) = (batch.rows, batch.dimension)
+        let edm = denoiser.schedule
         let inference = Tape<T>(recordsGradients: false, initialCapacity: 8 * rows * max(d, 64))
         var rngs = (0..<rows).map { batch.rng(.consistency, row: $0) }
-        var sigmaT = [Double](repeating: 0, count: rows), sigmaP = sigmaT, sigmaPP = sigmaT
+        var sigmaP = sigmaT, sigmaPP = sigmaT
         for r in 0..<rows {
-            sigmaT[r] = Double(tape.value(sigma)[r])
             let sn = batch.sigmaN[r]
             let lo = edm.sigmaMin, hi = max(min(upperFactor * sn, sigmaT[r]), lo)
             sigmaP[r] = sn > 0 ? exp(log(lo) + rngs[r].uniform() * (log(hi) - log(lo))) : sigmaT[r]
             sigmaPP[r] = max(sigmaP[r] - maxGap * rngs[r].uniform(), edm.sigmaMin)
         }
-        let xp = UnsafeMutablePointer<T>.allocate(capacity: rows * d); defer { xp.deallocate() }
-        let den = UnsafeMutablePointer<T>.allocate(capacity: rows * d); defer { den.deallocate() }
-        xp.update(from: tape.value(o2.x), count: rows * d)
+        // Steps 1-2: Euler-Maruyama from x at sigma_t down to x' at sigma' on a geometric grid.
+        var xp = Array(UnsafeBufferPointer(start: x, count: rows * d))
+        var den = [T](repeating: 0, count: rows * d)
         var level = sigmaT, next = sigmaT
+        func evaluate(_ at: [T], _ sigmas: [Double]) {
+            at.withUnsafeBufferPointer { a in sigmas.withUnsafeBufferPointer { s in den.withUnsafeMutableBufferPointer { o in
+                denoiser.evaluate(inference, store, x: a.baseAddress!, rows: rows, sigma: s.baseAddress!, into: o.baseAddress!)
+            } } }
+        }
         for k in 1...samplerSteps {
             for r in 0..<rows { next[r] = sigmaT[r] * pow(sigmaP[r] / sigmaT[r], Double(k) / Double(samplerSteps)) }
-            level.withUnsafeBufferPointer { denoiser.evaluate(inference, store, x: xp, rows: rows, sigma: $0.baseAddress!, into: den) }
-            for r in 0..<rows {
-                Self.reverseStep(xp + r * d, denoised: den + r * d, count: d, from: level[r], to: next[r], rng: &rngs[r], into: xp + r * d)
-            }
+            evaluate(xp, level)
+            xp.withUnsafeMutableBufferPointer { xb in den.withUnsafeBufferPointer { db in
+                for r in 0..<rows {
+                    Self.reverseStep(xb.baseAddress! + r * d, denoised: db.baseAddress! + r * d, count: d, from: level[r], to: next[r],
+                                     rng: &rngs[r], into: xb.baseAddress! + r * d)
+                }
+            } }
             level = next
         }
-        // Step 3: the anchor D(x', sigma') and two independent steps to sigma'' (2R rows).
-        sigmaP.withUnsafeBufferPointer { denoiser.evaluate(inference, store, x: xp, rows: rows, sigma: $0.baseAddress!, into: den) }
-        let pair = tape.constant(rows: 2 * rows, cols: d)
-        let anchors = tape.constant(rows: 2 * rows, cols: d)
-        for branch in 0..<2 {
-            let out = tape.value(pair) + branch * rows * d
-            (tape.value(anchors) + branch * rows * d).update(from: den, count: rows * d)
-            for r in 0..<rows {
-                Self.reverseStep(xp + r * d, denoised: den + r * d, count: d, from: sigmaP[r], to: sigmaPP[r], rng: &rngs[r], into: out + r * d)
+        // Step 3: the anchor D(x', sigma') and two independent steps to sigma''.
+        evaluate(xp, sigmaP)
+        var pair = [T](repeating: 0, count: 2 * rows * d)
+        xp.withUnsafeBufferPointer { xb in den.withUnsafeBufferPointer { db in pair.withUnsafeMutableBufferPointer { pb in
+            for branch in 0..<2 {
+                for r in 0..<rows {
+                    Self.reverseStep(xb.baseAddress! + r * d, denoised: db.baseAddress! + r * d, count: d, from: sigmaP[r], to: sigmaPP[r],
+                                     rng: &rngs[r], into: pb.baseAddress! + (branch * rows + r) * d)
+                }
             }
-        }
-        // Step 4: (D(x1) - a)^T (D(x2) - a), gradient through D(x1) and D(x2) only.
-        let pairSigma = tape.column(rows: 2 * rows) { sigmaPP[$0 % rows] }
-        let u = tape.sub(denoiser(tape, store, x: pair, sigma: pairSigma), anchors)
-        let w = tape.column(rows: rows) { r in
+        } } }
+        let weights = (0..<rows).map { r in
             batch.sigmaN[r] > 0 ? weight * edm.lossWeight(sigmaPP[r]) / Double(batch.globalBatch) : 0
         }
-        let term = tape.weightedDot(tape.sliceRows(u, start: 0, count: rows), tape.sliceRows(u, start: rows, count: rows), weights: w)
-        return ObjectiveResult(loss: tape.add(o2.loss, term),
-                               terms: ["denoising": Double(tape.scalar(o2.loss)), "consistency": Double(tape.scalar(term))])
+        return Branches(pair: pair, anchors: den, sigmaPP: sigmaPP, weights: weights, rows: rows, dimension: d)
+    }
+
+    /// Step 4: `sum_r w_r (D(x1_r, sigma'') - a_r)^T (D(x2_r, sigma'') - a_r)`, with x1 and x2
+    /// through the network as one batch of 2R rows and the anchors a constant.
+    public static func term<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>, branches b: Branches<T>) -> Var {
+        let (rows, d) = (b.rows, b.dimension)
+        let pair = b.pair.withUnsafeBufferPointer { tape.constant($0.baseAddress!, rows: 2 * rows, cols: d) }
+        let anchors = tape.constant(rows: 2 * rows, cols: d)
+        for branch in 0..<2 { b.anchors.withUnsafeBufferPointer { (tape.value(anchors) + branch * rows * d).update(from: $0.baseAddress!, count: rows * d) } }
+        let pairSigma = tape.column(rows: 2 * rows) { b.sigmaPP[$0 % rows] }
+        let u = tape.sub(denoiser(tape, store, x: pair, sigma: pairSigma), anchors)
+        let w = tape.column(rows: rows) { b.weights[$0] }
+        return tape.weightedDot(tape.sliceRows(u, start: 0, count: rows), tape.sliceRows(u, start: rows, count: rows), weights: w)
     }
 
     /// One Euler-Maruyama step of the reverse SDE from `sigma` to `next` < sigma:

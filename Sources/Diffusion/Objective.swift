@@ -59,13 +59,3 @@ public protocol TrainingObjective: Sendable {
     func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>,
                          batch: ShardBatch<T>) -> ObjectiveResult
 }
-
-extension Tape {
-    /// A constant (rows, 1) column filled by `f(row)`.
-    public func column(rows: Int, _ f: (Int) -> Double) -> Var {
-        let v = constant(rows: rows, cols: 1)
-        let p = value(v)
-        for r in 0..<rows { p[r] = T(f(r)) }
-        return v
-    }
-}

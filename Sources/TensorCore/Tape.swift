@@ -84,6 +84,14 @@ public final class Tape<T: Scalar> {
         addNode(rows: rows, cols: cols, needsGrad: false)
     }
 
+    /// A constant (rows, 1) column filled by `f(row)` (per-row sigmas, loss weights, labels).
+    public func column(rows: Int, _ f: (Int) -> Double) -> Var {
+        let v = constant(rows: rows, cols: 1)
+        let p = value(v)
+        for r in 0..<rows { p[r] = T(f(r)) }
+        return v
+    }
+
     /// A constant copied from `source` (rows * cols elements).
     public func constant(_ source: UnsafePointer<T>, rows: Int, cols: Int) -> Var {
         let v = constant(rows: rows, cols: cols)
