@@ -50,33 +50,6 @@ extension Ambient {
         @Option(help: "Objective: dsm, ambient, masked, consistency, split or classifier.")
         var objective: String = "ambient"
 
-        @Option(help: "Training steps.")
-        var steps: Int = 1000
-
-        @Option(help: "Global batch size (samples per step).")
-        var batch: Int = 256
-
-        @Option(help: "Fixed shards per step (the result depends on this, not on the process count).")
-        var shards: Int = 1
-
-        @Option(help: "Seed of every random draw.")
-        var seed: UInt64 = 0
-
-        @Option(help: "Adam learning rate.")
-        var lr: Double = 1e-3
-
-        @Option(help: "Linear learning-rate warm-up steps.")
-        var warmup: Int = 100
-
-        @Option(help: "EMA decay of the weights used for sampling.")
-        var ema: Double = 0.999
-
-        @Option(help: "Width of the MLP.")
-        var width: Int = 1024
-
-        @Option(help: "Residual blocks of the MLP.")
-        var blocks: Int = 4
-
         @Option(name: .customLong("s-max"), help: "Ambient buffer: sigma > b sigma_n with b = sqrt(1 + 1/(s_max - 1)).")
         var sMax: Double = 4
 
@@ -89,14 +62,7 @@ extension Ambient {
         @Option(name: .customLong("split-sigma"), help: "split (O6): the level sigma_n above which each sample's fixed noisy copy is used.")
         var splitSigma: Double?
 
-        @Option(name: .customLong("log-every"), help: "Write a metrics line every N steps.")
-        var logEvery: Int = 10
-
-        @Option(help: "Run directory to create.")
-        var out: String
-
-        @Flag(help: "No progress bar.")
-        var quiet = false
+        @OptionGroup var training: TrainingOptions
 
         @OptionGroup var common: CommonOptions
 
@@ -106,13 +72,13 @@ extension Ambient {
                 let dataSpec = try DataSpec.parse(data)
                 let corruption = try corrupt.map(CorruptionSpec.parse)
                 // The data dimension is known once the data is loaded; validate the rest first.
-                var model = MLPConfig(dataDimension: 1, width: width, blocks: blocks)
+                var model = MLPConfig(dataDimension: 1, width: training.width, blocks: training.blocks)
                 if objective == ObjectiveKind.masked.rawValue { model.conditioningChannels = 1 }
                 if objective == ObjectiveKind.classifier.rawValue { model.outputDimension = 1 }
                 var config = RunConfig(data: dataSpec, dataSigma: dataSigma, corruption: corruption, objective: objective,
-                                       steps: steps, batch: batch, shards: shards, seed: seed, learningRate: lr,
-                                       warmupSteps: warmup, emaDecay: ema, ambientSMax: sMax,
-                                       model: .mlp(model), logEvery: logEvery)
+                                       steps: training.steps, batch: training.batch, shards: training.shards, seed: training.seed,
+                                       learningRate: training.lr, warmupSteps: training.warmup, emaDecay: training.ema, ambientSMax: sMax,
+                                       model: .mlp(model), logEvery: training.logEvery)
                 config.furtherDelta = furtherDelta
                 config.consistencyWeight = consistencyWeight
                 config.splitSigma = splitSigma
@@ -120,10 +86,49 @@ extension Ambient {
                 let trainingData = try TrainingData.load(config)
                 config.model.dataDimension = trainingData.dimension
                 if objective == ObjectiveKind.masked.rawValue { config.observedFraction = trainingData.observedFraction }
-                let trainer = Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.train"),
-                                      showProgress: !quiet)
+                let trainer = Trainer(config: config, runPath: training.out, logger: common.makeLogger("ambient.train"),
+                                      showProgress: !training.quiet)
                 try trainer.run(data: trainingData)
             }
         }
     }
+}
+
+/// Options of every training command (`train`, `classifier train`).
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Training steps.")
+    var steps: Int = 1000
+
+    @Option(help: "Global batch size (samples per step).")
+    var batch: Int = 256
+
+    @Option(help: "Fixed shards per step (the result depends on this, not on the process count).")
+    var shards: Int = 1
+
+    @Option(help: "Seed of every random draw.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Adam learning rate.")
+    var lr: Double = 1e-3
+
+    @Option(help: "Linear learning-rate warm-up steps.")
+    var warmup: Int = 100
+
+    @Option(help: "EMA decay of the weights used for sampling.")
+    var ema: Double = 0.999
+
+    @Option(help: "Width of the MLP.")
+    var width: Int = 1024
+
+    @Option(help: "Residual blocks of the MLP.")
+    var blocks: Int = 4
+
+    @Option(name: .customLong("log-every"), help: "Write a metrics line every N steps.")
+    var logEvery: Int = 10
+
+    @Option(help: "Run directory to create.")
+    var out: String
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
 }
