@@ -113,8 +113,9 @@ public struct TrainingData: Sendable {
                 throw DataError(message: "--data \(path) is a dataset directory: its noise levels and corruption are in the directory; drop --data-sigma / --corrupt")
             }
             let contents = try DatasetDirectory(path: path).read()
-            return try fromDirectory(contents, path: path, seed: config.seed,
-                                     applyAnnotations: config.objective != ObjectiveKind.classifier.rawValue)
+            // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
+            let usesAnnotations = [ObjectiveKind.ambient.rawValue, ObjectiveKind.consistency.rawValue].contains(config.objective)
+            return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations)
         }
         try validateFinite(samples, name: config.data.description)
 

@@ -89,16 +89,24 @@ extension Ambient.Dataset {
             abstract: "Check a dataset directory: manifest, content hashes, shapes and value ranges.",
             discussion: """
             Example:
-              ambient dataset verify data/fm-blur
+              ambient dataset verify data/fm-blur --png blur.png
             """)
 
         @Argument(help: "Dataset directory.")
         var directory: String
 
+        @Option(help: "Also write 64 samples spread over the set as a PNG grid (image data).")
+        var png: String?
+
         func run() throws {
             try reportingErrors {
                 let c = try DatasetDirectory(path: directory).read()
                 let files = c.manifest.files.keys.sorted().joined(separator: ", ")
+                if let png {
+                    guard c.samples.rank == 4 else { throw DataError(message: "--png needs image data; \(directory) holds vectors of shape \(c.manifest.sampleShape)") }
+                    let n = min(64, c.count)
+                    try PNG.writeGrid(c.samples.gather(rows: (0..<n).map { $0 * c.count / n }), columns: 8, path: png)   // spread over the set
+                }
                 print("\(directory): ok, \(c.count) samples of shape \(c.manifest.sampleShape) from \(c.manifest.source), corruption \(c.manifest.corruption ?? "none"); files \(files)")
             }
         }
