@@ -57,6 +57,6 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Diffusion", "Datasets", "TensorCore", "Wire"]),
-        .testTarget(name: "CLITests", dependencies: ["ambient"]),
+        .testTarget(name: "CLITests", dependencies: ["ambient", "Datasets", "TensorCore"]),
     ]
 )

@@ -45,11 +45,11 @@ public struct TrainingData: Sendable {
         masks.map { m in m.storage.reduce(0.0) { $0 + Double($1) } / Double(max(m.count, 1)) }
     }
 
-    /// Training data from a dataset directory. With `applyAnnotations` (denoiser training),
+    /// Training data from a dataset directory. With `applyAnnotations` (O2-based training),
     /// a sample annotated at sigma_min a_i (SPEC O5) becomes its fixed noisy copy
-    /// `w_i + sqrt(a_i^2 - n_i^2) z_i` (n_i: the noise it already carries, z_i keyed by its
-    /// dataset index, stream 3) and is used at sigma_n = a_i; without annotations sigma_n is
-    /// the noise level of noise.npy (0 when absent).
+    /// `w_i + a_i z_i` (z_i keyed by its dataset index, stream 3) and is used at
+    /// `sigma_n = sqrt(n_i^2 + a_i^2)`, n_i the noise it already carries (noise.npy, else 0);
+    /// clean samples (a_i = 0) keep sigma_n = n_i.
     public static func fromDirectory(_ c: DatasetDirectory.Contents, path: String, seed: UInt64,
                                      applyAnnotations: Bool) throws -> TrainingData {
         let n = c.count
@@ -60,16 +60,20 @@ public struct TrainingData: Sendable {
         var summary = "dataset \(path): \(n) samples of shape \(shape) from \(c.manifest.source)" +
             (c.manifest.corruption.map { ", corruption \($0)" } ?? "")
         if applyAnnotations, let a = c.annotations {
-            if let bad = (0..<n).first(where: { a[$0] > 0 && a[$0] < noise[$0] }) {
-                throw DataError(message: "\(path): sample \(bad) is annotated at sigma \(a[bad]), below the noise it already carries (\(noise[bad])); annotations must be 0 (clean) or >= noise.npy")
-            }
-            let extra = (0..<n).map { a[$0] > 0 ? max(a[$0] * a[$0] - noise[$0] * noise[$0], 0).squareRoot() : 0 }
-            samples = GaussianCorruption.apply(samples, sigmas: extra, seed: seed, stream: 3)
-            sigmaN = (0..<n).map { a[$0] > 0 ? a[$0] : noise[$0] }
+            // The classifier saw the stored sample (with whatever noise it carries) plus a_i z:
+            // that is the fixed noisy copy, at total level sqrt(n_i^2 + a_i^2).
+            samples = GaussianCorruption.apply(samples, sigmas: a, seed: seed, stream: 3)
+            sigmaN = (0..<n).map { (a[$0] * a[$0] + noise[$0] * noise[$0]).squareRoot() }
             let used = a.filter { $0 > 0 }
             summary += ", annotated (\(n - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0))"
         }
-        return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil,
+        // A synthetic source names its mixture: keep the oracle.
+        var mixture: GaussianMixture? = nil
+        if case let .gaussianMixture(g)? = try? DataSpec.parse(c.manifest.source) {
+            let standard = GaussianMixture.standard(dimension: g.dimension, components: g.components, seed: g.seed)
+            mixture = try? GaussianMixture(means: standard.means, weights: standard.weights, std: g.std)
+        }
+        return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
                             masks: c.masks.map { $0.reshaped([n, $0.rowSize]) }, labels: c.labels, clean: c.clean,
                             summary: summary)
     }
