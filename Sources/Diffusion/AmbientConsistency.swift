@@ -72,7 +72,7 @@ public struct AmbientConsistency: TrainingObjective {
                                     x: UnsafePointer<T>, sigmaT: [Double]) -> Branches<T> {
         let (rows, d) = (batch.rows, batch.dimension)
         let edm = denoiser.schedule
-        let inference = Tape<T>(recordsGradients: false, initialCapacity: 8 * rows * max(d, 64))
+        let inference = batch.inferenceTape ?? Tape<T>(recordsGradients: false, initialCapacity: 8 * rows * max(d, 64))
         var rngs = (0..<rows).map { batch.rng(.consistency, row: $0) }
         var sigmaP = sigmaT, sigmaPP = sigmaT
         for r in 0..<rows {

@@ -23,10 +23,15 @@ public struct ShardBatch<T: Scalar> {
     /// Size of the whole step's batch: losses are divided by it, so summing shard losses
     /// (and gradients) gives the batch mean.
     public var globalBatch: Int
+    /// A no-gradient tape the objective may use for sampler passes (SPEC O4), reused across
+    /// steps by the caller so that they allocate nothing; nil: the objective makes its own.
+    public var inferenceTape: Tape<T>?
 
     public init(data: UnsafePointer<T>, rows: Int, dimension: Int, sigmaN: UnsafePointer<Double>,
                 mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil,
-                seed: UInt64, step: Int, shard: Int, globalBatch: Int) {
+                seed: UInt64, step: Int, shard: Int, globalBatch: Int, inferenceTape: Tape<T>? = nil) {
+        precondition(inferenceTape?.recordsGradients != true, "the inference tape must not record gradients")
+        self.inferenceTape = inferenceTape
         self.data = data
         self.rows = rows
         self.dimension = dimension

@@ -24,6 +24,8 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     public let plan: ShardPlan
     public let seed: UInt64
     private let tape = Tape<Float>()
+    /// For the objectives' no-gradient passes (SPEC O4 sampler steps), kept across steps.
+    private let inferenceTape = Tape<Float>(recordsGradients: false)
     private var rowsBuffer: [Float] = []
     private var maskBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
@@ -70,7 +72,8 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
             sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in maskBuffer.withUnsafeBufferPointer { mp in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
                                        mask: data.masks == nil ? nil : mp.baseAddress!, sampleIndices: ip.baseAddress!,
-                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch)
+                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch,
+                                       inferenceTape: inferenceTape)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
