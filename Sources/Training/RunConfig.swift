@@ -40,6 +40,10 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var consistencyWeight: Double?
     /// SPEC O6: the split level sigma_n (O1 below, O2 on the fixed noisy copy above).
     public var splitSigma: Double?
+    /// Resolved when training starts from the data (SPEC, Sampling): the lowest level an O2
+    /// model was trained at, `b min_i sigma_n,i`, when every sample is noisy; nil when some
+    /// samples are clean (they are trained at every level) or the objective has no floor.
+    public var samplingFloor: Double?
 
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
                 objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,

@@ -21,7 +21,9 @@ public struct TrainedModel: @unchecked Sendable {
     /// (SPEC, Sampling), nil when it was trained at every level (O1, O3, O4, O6, and annotated
     /// training, where clean samples cover every level).
     public var trainedFloor: Double? {
-        guard config.objective == ObjectiveKind.ambient.rawValue, config.trainingSigmaN > 0 else { return nil }
+        guard config.objective == ObjectiveKind.ambient.rawValue else { return nil }
+        if let floor = config.samplingFloor { return floor }
+        guard config.trainingSigmaN > 0 else { return nil }
         return AmbientScoreMatching.buffer(sMax: config.ambientSMax) * config.trainingSigmaN
     }
 

@@ -40,6 +40,13 @@ public struct TrainingData: Sendable {
         self.summary = summary
     }
 
+    /// SPEC, Sampling: the lowest level O2 trains at on this data, `b min sigma_n`, or nil when
+    /// some sample is clean (O1 covers every level for it).
+    public func samplingFloor(buffer: Double) -> Double? {
+        guard let lowest = sigmaN.min(), lowest > 0 else { return nil }
+        return buffer * lowest
+    }
+
     /// The mean of the masks: the observed fraction (1 - p) of masked data.
     public var observedFraction: Double? {
         masks.map { m in m.storage.reduce(0.0) { $0 + Double($1) } / Double(max(m.count, 1)) }

@@ -86,6 +86,9 @@ extension Ambient {
                 let trainingData = try TrainingData.load(config)
                 config.model.dataDimension = trainingData.dimension
                 if objective == ObjectiveKind.masked.rawValue { config.observedFraction = trainingData.observedFraction }
+                if case .directory = config.data, objective == ObjectiveKind.ambient.rawValue {
+                    config.samplingFloor = trainingData.samplingFloor(buffer: AmbientScoreMatching.buffer(sMax: sMax))
+                }
                 let trainer = Trainer(config: config, runPath: training.out, logger: common.makeLogger("ambient.train"),
                                       showProgress: !training.quiet)
                 try trainer.run(data: trainingData)

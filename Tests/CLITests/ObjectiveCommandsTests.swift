@@ -44,6 +44,13 @@ import Testing
         _ = try ok(["annotate", "--data", data, "--fixed-sigma", "0.6"])
         #expect(try DatasetDirectory(path: data).read().annotations!.suffix(300).allSatisfy { abs($0 - 0.6) < 1e-6 })
 
+        // An O2 model of a directory whose samples are all noisy stops at b sigma_n when sampled.
+        let noisy = dir + "/noisy"
+        _ = try ok(["dataset", "make", "--source", "gmm:dim=3,count=100", "--corrupt", "noise:0.4", "--out", noisy])
+        _ = try ok(["train", "--data", noisy, "--objective", "ambient", "--steps", "3", "--out", dir + "/o2"] + tiny)
+        let stopped = try ok(["sample", "--run", dir + "/o2", "--count", "4", "--steps", "4", "--out", dir + "/o2.npy", "--quiet"])
+        #expect(stopped.stderr.contains("stopped at sigma 0.46"), "\(stopped.stderr)")
+
         // O3 on masks with the fixed-mask sampler, O4, O6; posterior sampling.
         let masked = dir + "/masked"
         _ = try ok(["dataset", "make", "--source", "gmm:dim=3,count=200", "--corrupt", "mask:0.3", "--out", masked])
