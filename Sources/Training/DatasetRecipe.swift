@@ -46,9 +46,7 @@ public struct DatasetRecipe: Sendable {
             labels = set.labels
             sourceName = "fashion-mnist train"
         case let .gaussianMixture(spec):
-            let standard = GaussianMixture.standard(dimension: spec.dimension, components: spec.components, seed: spec.seed)
-            let gmm = try GaussianMixture(means: standard.means, weights: standard.weights, std: spec.std)
-            let drawn = gmm.sample(count: spec.count, seed: spec.seed)
+            let drawn = try spec.mixture().sample(count: spec.count, seed: spec.seed)
             images = drawn.x
             labels = drawn.components
             sourceName = source.description

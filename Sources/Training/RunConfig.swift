@@ -223,6 +223,12 @@ public struct GaussianMixtureSpec: Codable, Sendable, Equatable {
     public var std = 0.25
     public var seed: UInt64 = 1
     public init() {}
+
+    /// The mixture this spec names: `GaussianMixture.standard` means and weights with `std`.
+    public func mixture() throws -> GaussianMixture {
+        let standard = GaussianMixture.standard(dimension: dimension, components: components, seed: seed)
+        return try GaussianMixture(means: standard.means, weights: standard.weights, std: std)
+    }
 }
 
 extension String {

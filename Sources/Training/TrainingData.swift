@@ -77,8 +77,7 @@ public struct TrainingData: Sendable {
         // A synthetic source names its mixture: keep the oracle.
         var mixture: GaussianMixture? = nil
         if case let .gaussianMixture(g)? = try? DataSpec.parse(c.manifest.source) {
-            let standard = GaussianMixture.standard(dimension: g.dimension, components: g.components, seed: g.seed)
-            mixture = try? GaussianMixture(means: standard.means, weights: standard.weights, std: g.std)
+            mixture = try? g.mixture()
         }
         return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
                             masks: c.masks.map { $0.reshaped([n, $0.rowSize]) }, labels: c.labels, clean: c.clean,
@@ -101,8 +100,7 @@ public struct TrainingData: Sendable {
             labels = set.labels
             summary = "Fashion-MNIST train, \(samples.rows) images 28x28 in [-1, 1]"
         case let .gaussianMixture(spec):
-            let standard = GaussianMixture.standard(dimension: spec.dimension, components: spec.components, seed: spec.seed)
-            let gmm = try GaussianMixture(means: standard.means, weights: standard.weights, std: spec.std)
+            let gmm = try spec.mixture()
             let drawn = gmm.sample(count: spec.count, seed: spec.seed)
             samples = drawn.x
             labels = drawn.components

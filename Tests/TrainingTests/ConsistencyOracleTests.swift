@@ -13,15 +13,7 @@ import Training
     static let sigmaN = 0.6
 
     func config(objective: String, steps: Int) -> RunConfig {
-        var spec = GaussianMixtureSpec()
-        spec.dimension = 4
-        spec.components = 4
-        spec.count = 20_000
-        spec.std = 0.25
-        spec.seed = 3
-        var c = RunConfig(data: .gaussianMixture(spec), corruption: .noise(Self.sigmaN), objective: objective,
-                          steps: steps, batch: 256, seed: 7, learningRate: 1e-3, warmupSteps: 100, emaDecay: 0.998,
-                          model: .mlp(MLPConfig(dataDimension: 4, width: 128, blocks: 2, embeddingSize: 32)))
+        var c = oracleConfig(objective: objective, steps: steps, sigmaN: Self.sigmaN, learningRate: 1e-3)
         c.consistencyWeight = 1
         return c
     }
