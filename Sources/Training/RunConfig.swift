@@ -44,6 +44,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
     /// model was trained at, `b min_i sigma_n,i`, when every sample is noisy; nil when some
     /// samples are clean (they are trained at every level) or the objective has no floor.
     public var samplingFloor: Double?
+    /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
+    /// [sigma_min, sigma_max] (the annotation grid's range).
+    public var classifierSigma: String?
 
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
                 objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,
@@ -112,6 +115,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
                 throw fail("--objective \(objective) trains a denoiser: the network takes no mask channels and returns d values")
             }
         default: break
+        }
+        if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
+            throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")
         }
         if let d = furtherDelta, !(d >= 0 && d < 1) { throw fail("--further-delta must be in [0, 1), got \(d)") }
         if let w = consistencyWeight, !(w >= 0 && w.isFinite) { throw fail("--consistency-weight must be >= 0, got \(w)") }

@@ -66,13 +66,21 @@ public struct TrainingData: Sendable {
         var sigmaN = noise
         var summary = "dataset \(path): \(n) samples of shape \(shape) from \(c.manifest.source)" +
             (c.manifest.corruption.map { ", corruption \($0)" } ?? "")
+        var keep = Array(0..<n)
         if applyAnnotations, let a = c.annotations {
             // The classifier saw the stored sample (with whatever noise it carries) plus a_i z:
             // that is the fixed noisy copy, at total level sqrt(n_i^2 + a_i^2).
             samples = GaussianCorruption.apply(samples, sigmas: a, seed: seed, stream: 3)
             sigmaN = (0..<n).map { (a[$0] * a[$0] + noise[$0] * noise[$0]).squareRoot() }
-            let used = a.filter { $0 > 0 }
-            summary += ", annotated (\(n - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0))"
+            // Samples that never crossed (sigma_max) are unused (SPEC O5): drop them rather
+            // than train O2 at sigma > b sigma_max.
+            keep = (0..<n).filter { a[$0] < c.manifest.sigmaMax }
+            let used = keep.map { a[$0] }.filter { $0 > 0 }
+            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0), \(n - keep.count) at sigma_max dropped)"
+        }
+        if keep.count < n {
+            samples = samples.gather(rows: keep)
+            sigmaN = keep.map { sigmaN[$0] }
         }
         // A synthetic source names its mixture: keep the oracle.
         var mixture: GaussianMixture? = nil
@@ -80,7 +88,8 @@ public struct TrainingData: Sendable {
             mixture = try? g.mixture()
         }
         return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
-                            masks: c.masks.map { $0.reshaped([n, $0.rowSize]) }, labels: c.labels, clean: c.clean,
+                            masks: c.masks.map { $0.reshaped([n, $0.rowSize]).gather(rows: keep) },
+                            labels: c.labels.map { l in keep.map { l[$0] } }, clean: c.clean.map { f in keep.map { f[$0] } },
                             summary: summary)
     }
 

@@ -82,7 +82,9 @@ public final class TrainingSession: @unchecked Sendable {
             computer = ShardGradientComputer(denoiser: Denoiser(network: network, schedule: config.schedule), objective: objective,
                                              store: store, data: data, plan: plan, seed: config.seed)
         } else {
-            computer = try ClassifierGradientComputer(classifier: NoiseConditionedClassifier(network: network, schedule: config.schedule),
+            let classifier = NoiseConditionedClassifier(network: network, schedule: config.schedule,
+                                                        logUniformTraining: config.classifierSigma == "loguniform")
+            computer = try ClassifierGradientComputer(classifier: classifier,
                                                       store: store, data: data, globalBatch: config.batch, shards: config.shards,
                                                       seed: config.seed)
         }

@@ -117,8 +117,9 @@ extension Ambient.Classifier {
             commandName: "train",
             abstract: "Train the noise-conditioned classifier on a dataset directory with clean flags.",
             discussion: """
-            Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a sigma from
-            the training log-normal. The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy)
+            Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a sigma drawn
+            log-uniformly over the annotation grid's range [0.002, 80] (default) or from EDM's log-normal (SPEC's
+            wording; it leaves the classifier untrained above sigma ~10, where annotation still asks it). The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy)
             and model.safetensors with ambient.kind = classifier.
 
             Example:
@@ -127,6 +128,10 @@ extension Ambient.Classifier {
 
         @Option(help: "Dataset directory with clean.npy (ambient dataset make --clean-fraction F).")
         var data: String
+
+        @Option(name: .customLong("sigma-distribution"),
+                help: "Training noise levels: loguniform over [0.002, 80], the annotation grid's range, or lognormal (EDM's).")
+        var sigmaDistribution: String = "loguniform"
 
         @OptionGroup var training: TrainingOptions
         @OptionGroup var common: CommonOptions
@@ -143,6 +148,7 @@ extension Ambient.Classifier {
                                        model: .mlp(MLPConfig(dataDimension: 1, width: training.width, blocks: training.blocks,
                                                              outputDimension: 1)),
                                        logEvery: training.logEvery)
+                config.classifierSigma = sigmaDistribution
                 try config.validate()
                 let trainingData = try TrainingData.load(config)
                 config.model.dataDimension = trainingData.dimension
