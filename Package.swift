@@ -63,6 +63,6 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
-        .testTarget(name: "CLITests", dependencies: ["ambient"]),
+        .testTarget(name: "CLITests", dependencies: ["ambient", "Datasets", "TensorCore"]),
     ]
 )

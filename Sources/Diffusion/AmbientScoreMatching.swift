@@ -26,35 +26,48 @@ public struct AmbientScoreMatching: TrainingObjective {
 
     public func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>,
                                 batch: ShardBatch<T>) -> ObjectiveResult {
+        let sigma = drawSigma(tape, denoiser: denoiser, batch: batch)
+        let r = Self.loss(tape, denoiser: denoiser, store: store, batch: batch, base: batch.data, sigmaN: batch.sigmaN, sigma: sigma)
+        return ObjectiveResult(loss: r.loss, terms: ["denoising": Double(tape.scalar(r.loss))])
+    }
+
+    /// Per-row training sigma above `b sigma_n` (purpose trainSigma).
+    func drawSigma<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, batch: ShardBatch<T>) -> Var {
+        tape.column(rows: batch.rows) { r in
+            var rng = batch.rng(.trainSigma, row: r)
+            return denoiser.schedule.sampleSigma(above: buffer * batch.sigmaN[r], &rng)
+        }
+    }
+
+    /// The O2 loss of rows `base` (the noisy data x_n) at noise levels `sigmaN`, with the
+    /// training sigma already drawn (rows, 1), every `sigma > sigma_n`. Returns the loss, the
+    /// noisy input x and D(x, sigma) (SPEC O4 and O6 build on them).
+    static func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>, batch: ShardBatch<T>,
+                                base: UnsafePointer<T>, sigmaN: UnsafePointer<Double>, sigma: Var) -> (loss: Var, x: Var, denoised: Var) {
         let (rows, d) = (batch.rows, batch.dimension)
         let edm = denoiser.schedule
-        let xn = tape.constant(batch.data, rows: rows, cols: d)
-        let sigma = tape.column(rows: rows) { r in
-            var rng = batch.rng(.trainSigma, row: r)
-            return edm.sampleSigma(above: buffer * batch.sigmaN[r], &rng)
-        }
+        let xn = tape.constant(base, rows: rows, cols: d)
         // Noise added on top of the data: sqrt(sigma^2 - sigma_n^2).
         let extra = tape.column(rows: rows) { r in
-            let s = Double(tape.value(sigma)[r]), sn = batch.sigmaN[r]
+            let s = Double(tape.value(sigma)[r]), sn = sigmaN[r]
             return max(s * s - sn * sn, 0).squareRoot()
         }
         let x = tape.constant(rows: rows, cols: d)
-        addNoise(tape, to: x, from: batch.data, sigma: extra, batch: batch)
+        addNoise(tape, to: x, from: base, sigma: extra, batch: batch)
         let dx = denoiser(tape, store, x: x, sigma: sigma, conditioning: nil)
 
         // xhat_n = (1 - r) D + r x, with r = sigma_n^2 / sigma^2.
         let ratio = tape.column(rows: rows) { r in
-            let s = Double(tape.value(sigma)[r]), sn = batch.sigmaN[r]
+            let s = Double(tape.value(sigma)[r]), sn = sigmaN[r]
             return sn * sn / (s * s)
         }
         let keep = tape.column(rows: rows) { r in 1 - Double(tape.value(ratio)[r]) }
         let xhat = tape.add(tape.scaleRows(dx, keep), tape.scaleRows(x, ratio))
         let weight = tape.column(rows: rows) { r in
-            let s = Double(tape.value(sigma)[r]), sn = batch.sigmaN[r]
+            let s = Double(tape.value(sigma)[r]), sn = sigmaN[r]
             let gap = s * s - sn * sn
             return edm.lossWeight(s) * (s * s * s * s) / (gap * gap) / Double(batch.globalBatch)
         }
-        let loss = tape.weightedSumOfSquares(tape.sub(xhat, xn), weights: weight)
-        return ObjectiveResult(loss: loss, terms: ["denoising": Double(tape.scalar(loss))])
+        return (tape.weightedSumOfSquares(tape.sub(xhat, xn), weights: weight), x, dx)
     }
 }

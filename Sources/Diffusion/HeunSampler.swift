@@ -59,26 +59,76 @@ public struct HeunSampler: Sendable {
 
     /// `count` samples, generated in batches of `batchSize`; sample i starts from the noise
     /// keyed by (seed, sampling, sample i), so any sample can be regenerated alone.
+    ///
+    /// With `maskKeep` (a model trained with SPEC O3) this is the fixed-mask sampler: sample i
+    /// draws one mask `Atil ~ Bern(maskKeep)` (`FurtherCorruption.samplingMask`) and every step
+    /// uses `D(Atil x, Atil, sigma)` in place of `E[x0 | x]`.
     public func sample(_ denoiser: Denoiser, _ store: ParameterStore<Float>, count: Int, seed: UInt64,
-                       batchSize: Int = 256, progress: ((Int) -> Void)? = nil) -> Tensor<Float> {
+                       batchSize: Int = 256, maskKeep: Double? = nil, progress: ((Int) -> Void)? = nil) -> Tensor<Float> {
         let d = denoiser.dimension
         let grid = denoiser.schedule.samplingGrid(steps: steps, stop: stop)
         var out = [Float](repeating: 0, count: count * d)
+        out.withUnsafeMutableBufferPointer { buf in
+            for i in 0..<count {
+                var rng = CounterRNG(seed: seed, purpose: .sampling, sample: i)
+                for j in 0..<d { buf[i * d + j] = Float(grid[0] * rng.normal()) }
+            }
+        }
+        run(denoiser, store, x: &out, count: count, grid: grid, seed: seed, batchSize: batchSize, maskKeep: maskKeep, progress: progress)
+        return Tensor(shape: [count, d], storage: out)
+    }
+
+    /// Posterior sampling from noisy observations (the "noising attack" of Daras et al. 2024,
+    /// section 3.3): each row of `observations` (N, d) is taken as `x` at `sigma` and
+    /// integrated down from there. When the model's floor (`stop`) is at or above sigma, the
+    /// result is the one-step denoised `D(x_obs, sigma)`.
+    public func posterior(_ denoiser: Denoiser, _ store: ParameterStore<Float>, observations: Tensor<Float>, sigma: Double,
+                          seed: UInt64 = 0, batchSize: Int = 256, maskKeep: Double? = nil) -> Tensor<Float> {
+        precondition(observations.rowSize == denoiser.dimension && sigma > 0)
+        var out = observations.storage
+        if let stop, stop >= sigma {
+            HeunSampler(steps: 2, stop: sigma).run(denoiser, store, x: &out, count: observations.rows, grid: [sigma], seed: seed,
+                                                   batchSize: batchSize, maskKeep: maskKeep, progress: nil)
+        } else {
+            let grid = denoiser.schedule.samplingGrid(steps: steps, from: sigma, stop: stop)
+            run(denoiser, store, x: &out, count: observations.rows, grid: grid, seed: seed, batchSize: batchSize, maskKeep: maskKeep, progress: nil)
+        }
+        return Tensor(shape: observations.shape, storage: out)
+    }
+
+    /// Integrates every row of `x` (count, d) along `grid`, in batches.
+    func run(_ denoiser: Denoiser, _ store: ParameterStore<Float>, x: inout [Float], count: Int, grid: [Double], seed: UInt64,
+             batchSize: Int, maskKeep: Double?, progress: ((Int) -> Void)?) {
+        let d = denoiser.dimension
         let tape = Tape<Float>(recordsGradients: false)
+        var masks = [Float](repeating: 0, count: maskKeep == nil ? 0 : batchSize * d)
+        var masked = masks
+        var sig = [Double](repeating: 0, count: batchSize)
         var start = 0
         while start < count {
             let rows = min(batchSize, count - start)
-            out.withUnsafeMutableBufferPointer { buf in
-                let x = buf.baseAddress! + start * d
-                for r in 0..<rows {
-                    var rng = CounterRNG(seed: seed, purpose: .sampling, sample: start + r)
-                    for j in 0..<d { x[r * d + j] = Float(grid[0] * rng.normal()) }
+            x.withUnsafeMutableBufferPointer { buf in
+                let xb = buf.baseAddress! + start * d
+                guard let keep = maskKeep else {
+                    integrate(denoiser, store, tape: tape, x: xb, rows: rows, grid: grid)
+                    return
                 }
-                integrate(denoiser, store, tape: tape, x: x, rows: rows, grid: grid)
+                masks.withUnsafeMutableBufferPointer { mp in masked.withUnsafeMutableBufferPointer { xm in
+                    for r in 0..<rows {
+                        FurtherCorruption.samplingMask(sample: start + r, keep: keep, seed: seed, into: mp.baseAddress! + r * d, count: d)
+                    }
+                    integrate(x: xb, rows: rows, dimension: d, grid: grid) { at, s, out in
+                        Float.multiply(at, mp.baseAddress!, xm.baseAddress!, rows * d)   // Atil x
+                        for r in 0..<rows { sig[r] = s }
+                        sig.withUnsafeBufferPointer {
+                            denoiser.evaluate(tape, store, x: xm.baseAddress!, rows: rows, sigma: $0.baseAddress!,
+                                              conditioning: mp.baseAddress!, into: out)
+                        }
+                    }
+                } }
             }
             start += rows
             progress?(start)
         }
-        return Tensor(shape: [count, d], storage: out)
     }
 }

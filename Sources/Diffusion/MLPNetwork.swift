@@ -34,6 +34,7 @@ public struct MLPConfig: Codable, Sendable, Equatable {
         if blocks < 0 { throw bad("block count must be >= 0, got \(blocks)") }
         if embeddingSize < 2 || embeddingSize % 2 != 0 { throw bad("embedding size must be even and >= 2, got \(embeddingSize)") }
         if conditioningChannels < 0 { throw bad("conditioning channels must be >= 0") }
+        if let o = outputDimension, o < 1 { throw bad("output dimension must be positive, got \(o)") }
     }
 }
 
@@ -110,6 +111,15 @@ public struct MLPNetwork: Sendable {
 
     /// `F(input, c_noise)` for `rows` samples; `input` is (rows, inputDimension), already scaled by c_in.
     public func forward<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var {
+        let h = config.width
+        return tape.linear(features(tape, store, input: input, cNoise: cNoise),
+                           tape.parameter(store, outW, rows: h, cols: config.outputSize),
+                           tape.parameter(store, outB, rows: 1, cols: config.outputSize))
+    }
+
+    /// The (rows, width) activations `silu(h)` that the output projection reads: the feature
+    /// space of the evaluator classifier's Frechet distance.
+    public func features<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var {
         let rows = tape.shape(input).rows
         let h = config.width
         func p(_ slot: Int, _ r: Int, _ c: Int) -> Var { tape.parameter(store, slot, rows: r, cols: c) }
@@ -121,7 +131,7 @@ public struct MLPNetwork: Sendable {
             let u = tape.silu(tape.linear(n, p(b.w1, h, h), p(b.b1, 1, h)))
             x = tape.add(x, tape.linear(u, p(b.w2, h, h), p(b.b2, 1, h)))
         }
-        return tape.linear(tape.silu(x), p(outW, h, config.outputSize), p(outB, 1, config.outputSize))
+        return tape.silu(x)
     }
 }
 

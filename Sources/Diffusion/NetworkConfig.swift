@@ -44,6 +44,46 @@ public enum NetworkConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Extra input channels of size d (the mask channel of SPEC O3).
+    public var conditioningChannels: Int {
+        get {
+            switch self {
+            case let .mlp(c): return c.conditioningChannels
+            case let .unet(c): return c.conditioningChannels
+            }
+        }
+        set {
+            switch self {
+            case var .mlp(c):
+                c.conditioningChannels = newValue
+                self = .mlp(c)
+            case var .unet(c):
+                c.conditioningChannels = newValue
+                self = .unet(c)
+            }
+        }
+    }
+
+    /// Values per sample the network returns (nil: d, a denoiser; 1: the classifier of SPEC O5).
+    public var outputDimension: Int? {
+        get {
+            switch self {
+            case let .mlp(c): return c.outputDimension
+            case let .unet(c): return c.outputDimension
+            }
+        }
+        set {
+            switch self {
+            case var .mlp(c):
+                c.outputDimension = newValue
+                self = .mlp(c)
+            case var .unet(c):
+                c.outputDimension = newValue
+                self = .unet(c)
+            }
+        }
+    }
+
     public func validate() throws {
         switch self {
         case let .mlp(c): try c.validate()

@@ -23,10 +23,15 @@ public struct ShardBatch<T: Scalar> {
     /// Size of the whole step's batch: losses are divided by it, so summing shard losses
     /// (and gradients) gives the batch mean.
     public var globalBatch: Int
+    /// A no-gradient tape the objective may use for sampler passes (SPEC O4), reused across
+    /// steps by the caller so that they allocate nothing; nil: the objective makes its own.
+    public var inferenceTape: Tape<T>?
 
     public init(data: UnsafePointer<T>, rows: Int, dimension: Int, sigmaN: UnsafePointer<Double>,
                 mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil,
-                seed: UInt64, step: Int, shard: Int, globalBatch: Int) {
+                seed: UInt64, step: Int, shard: Int, globalBatch: Int, inferenceTape: Tape<T>? = nil) {
+        precondition(inferenceTape?.recordsGradients != true, "the inference tape must not record gradients")
+        self.inferenceTape = inferenceTape
         self.data = data
         self.rows = rows
         self.dimension = dimension
@@ -58,14 +63,4 @@ public protocol TrainingObjective: Sendable {
     var name: String { get }
     func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>,
                          batch: ShardBatch<T>) -> ObjectiveResult
-}
-
-extension Tape {
-    /// A constant (rows, 1) column filled by `f(row)`.
-    public func column(rows: Int, _ f: (Int) -> Double) -> Var {
-        let v = constant(rows: rows, cols: 1)
-        let p = value(v)
-        for r in 0..<rows { p[r] = T(f(r)) }
-        return v
-    }
 }

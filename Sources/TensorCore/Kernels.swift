@@ -59,6 +59,18 @@ public protocol ScalarKernels {
     /// `sum_i w[i] sum_j a[i, j] b[i, j]`, accumulated in Double.
     static func weightedDot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
                             rows: Int, cols: Int) -> Double
+    /// `sum_i w[i] (max(z_i, 0) - z_i t_i + log(1 + exp(-|z_i|)))`, accumulated in Double.
+    static func binaryCrossEntropyWithLogits(_ z: UnsafePointer<Self>, _ t: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                             rows: Int) -> Double
+    /// `dz[i] += alpha w[i] (sigmoid(z_i) - t_i)`.
+    static func binaryCrossEntropyWithLogitsBackward(_ z: UnsafePointer<Self>, _ t: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                                     alpha: Self, _ dz: UnsafeMutablePointer<Self>, rows: Int)
+    /// `sum_i w[i] (logsumexp(z_i) - z_i[label_i])`, accumulated in Double; writes softmax(z_i) to `p`.
+    static func softmaxCrossEntropy(_ z: UnsafePointer<Self>, _ label: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                    _ p: UnsafeMutablePointer<Self>, rows: Int, classes: Int) -> Double
+    /// `dz[i, k] += alpha w[i] (p[i, k] - [k == label_i])`.
+    static func softmaxCrossEntropyBackward(_ p: UnsafePointer<Self>, _ label: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                            alpha: Self, _ dz: UnsafeMutablePointer<Self>, rows: Int, classes: Int)
 }
 
 extension ScalarKernels where Self: Scalar {
@@ -216,6 +228,50 @@ extension ScalarKernels where Self: Scalar {
             total += Double(w[r]) * Double(acc)
         }
         return total
+    }
+
+    public static func binaryCrossEntropyWithLogits(_ z: UnsafePointer<Self>, _ t: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                                    rows: Int) -> Double {
+        var total = 0.0
+        for i in 0..<rows {
+            let zi = z[i]
+            let loss = Swift.max(zi, 0) - zi * t[i] + Self.log(1 + Self.exp(-Swift.abs(zi)))
+            total += Double(w[i]) * Double(loss)
+        }
+        return total
+    }
+
+    public static func binaryCrossEntropyWithLogitsBackward(_ z: UnsafePointer<Self>, _ t: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                                            alpha: Self, _ dz: UnsafeMutablePointer<Self>, rows: Int) {
+        for i in 0..<rows { dz[i] += alpha * w[i] * (sigmoid(z[i]) - t[i]) }
+    }
+
+    public static func softmaxCrossEntropy(_ z: UnsafePointer<Self>, _ label: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                           _ p: UnsafeMutablePointer<Self>, rows: Int, classes k: Int) -> Double {
+        var total = 0.0
+        for i in 0..<rows {
+            let zi = z + i * k, pi = p + i * k
+            var top = zi[0]
+            for j in 1..<k { top = Swift.max(top, zi[j]) }
+            var sum: Self = 0
+            for j in 0..<k {
+                pi[j] = Self.exp(zi[j] - top)
+                sum += pi[j]
+            }
+            for j in 0..<k { pi[j] /= sum }
+            let logSumExp = top + Self.log(sum)
+            total += Double(w[i]) * Double(logSumExp - zi[Int(label[i])])
+        }
+        return total
+    }
+
+    public static func softmaxCrossEntropyBackward(_ p: UnsafePointer<Self>, _ label: UnsafePointer<Self>, _ w: UnsafePointer<Self>,
+                                                   alpha: Self, _ dz: UnsafeMutablePointer<Self>, rows: Int, classes k: Int) {
+        for i in 0..<rows {
+            let c = alpha * w[i], pi = p + i * k, dzi = dz + i * k
+            for j in 0..<k { dzi[j] += c * pi[j] }
+            dzi[Int(label[i])] -= c
+        }
     }
 
     public static func adamUpdate(_ p: UnsafeMutablePointer<Self>, _ g: UnsafePointer<Self>,

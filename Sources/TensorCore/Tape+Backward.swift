@@ -28,6 +28,8 @@ extension Tape {
         case let .weightedDot(a, b, _, _): body(a); body(b)
         case let .conv2d(x, w, b, _, _): body(x); body(w); if b >= 0 { body(b) }
         case let .addPerChannel(x, e, _): body(x); body(e)
+        case let .sliceRows(x, _, _): body(x)
+        case let .binaryCrossEntropyWithLogits(z, _, _, _), let .softmaxCrossEntropy(z, _, _, _, _): body(z)
         }
     }
 
@@ -153,6 +155,22 @@ extension Tape {
 
             case let .sigmoid(x, y):
                 if let dx = nodes[x].grad { T.sigmoidBackward(nodes[y].value, nodes[y].grad!, dx, nodes[y].count) }
+
+            case let .sliceRows(x, start, y):
+                let c = nodes[y].cols
+                if let dx = nodes[x].grad { T.axpy(1, nodes[y].grad!, dx + start * c, nodes[y].count) }
+
+            case let .binaryCrossEntropyWithLogits(z, t, w, y):
+                if let dz = nodes[z].grad {   // d/dz = w (sigmoid(z) - t)
+                    T.binaryCrossEntropyWithLogitsBackward(nodes[z].value, nodes[t].value, nodes[w].value,
+                                                           alpha: nodes[y].grad![0], dz, rows: nodes[z].rows)
+                }
+
+            case let .softmaxCrossEntropy(z, label, w, y, probabilities):
+                if let dz = nodes[z].grad {   // d/dz = w (softmax(z) - onehot(label))
+                    T.softmaxCrossEntropyBackward(probabilities, nodes[label].value, nodes[w].value, alpha: nodes[y].grad![0],
+                                                  dz, rows: nodes[z].rows, classes: nodes[z].cols)
+                }
             }
         }
     }

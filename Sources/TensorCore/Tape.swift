@@ -43,6 +43,10 @@ public final class Tape<T: Scalar> {
         case channelMean(x: Int, y: Int)
         case sigmoid(x: Int, y: Int)
 
+        case sliceRows(x: Int, start: Int, y: Int)
+        case binaryCrossEntropyWithLogits(z: Int, target: Int, w: Int, y: Int)
+        case softmaxCrossEntropy(z: Int, label: Int, w: Int, y: Int, probabilities: UnsafeMutablePointer<T>)
+
         /// The primitive's name in profiles.
         var name: String {
             switch self {
@@ -63,6 +67,9 @@ public final class Tape<T: Scalar> {
             case .addPerChannel: "addPerChannel"
             case .channelMean: "channelMean"
             case .sigmoid: "sigmoid"
+            case .sliceRows: "sliceRows"
+            case .binaryCrossEntropyWithLogits: "binaryCrossEntropyWithLogits"
+            case .softmaxCrossEntropy: "softmaxCrossEntropy"
             }
         }
     }
@@ -141,6 +148,14 @@ public final class Tape<T: Scalar> {
     /// A constant (no gradient) of the given shape, uninitialised: the caller fills `value(v)`.
     public func constant(rows: Int, cols: Int) -> Var {
         addNode(rows: rows, cols: cols, needsGrad: false)
+    }
+
+    /// A constant (rows, 1) column filled by `f(row)` (per-row sigmas, loss weights, labels).
+    public func column(rows: Int, _ f: (Int) -> Double) -> Var {
+        let v = constant(rows: rows, cols: 1)
+        let p = value(v)
+        for r in 0..<rows { p[r] = T(f(r)) }
+        return v
     }
 
     /// A constant copied from `source` (rows * cols elements).
@@ -315,6 +330,44 @@ public final class Tape<T: Scalar> {
         value(y)[0] = T(T.weightedDot(value(a), value(b), value(w), rows: r, cols: c))
         stopTimer("weightedDot", t0)
         record(.weightedDot(a: a.id, b: b.id, w: w.id, y: y.id), output: y)
+        return y
+    }
+
+    /// Rows `start ..< start + count` of x.
+    public func sliceRows(_ x: Var, start: Int, count: Int) -> Var {
+        let (r, c) = shape(x)
+        precondition(start >= 0 && count >= 0 && start + count <= r, "sliceRows: rows \(start)..<\(start + count) of \(r)")
+        let y = output(rows: count, cols: c, inputs: x)
+        value(y).update(from: value(x) + start * c, count: count * c)
+        record(.sliceRows(x: x.id, start: start, y: y.id), output: y)
+        return y
+    }
+
+    /// The scalar `sum_i w[i] BCE(z[i], t[i])` with `BCE(z, t) = max(z, 0) - z t + log(1 + exp(-|z|))`,
+    /// the binary cross-entropy of the logit z against the target probability t, computed
+    /// without overflow. z, t, w are (R, 1); t and w are constants.
+    public func binaryCrossEntropyWithLogits(_ z: Var, targets t: Var, weights w: Var) -> Var {
+        let (r, c) = shape(z)
+        precondition(c == 1 && shape(t) == (r, 1) && shape(w) == (r, 1), "binaryCrossEntropyWithLogits: shapes \(shape(z)), \(shape(t)), \(shape(w))")
+        precondition(nodes[t.id].grad == nil && nodes[w.id].grad == nil, "binaryCrossEntropyWithLogits: targets and weights must be constants")
+        let y = output(rows: 1, cols: 1, inputs: z)
+        value(y)[0] = T(T.binaryCrossEntropyWithLogits(value(z), value(t), value(w), rows: r))
+        record(.binaryCrossEntropyWithLogits(z: z.id, target: t.id, w: w.id, y: y.id), output: y)
+        return y
+    }
+
+    /// The scalar `sum_i w[i] (logsumexp(z[i, :]) - z[i, label[i]])`: softmax cross-entropy of
+    /// (R, K) logits against class labels stored as values of the (R, 1) constant `labels`.
+    public func softmaxCrossEntropy(_ z: Var, labels: Var, weights w: Var) -> Var {
+        let (r, k) = shape(z)
+        precondition(shape(labels) == (r, 1) && shape(w) == (r, 1), "softmaxCrossEntropy: shapes \(shape(z)), \(shape(labels)), \(shape(w))")
+        precondition(nodes[labels.id].grad == nil && nodes[w.id].grad == nil, "softmaxCrossEntropy: labels and weights must be constants")
+        let lp = value(labels)
+        for i in 0..<r { precondition(lp[i] >= 0 && Int(lp[i]) < k, "softmaxCrossEntropy: label \(lp[i]) outside 0..<\(k)") }
+        let y = output(rows: 1, cols: 1, inputs: z)
+        let probabilities = arena.allocate(r * k)
+        value(y)[0] = T(T.softmaxCrossEntropy(value(z), lp, value(w), probabilities, rows: r, classes: k))
+        record(.softmaxCrossEntropy(z: z.id, label: labels.id, w: w.id, y: y.id, probabilities: probabilities), output: y)
         return y
     }
 }

@@ -27,11 +27,11 @@ extension RunConfig {
     public var runID: UInt64 { UInt64(hash, radix: 16) ?? 1 }
 }
 
-/// A worker's side of a denoiser run: a replica of the optimiser state (no EMA) and the shard
-/// gradient computer, the very one the single-process trainer uses.
+/// A worker's side of a run (any objective, the classifier too): a replica of the optimiser
+/// state (no EMA) and the shard gradient computer, the very one the single-process trainer uses.
 public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     let state: OptimizerState
-    let computer: ShardGradientComputer
+    let computer: any ShardGradientComputing
     public let datasetHash: String
     private var tracker: (chunks: [Range<Int>], tracker: ChunkTracker)?
 
@@ -42,10 +42,7 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         network.initialize(store, seed: config.seed)
         state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil,
                                threads: ProcessInfo.processInfo.activeProcessorCount)
-        let plan = ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed)
-        computer = ShardGradientComputer(denoiser: Denoiser(network: network, schedule: config.schedule),
-                                         objective: ObjectiveKind(rawValue: config.objective)!.make(config),
-                                         store: store, data: data, plan: plan, seed: config.seed)
+        computer = try makeShardComputer(config: config, data: data, store: store)
         datasetHash = data.contentHash
     }
 
@@ -82,6 +79,7 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         let t = tracker!.tracker
         t.reset()
         let start = DispatchTime.now().uptimeNanoseconds
+        let computer = self.computer
         let r = withoutActuallyEscaping(onChunkReady) { ready -> ShardResult in
             computer.onParameterGradientReady = { slot in if let c = t.slotReady(slot) { ready(c) } }
             defer { computer.onParameterGradientReady = nil }
@@ -166,7 +164,8 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked 
 
     public func finish() throws {
         try metrics.close()
-        try directory.writeModel(network.layout, values: state.ema!.values, config: config, step: config.steps)
+        let kind = config.objective == ObjectiveKind.classifier.rawValue ? "classifier" : "denoiser"
+        try directory.writeModel(network.layout, values: state.ema!.values, config: config, kind: kind, step: config.steps)
     }
 
     /// The master parameters and EMA (tests compare them bitwise).

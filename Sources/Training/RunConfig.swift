@@ -1,3 +1,4 @@
+import Datasets
 import Diffusion
 import Foundation
 import TensorCore
@@ -28,6 +29,24 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var schedule: EDMSchedule
     /// Log a metrics line every this many steps.
     public var logEvery: Int
+    // Options of the later objectives; nil means the objective's default (and keeps the hash
+    // of configurations that do not use them unchanged).
+    /// SPEC O3: probability delta that the further mask B hides an observed pixel (default 0.1).
+    public var furtherDelta: Double?
+    /// SPEC O3: observed fraction (1 - p) of the training masks, measured when training starts;
+    /// the fixed-mask sampler draws its masks with keep probability (1 - p)(1 - delta).
+    public var observedFraction: Double?
+    /// SPEC O4: weight lambda_c of the consistency term (default 1).
+    public var consistencyWeight: Double?
+    /// SPEC O6: the split level sigma_n (O1 below, O2 on the fixed noisy copy above).
+    public var splitSigma: Double?
+    /// Resolved when training starts from the data (SPEC, Sampling): the lowest level an O2
+    /// model was trained at, `b min_i sigma_n,i`, when every sample is noisy; nil when some
+    /// samples are clean (they are trained at every level) or the objective has no floor.
+    public var samplingFloor: Double?
+    /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
+    /// [sigma_min, sigma_max] (the annotation grid's range).
+    public var classifierSigma: String?
 
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
                 objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,
@@ -80,8 +99,31 @@ public struct RunConfig: Codable, Sendable, Equatable {
         guard ObjectiveKind(rawValue: objective) != nil else {
             throw fail("unknown --objective '\(objective)'; choose one of: \(ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if objective == ObjectiveKind.ambient.rawValue && trainingSigmaN == 0 {
+        let isDirectory: Bool
+        if case .directory = data { isDirectory = true } else { isDirectory = false }
+        let kind = ObjectiveKind(rawValue: objective)!
+        if [.ambient, .consistency].contains(kind) && trainingSigmaN == 0 && !isDirectory {
             throw fail("--objective ambient needs noisy data: declare its level with --data-sigma S or simulate it with --corrupt noise:S (for clean data use --objective dsm)")
+        }
+        switch kind {
+        case .masked where model.conditioningChannels != 1:
+            throw fail("--objective masked needs a network with one mask channel (conditioning channels 1)")
+        case .classifier where model.outputDimension != 1:
+            throw fail("--objective classifier needs a network with one output")
+        case .dsm, .ambient, .consistency, .split:
+            if model.conditioningChannels != 0 || (model.outputDimension ?? model.dataDimension) != model.dataDimension {
+                throw fail("--objective \(objective) trains a denoiser: the network takes no mask channels and returns d values")
+            }
+        default: break
+        }
+        if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
+            throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")
+        }
+        if let d = furtherDelta, !(d >= 0 && d < 1) { throw fail("--further-delta must be in [0, 1), got \(d)") }
+        if let w = consistencyWeight, !(w >= 0 && w.isFinite) { throw fail("--consistency-weight must be >= 0, got \(w)") }
+        if kind == .split {
+            guard let s = splitSigma, s > 0, s.isFinite else { throw fail("--objective split needs --split-sigma S > 0 (the level above which the fixed noisy copy is used)") }
+            if trainingSigmaN > 0 { throw fail("--objective split trains on clean data; drop --data-sigma / --corrupt noise") }
         }
         try model.validate()
     }
@@ -97,14 +139,22 @@ public struct RunConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// The objectives the trainer knows.
+/// The objectives the trainer knows: dsm (O1), ambient (O2; with annotations, O5 training),
+/// masked (O3), consistency (O2 + O4), split (O6), classifier (the O5 classifier).
 public enum ObjectiveKind: String, CaseIterable, Codable, Sendable {
-    case dsm, ambient
+    case dsm, ambient, masked, consistency, split, classifier
 
-    public func make(_ config: RunConfig) -> any TrainingObjective {
+    /// The denoiser objective (nil for the classifier, which is not a denoiser objective).
+    public func make(_ config: RunConfig) -> (any TrainingObjective)? {
+        let b = AmbientScoreMatching.buffer(sMax: config.ambientSMax)
         switch self {
         case .dsm: return DenoisingScoreMatching()
-        case .ambient: return AmbientScoreMatching(buffer: AmbientScoreMatching.buffer(sMax: config.ambientSMax))
+        case .ambient: return AmbientScoreMatching(buffer: b)
+        case .masked: return FurtherCorruption(delta: config.furtherDelta ?? FurtherCorruption.defaultDelta)
+        case .consistency:
+            return AmbientConsistency(buffer: b, weight: config.consistencyWeight ?? AmbientConsistency.defaultWeight)
+        case .split: return MemorizationSplit(sigmaN: config.splitSigma ?? 0, buffer: b)
+        case .classifier: return nil
         }
     }
 }
@@ -117,10 +167,15 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
     case gaussianMixture(GaussianMixtureSpec)
     /// A float32 NPY file of shape (N, d) or (N, 1, H, W).
     case npy(path: String)
+    /// A dataset directory (docs/dataset-format.md): samples with masks, noise levels,
+    /// annotations, labels and clean flags.
+    case directory(path: String)
 
     /// Parses `fashion-mnist`, `gmm[:dim=D,components=K,count=N,std=S,seed=Z]`, `npy:PATH`.
     public static func parse(_ s: String) throws -> DataSpec {
         if s == "fashion-mnist" { return .fashionMNIST }
+        if s.hasPrefix("dir:") { return .directory(path: String(s.dropFirst(4))) }
+        if DatasetDirectory.exists(at: s) { return .directory(path: s) }
         if s.hasPrefix("npy:") {
             let path = String(s.dropFirst(4))
             if path.isEmpty { throw ConfigurationError(message: "--data npy:PATH needs a path") }
@@ -148,7 +203,7 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
             }
             return .gaussianMixture(spec)
         }
-        throw ConfigurationError(message: "unknown --data '\(s)'; use fashion-mnist, gmm[:dim=D,components=K,count=N], or npy:PATH")
+        throw ConfigurationError(message: "unknown --data '\(s)'; use fashion-mnist, gmm[:dim=D,components=K,count=N], npy:PATH, or a dataset directory (dir:PATH)")
     }
 
     public var description: String {
@@ -156,6 +211,7 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
         case .fashionMNIST: return "fashion-mnist"
         case let .gaussianMixture(g): return "gmm:dim=\(g.dimension),components=\(g.components),count=\(g.count),std=\(g.std),seed=\(g.seed)"
         case let .npy(path): return "npy:\(path)"
+        case let .directory(path): return "dir:\(path)"
         }
     }
 }
@@ -173,32 +229,11 @@ public struct GaussianMixtureSpec: Codable, Sendable, Equatable {
     public var std = 0.25
     public var seed: UInt64 = 1
     public init() {}
-}
 
-/// Corruption the tool simulates on clean data.
-public enum CorruptionSpec: Codable, Sendable, Equatable, CustomStringConvertible {
-    /// Gaussian noise of this standard deviation, drawn once per sample.
-    case noise(Double)
-
-    /// Parses `noise:S`.
-    public static func parse(_ s: String) throws -> CorruptionSpec {
-        let parts = s.split(separator: ":", maxSplits: 1).map(String.init)
-        switch parts.first {
-        case "noise":
-            guard parts.count == 2, let v = Double(parts[1]) else {
-                throw ConfigurationError(message: "--corrupt noise:S needs a number S, got '\(s)'")
-            }
-            guard v > 0, v.isFinite else { throw ConfigurationError(message: "--corrupt noise:S needs S > 0, got \(v)") }
-            return .noise(v)
-        default:
-            throw ConfigurationError(message: "unknown corruption '\(s)'; supported: noise:S")
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case let .noise(s): return "noise:\(s)"
-        }
+    /// The mixture this spec names: `GaussianMixture.standard` means and weights with `std`.
+    public func mixture() throws -> GaussianMixture {
+        let standard = GaussianMixture.standard(dimension: dimension, components: components, seed: seed)
+        return try GaussianMixture(means: standard.means, weights: standard.weights, std: std)
     }
 }
 

@@ -11,6 +11,9 @@ public protocol ShardGradientComputing: AnyObject {
     /// (the shard's loss divided by the global batch). Must depend only on the parameters,
     /// the data and (seed, step, shard).
     func compute(step: Int, shard: Int) -> ShardResult
+    /// Called with a parameter slot as soon as its gradient is final during the backward pass
+    /// (the cluster streams finished chunks while the pass goes on).
+    var onParameterGradientReady: ((Int) -> Void)? { get set }
 }
 
 /// Computes the gradient of one shard of one step into the parameter store's gradient
@@ -40,7 +43,10 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
         get { tape.convolutionWorkspaceLimit }
         set { tape.convolutionWorkspaceLimit = newValue }
     }
+    /// For the objectives' no-gradient passes (SPEC O4 sampler steps), kept across steps.
+    private let inferenceTape = Tape<Float>(recordsGradients: false)
     private var rowsBuffer: [Float] = []
+    private var maskBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
 
     public init(denoiser: Denoiser, objective: any TrainingObjective, store: ParameterStore<Float>,
@@ -68,18 +74,29 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
             }
         }
         for (r, i) in indices.enumerated() { sigmaBuffer[r] = data.sigmaN[i] }
+        if let masks = data.masks {
+            if maskBuffer.count != rows * d { maskBuffer = [Float](repeating: 0, count: rows * d) }
+            masks.storage.withUnsafeBufferPointer { src in
+                maskBuffer.withUnsafeMutableBufferPointer { dst in
+                    for (r, i) in indices.enumerated() {
+                        (dst.baseAddress! + r * d).update(from: src.baseAddress! + i * d, count: d)
+                    }
+                }
+            }
+        }
 
         store.zeroGrads()
         tape.reset()
         let result = rowsBuffer.withUnsafeBufferPointer { xp in
-            sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in
+            sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in maskBuffer.withUnsafeBufferPointer { mp in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
-                                       sampleIndices: ip.baseAddress!,
-                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch)
+                                       mask: data.masks == nil ? nil : mp.baseAddress!, sampleIndices: ip.baseAddress!,
+                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch,
+                                       inferenceTape: inferenceTape)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
-            } }
+            } } }
         }
         return result
     }

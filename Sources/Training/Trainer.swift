@@ -82,7 +82,8 @@ public struct Trainer {
             progress?.update(report.step + 1, status: String(format: "loss %.4f", window.reduce(0, +) / Double(window.count)))
         }
         try metrics.close()
-        try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, step: config.steps)
+        let kind = config.objective == ObjectiveKind.classifier.rawValue ? "classifier" : "denoiser"
+        try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, kind: kind, step: config.steps)
         logger.info("finished", metadata: ["run": "\(runPath)", "model": "\(dir.modelPath)"])
         return session
     }

@@ -14,18 +14,83 @@ public struct TrainingData: Sendable {
     public var imageShape: [Int]?
     /// For synthetic data: the generating mixture (the test oracle).
     public var mixture: GaussianMixture?
+    /// (N, d) masks of masked data (1 observed, 0 missing; SPEC O3).
+    public var masks: Tensor<Float>?
+    /// Class labels, when the source has them.
+    public var labels: [Int]?
+    /// Membership of the trusted clean set S_G (SPEC O5), when the data says.
+    public var clean: [Bool]?
     public var summary: String
 
     public var count: Int { samples.rows }
     public var dimension: Int { samples.rowSize }
 
     public init(samples: Tensor<Float>, sigmaN: [Double], imageShape: [Int]? = nil,
-                mixture: GaussianMixture? = nil, summary: String) {
+                mixture: GaussianMixture? = nil, masks: Tensor<Float>? = nil, labels: [Int]? = nil,
+                clean: [Bool]? = nil, summary: String) {
+        precondition(sigmaN.count == samples.rows, "one sigma_n per sample")
+        precondition(masks == nil || masks!.count == samples.count, "masks must have the samples' shape")
         self.samples = samples
         self.sigmaN = sigmaN
         self.imageShape = imageShape
         self.mixture = mixture
+        self.masks = masks
+        self.labels = labels
+        self.clean = clean
         self.summary = summary
+    }
+
+    /// SPEC, Sampling: the lowest level O2 trains at on this data, `b min sigma_n`, or nil when
+    /// some sample is clean (O1 covers every level for it).
+    public func samplingFloor(buffer: Double) -> Double? {
+        guard let lowest = sigmaN.min(), lowest > 0 else { return nil }
+        return buffer * lowest
+    }
+
+    /// The mean of the masks: the observed fraction (1 - p) of masked data.
+    public var observedFraction: Double? {
+        masks.map { m in m.storage.reduce(0.0) { $0 + Double($1) } / Double(max(m.count, 1)) }
+    }
+
+    /// Training data from a dataset directory. With `applyAnnotations` (O2-based training),
+    /// a sample annotated at sigma_min a_i (SPEC O5) becomes its fixed noisy copy
+    /// `w_i + a_i z_i` (z_i keyed by its dataset index, stream 3) and is used at
+    /// `sigma_n = sqrt(n_i^2 + a_i^2)`, n_i the noise it already carries (noise.npy, else 0);
+    /// clean samples (a_i = 0) keep sigma_n = n_i.
+    public static func fromDirectory(_ c: DatasetDirectory.Contents, path: String, seed: UInt64,
+                                     applyAnnotations: Bool) throws -> TrainingData {
+        let n = c.count
+        let shape = Array(c.samples.shape.dropFirst())
+        var samples = c.samples.reshaped([n, c.samples.rowSize])
+        let noise = c.noise ?? [Double](repeating: 0, count: n)
+        var sigmaN = noise
+        var summary = "dataset \(path): \(n) samples of shape \(shape) from \(c.manifest.source)" +
+            (c.manifest.corruption.map { ", corruption \($0)" } ?? "")
+        var keep = Array(0..<n)
+        if applyAnnotations, let a = c.annotations {
+            // The classifier saw the stored sample (with whatever noise it carries) plus a_i z:
+            // that is the fixed noisy copy, at total level sqrt(n_i^2 + a_i^2).
+            samples = GaussianCorruption.apply(samples, sigmas: a, seed: seed, stream: 3)
+            sigmaN = (0..<n).map { (a[$0] * a[$0] + noise[$0] * noise[$0]).squareRoot() }
+            // Samples that never crossed (sigma_max) are unused (SPEC O5): drop them rather
+            // than train O2 at sigma > b sigma_max.
+            keep = (0..<n).filter { a[$0] < c.manifest.sigmaMax }
+            let used = keep.map { a[$0] }.filter { $0 > 0 }
+            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0), \(n - keep.count) at sigma_max dropped)"
+        }
+        if keep.count < n {
+            samples = samples.gather(rows: keep)
+            sigmaN = keep.map { sigmaN[$0] }
+        }
+        // A synthetic source names its mixture: keep the oracle.
+        var mixture: GaussianMixture? = nil
+        if case let .gaussianMixture(g)? = try? DataSpec.parse(c.manifest.source) {
+            mixture = try? g.mixture()
+        }
+        return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
+                            masks: c.masks.map { $0.reshaped([n, $0.rowSize]).gather(rows: keep) },
+                            labels: c.labels.map { l in keep.map { l[$0] } }, clean: c.clean.map { f in keep.map { f[$0] } },
+                            summary: summary)
     }
 
     /// Loads and validates the data of `config` and applies its simulated corruption.
@@ -35,16 +100,19 @@ public struct TrainingData: Sendable {
         var imageShape: [Int]? = nil
         var mixture: GaussianMixture? = nil
         var summary: String
+        var labels: [Int]? = nil
         switch config.data {
         case .fashionMNIST:
             let set = try FashionMNIST.load(split: .train)
             imageShape = Array(set.images.shape.dropFirst())
             samples = set.images.reshaped([set.images.rows, set.images.rowSize])
+            labels = set.labels
             summary = "Fashion-MNIST train, \(samples.rows) images 28x28 in [-1, 1]"
         case let .gaussianMixture(spec):
-            let standard = GaussianMixture.standard(dimension: spec.dimension, components: spec.components, seed: spec.seed)
-            let gmm = try GaussianMixture(means: standard.means, weights: standard.weights, std: spec.std)
-            samples = gmm.sample(count: spec.count, seed: spec.seed).x
+            let gmm = try spec.mixture()
+            let drawn = gmm.sample(count: spec.count, seed: spec.seed)
+            samples = drawn.x
+            labels = drawn.components
             mixture = gmm
             summary = "Gaussian mixture, \(spec.count) samples, d=\(spec.dimension), \(spec.components) components, std \(spec.std)"
         case let .npy(path):
@@ -58,6 +126,14 @@ public struct TrainingData: Sendable {
             guard t.rows >= 1, t.rowSize >= 1 else { throw DataError(message: "\(path): no samples (shape \(t.shape))") }
             samples = t.reshaped([t.rows, t.rowSize])
             summary = "\(path): \(t.rows) samples of shape \(Array(t.shape.dropFirst()))"
+        case let .directory(path):
+            if config.dataSigma != nil || config.corruption != nil {
+                throw DataError(message: "--data \(path) is a dataset directory: its noise levels and corruption are in the directory; drop --data-sigma / --corrupt")
+            }
+            let contents = try DatasetDirectory(path: path).read()
+            // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
+            let usesAnnotations = [ObjectiveKind.ambient.rawValue, ObjectiveKind.consistency.rawValue].contains(config.objective)
+            return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations)
         }
         try validateFinite(samples, name: config.data.description)
 
@@ -66,12 +142,19 @@ public struct TrainingData: Sendable {
             sigmaN = [Double](repeating: s, count: samples.rows)
             summary += ", declared noisy at sigma_n = \(s)"
         }
-        if case let .noise(s)? = config.corruption {
-            samples = GaussianCorruption.apply(samples, sigma: s, seed: config.seed)
-            sigmaN = [Double](repeating: s, count: samples.rows)
-            summary += ", corrupted with Gaussian noise sigma_n = \(s) (fixed per sample)"
+        var masks: Tensor<Float>? = nil
+        if let corruption = config.corruption {
+            if case .outOfDistribution = corruption {
+                throw DataError(message: "--corrupt \(corruption) chooses which samples make up the data: build such a dataset with `ambient dataset make` and train on its directory")
+            }
+            let c = try corruption.apply(samples, imageShape: imageShape, seed: config.seed)
+            samples = c.samples
+            masks = c.masks
+            if let s = c.noiseSigma { sigmaN = s }
+            summary += ", corrupted by \(corruption) (fixed per sample)"
         }
-        return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: imageShape, mixture: mixture, summary: summary)
+        return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: imageShape, mixture: mixture, masks: masks,
+                            labels: labels, summary: summary)
     }
 }
 

@@ -109,11 +109,11 @@ public final class TrainingSession: @unchecked Sendable {
     public let config: RunConfig
     public let data: TrainingData
     public let network: any DenoiserNetwork
-    public let denoiser: Denoiser
     public let state: OptimizerState
-    /// One computer per compute thread; computer 0 writes into the state's own store.
-    public let computers: [ShardGradientComputer]
-    public var computer: ShardGradientComputer { computers[0] }
+    /// One computer per compute thread (the denoiser objective's, or the classifier's, SPEC O5);
+    /// computer 0 writes into the state's own store, the others share its parameters.
+    public let computers: [any ShardGradientComputing]
+    public var computer: any ShardGradientComputing { computers[0] }
     /// Reduced gradient when there is more than one shard.
     private let sum: UnsafeMutablePointer<Float>
 
@@ -126,17 +126,12 @@ public final class TrainingSession: @unchecked Sendable {
         self.config = config
         self.data = data
         network = config.model.make()
-        denoiser = Denoiser(network: network, schedule: config.schedule)
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
         let t = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, config.shards))
         state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay, threads: t)
-        let objective = ObjectiveKind(rawValue: config.objective)!.make(config)
-        computers = (0..<t).map { i in
-            ShardGradientComputer(denoiser: Denoiser(network: config.model.make(), schedule: config.schedule), objective: objective,
-                                  store: i == 0 ? store : ParameterStore(sharingValuesOf: store), data: data,
-                                  plan: ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed),
-                                  seed: config.seed)
+        computers = try (0..<t).map { i in
+            try makeShardComputer(config: config, data: data, store: i == 0 ? store : ParameterStore(sharingValuesOf: store))
         }
         sum = .allocate(capacity: max(store.count, 1))
     }
@@ -192,10 +187,43 @@ public final class TrainingSession: @unchecked Sendable {
 }
 
 extension TrainingSession {
+    /// The denoiser being trained (not for a classifier session).
+    public var denoiser: Denoiser { Denoiser(network: network, schedule: config.schedule) }
+
+    /// Starts from given parameters (e.g. a trained O2 model before adding O4): sets the
+    /// parameters and the EMA, keeps the optimiser's fresh moments.
+    public func load(parameters: [Float]) {
+        state.store.load(parameters)
+        state.ema?.restore(updates: 0, values: parameters)
+    }
+
     /// A parameter store holding the EMA weights (what sampling and evaluation use).
     public func emaStore() -> ParameterStore<Float> {
         let s = ParameterStore<Float>(layout: network.layout)
         s.values.update(from: state.ema!.values, count: s.count)
         return s
     }
+}
+
+/// The shard gradient computer of a configuration: the denoiser objective's, or the
+/// classifier's (SPEC O5). The single-process trainer and every cluster worker build theirs
+/// here, which is what makes them compute the same bits.
+public func makeShardComputer(config: RunConfig, data: TrainingData, store: ParameterStore<Float>) throws -> any ShardGradientComputing {
+    let kind = ObjectiveKind(rawValue: config.objective)!
+    if let objective = kind.make(config) {
+        if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) {
+            throw ConfigurationError(message: "--objective \(kind.rawValue) needs noisy data, but every sample of \(data.summary) is clean (sigma_n = 0); use --objective dsm, or annotate the data")
+        }
+        if kind == .masked && data.masks == nil {
+            throw ConfigurationError(message: "--objective masked needs masks: train on a dataset directory with masks.npy, or --corrupt mask:P / box:S")
+        }
+        return ShardGradientComputer(denoiser: Denoiser(network: config.model.make(), schedule: config.schedule), objective: objective,
+                                     store: store, data: data,
+                                     plan: ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed),
+                                     seed: config.seed)
+    }
+    let classifier = NoiseConditionedClassifier(network: config.model.make(), schedule: config.schedule,
+                                                logUniformTraining: config.classifierSigma == "loguniform")
+    return try ClassifierGradientComputer(classifier: classifier, store: store, data: data, globalBatch: config.batch,
+                                          shards: config.shards, seed: config.seed)
 }

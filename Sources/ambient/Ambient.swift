@@ -21,7 +21,8 @@ struct Ambient: ParsableCommand {
           ambient sample --run runs/fm --count 64 --out samples.npy --png samples.png
           ambient denoise --run runs/fm --input noisy.npy --sigma 0.8 --out clean.npy
         """,
-        subcommands: [Train.self, Sample.self, Denoise.self, Report.self, CoordinatorCommand.self, WorkerCommand.self, Keys.self])
+        subcommands: [Dataset.self, Train.self, Classifier.self, Annotate.self, Sample.self, Denoise.self, Eval.self,
+                      Report.self, CoordinatorCommand.self, WorkerCommand.self, Keys.self])
 }
 
 /// Options every command shares.

@@ -16,9 +16,15 @@ extension Ambient {
             sampler stops there and returns the one-step denoised sample (SPEC, Sampling); --full-range
             integrates down to sigma_min anyway.
 
+            A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask sampler.
+
+            Posterior sampling (the noising attack of paper T, section 3.3): --from X.npy --sigma S starts the sampler
+            at sigma S from each row of X instead of from pure noise.
+
             Examples:
               ambient sample --run runs/fm --count 64 --out samples.npy --png samples.png
               ambient sample --run runs/gmm --count 10000 --steps 40 --out gmm-samples.npy
+              ambient sample --run runs/fm --from noisy.npy --sigma 0.8 --out posterior.npy --png posterior.png
             """)
 
         @Option(name: .customLong("run"), help: "Run directory of a finished training run.")
@@ -39,6 +45,12 @@ extension Ambient {
         @Option(help: "Also write the samples as a PNG grid (image data only).")
         var png: String?
 
+        @Option(help: "Posterior sampling: NPY file of noisy observations to start from (needs --sigma).")
+        var from: String?
+
+        @Option(help: "Noise level of the observations given with --from.")
+        var sigma: Double?
+
         @Flag(name: .customLong("full-range"), help: "Integrate to sigma_min even for a model trained only above b*sigma_n.")
         var fullRange = false
 
@@ -50,6 +62,8 @@ extension Ambient {
         func validate() throws {
             if count < 1 { throw ValidationError("--count must be >= 1") }
             if steps < 2 { throw ValidationError("--steps must be >= 2") }
+            if (from == nil) != (sigma == nil) { throw ValidationError("--from and --sigma go together (posterior sampling)") }
+            if let s = sigma, !(s > 0 && s.isFinite) { throw ValidationError("--sigma must be a positive noise level, got \(s)") }
         }
 
         func run() throws {
@@ -62,8 +76,20 @@ extension Ambient {
                 }
                 let stop = fullRange ? nil : model.trainedFloor
                 let sampler = HeunSampler(steps: steps, stop: stop)
-                let progress = quiet ? nil : ProgressReporter(label: "sample", total: count, unit: "sample")
-                let samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed) { progress?.update($0) }
+                let samples: Tensor<Float>
+                if let from, let sigma {
+                    let x = try NPY.readFloat(from)
+                    let d = model.denoiser.dimension
+                    guard x.rank >= 2, x.rowSize == d else {
+                        throw DataError(message: "\(from) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
+                    }
+                    samples = sampler.posterior(model.denoiser, model.store, observations: x.reshaped([x.rows, d]), sigma: sigma, seed: seed,
+                                                maskKeep: model.samplingMaskKeep)
+                } else {
+                    let progress = quiet ? nil : ProgressReporter(label: "sample", total: count, unit: "sample")
+                    samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed, maskKeep: model.samplingMaskKeep) { progress?.update($0) }
+                }
+                let count = samples.rows
                 let shaped = imageShape.map { samples.reshaped([count] + $0) } ?? samples
                 try NPY.write(shaped, to: out)
                 if let png, let shape = imageShape {
@@ -108,6 +134,9 @@ extension Ambient {
             try reportingErrors {
                 common.configureBLAS()
                 let model = try TrainedModel.load(run: runDirectory)
+                if model.samplingMaskKeep != nil {
+                    throw ConfigurationError(message: "\(runDirectory) was trained on masked data and denoises only with masks; use ambient sample --from X.npy --sigma S (fixed-mask posterior sampling)")
+                }
                 let x = try NPY.readFloat(input)
                 let d = model.denoiser.dimension
                 guard x.rank >= 2, x.rowSize == d else {

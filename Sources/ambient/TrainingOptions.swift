@@ -1,4 +1,5 @@
 import ArgumentParser
+import Datasets
 import Diffusion
 import Foundation
 import TensorCore
@@ -61,6 +62,15 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("log-every"), help: "Write a metrics line every N steps (default 10).")
     var logEvery: Int?
 
+    @Option(name: .customLong("further-delta"), help: "masked (O3): probability that the further mask hides an observed pixel (default 0.1; 0 = no further corruption).")
+    var furtherDelta: Double?
+
+    @Option(name: .customLong("consistency-weight"), help: "consistency (O4): weight lambda_c of the consistency term (default 1).")
+    var consistencyWeight: Double?
+
+    @Option(name: .customLong("split-sigma"), help: "split (O6): the level above which each sample's fixed noisy copy is used.")
+    var splitSigma: Double?
+
     /// The resolved configuration: file (or defaults), then the options given, then the data
     /// dimension from the data itself. Returns the loaded data too (validated).
     func resolve() throws -> (RunConfig, TrainingData) {
@@ -85,6 +95,9 @@ struct TrainingOptions: ParsableArguments {
         if let ema { config.emaDecay = ema }
         if let sMax { config.ambientSMax = sMax }
         if let logEvery { config.logEvery = logEvery }
+        if let furtherDelta { config.furtherDelta = furtherDelta }
+        if let consistencyWeight { config.consistencyWeight = consistencyWeight }
+        if let splitSigma { config.splitSigma = splitSigma }
         let unetChannels = try parseArchitecture()
         if arch == "mlp", case .unet = config.model { config.model = .mlp(MLPConfig(dataDimension: 1)) }
         if width != nil || blocks != nil {
@@ -98,6 +111,11 @@ struct TrainingOptions: ParsableArguments {
         if dataSigma != nil && corrupt != nil {
             throw ConfigurationError(message: "--data-sigma (the data is already noisy) and --corrupt (simulate noise on clean data) exclude each other")
         }
+        // The network's inputs and outputs follow the objective: a mask channel for O3, one
+        // logit for the classifier.
+        let kind = ObjectiveKind(rawValue: config.objective)
+        config.model.conditioningChannels = kind == .masked ? 1 : 0
+        config.model.outputDimension = kind == .classifier ? 1 : nil
         // Validate what does not need the data first, so a bad option fails fast.
         let dimension = config.model.dataDimension
         config.model.dataDimension = max(dimension, 1)
@@ -106,9 +124,15 @@ struct TrainingOptions: ParsableArguments {
         if arch == "unet" {
             config.model = .unet(UNetConfig(dataDimension: trainingData.dimension,
                                             imageChannels: trainingData.imageShape?.first ?? 1,
-                                            channels: unetChannels ?? UNetConfig.defaultChannels))
+                                            conditioningChannels: kind == .masked ? 1 : 0,
+                                            channels: unetChannels ?? UNetConfig.defaultChannels,
+                                            outputDimension: kind == .classifier ? 1 : nil))
         } else {
             config.model.dataDimension = trainingData.dimension
+        }
+        if kind == .masked { config.observedFraction = trainingData.observedFraction }
+        if case .directory = config.data, kind == .ambient {
+            config.samplingFloor = trainingData.samplingFloor(buffer: AmbientScoreMatching.buffer(sMax: config.ambientSMax))
         }
         try config.validate()
         return (config, trainingData)

@@ -120,7 +120,7 @@ struct Step: ParsableCommand {
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
                                shards: shards ?? threads, model: try model(dimension: d))
         let session = try TrainingSession(config: config, data: data, threads: threads)
-        if let workspace { for c in session.computers { c.tapeWorkspaceLimit = workspace } }
+        if let workspace { for c in session.computers { (c as? ShardGradientComputer)?.tapeWorkspaceLimit = workspace } }
         for _ in 0..<warmup { try session.step() }
         var times: [Double] = [], cpu: [Double] = []
         for _ in 0..<steps {
@@ -156,13 +156,13 @@ struct Step: ParsableCommand {
     func printProfile(_ session: TrainingSession, stepSeconds: Double) throws {
         // One thread: all work runs on this thread, and its CPU time is robust to other processes.
         let p = TapeProfile(clock: threads == 1 ? .threadCPU : .wall)
-        session.computer.profile = p
+        (session.computer as? ShardGradientComputer)?.profile = p
         var times: [Double] = []
         for _ in 0..<steps {
             let body = { _ = try? session.step() }
             times.append(threads == 1 ? cpuSeconds(body) : seconds(body))
         }
-        session.computer.profile = nil
+        (session.computer as? ShardGradientComputer)?.profile = nil
         let per = 1e3 / Double(steps)
         print(String(format: "profile over %d steps by %@ (median step %.2f ms with timers, %.2f ms wall without):", steps,
                      threads == 1 ? "thread CPU time" : "wall clock", median(times) * 1e3, stepSeconds * 1e3))

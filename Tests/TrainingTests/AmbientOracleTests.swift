@@ -5,6 +5,19 @@ import TensorCore
 import Testing
 import Training
 
+/// The oracle tests' problem: 20,000 noisy samples of a 4-D, 4-component mixture, MLP 128 x 2.
+func oracleConfig(objective: String, steps: Int, sigmaN: Double, learningRate: Double) -> RunConfig {
+    var spec = GaussianMixtureSpec()
+    spec.dimension = 4
+    spec.components = 4
+    spec.count = 20_000
+    spec.std = 0.25
+    spec.seed = 3
+    return RunConfig(data: .gaussianMixture(spec), corruption: .noise(sigmaN), objective: objective,
+                     steps: steps, batch: 256, seed: 7, learningRate: learningRate, warmupSteps: 100, emaDecay: 0.998,
+                     model: .mlp(MLPConfig(dataDimension: 4, width: 128, blocks: 2, embeddingSize: 32)))
+}
+
 /// Mean over samples of ||a - b||^2 / d.
 func meanSquaredError(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Double {
     zip(a.storage, b.storage).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(a.count)
@@ -17,15 +30,7 @@ func meanSquaredError(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Double {
     static let sigmaN = 0.6
 
     func config(objective: String, steps: Int) -> RunConfig {
-        var spec = GaussianMixtureSpec()
-        spec.dimension = 4
-        spec.components = 4
-        spec.count = 20_000
-        spec.std = 0.25
-        spec.seed = 3
-        return RunConfig(data: .gaussianMixture(spec), corruption: .noise(Self.sigmaN), objective: objective,
-                         steps: steps, batch: 256, seed: 7, learningRate: 2e-3, warmupSteps: 100, emaDecay: 0.998,
-                         model: .mlp(MLPConfig(dataDimension: 4, width: 128, blocks: 2, embeddingSize: 32)))
+        oracleConfig(objective: objective, steps: steps, sigmaN: Self.sigmaN, learningRate: 2e-3)
     }
 
     /// Trains and returns the EMA denoiser.

@@ -1,0 +1,46 @@
+import TensorCore
+
+/// SPEC O6, the memorisation-reducing split (Daras et al. 2025, Algorithm 1) on clean data:
+/// every sample i has one fixed noisy copy `y_i + sigma_n z_i` (z_i keyed by its dataset
+/// index, `RandomPurpose.corruption`, stream 4). For a training sigma below the split the row
+/// is O1 on the clean sample; above it, O2 on the fixed noisy copy.
+///
+/// The switch happens at `b sigma_n` rather than sigma_n: the O2 weight
+/// `sigma^4/(sigma^2 - sigma_n^2)^2` is unbounded as sigma approaches sigma_n, and b (from
+/// s_max, as in O2) caps it at s_max^2. With s_max large, b tends to 1 and this is SPEC's split.
+public struct MemorizationSplit: TrainingObjective {
+    public static let noiseStream = 4
+    public var name: String { "split" }
+    public var sigmaN: Double
+    public var buffer: Double
+
+    public init(sigmaN: Double, buffer: Double = AmbientScoreMatching.buffer(sMax: 4)) {
+        precondition(sigmaN > 0 && buffer >= 1)
+        self.sigmaN = sigmaN
+        self.buffer = buffer
+    }
+
+    public func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>,
+                                batch: ShardBatch<T>) -> ObjectiveResult {
+        guard let indices = batch.sampleIndices else { preconditionFailure("the split objective needs the dataset index of each row") }
+        let (rows, d) = (batch.rows, batch.dimension)
+        let sigma = tape.column(rows: rows) { r in
+            var rng = batch.rng(.trainSigma, row: r)
+            return denoiser.schedule.sampleSigma(&rng)
+        }
+        let base = tape.scratch(rows * d)
+        base.update(from: batch.data, count: rows * d)
+        var levels = [Double](repeating: 0, count: rows)
+        var above = 0
+        for r in 0..<rows where Double(tape.value(sigma)[r]) >= buffer * sigmaN {
+            levels[r] = sigmaN
+            above += 1
+            var rng = CounterRNG(seed: batch.seed, purpose: .corruption, step: Self.noiseStream, sample: indices[r])
+            for j in 0..<d { base[r * d + j] += T(sigmaN * rng.normal()) }
+        }
+        let r = levels.withUnsafeBufferPointer {
+            AmbientScoreMatching.loss(tape, denoiser: denoiser, store: store, batch: batch, base: base, sigmaN: $0.baseAddress!, sigma: sigma)
+        }
+        return ObjectiveResult(loss: r.loss, terms: ["denoising": Double(tape.scalar(r.loss)), "ambient_rows": Double(above) / Double(batch.globalBatch)])
+    }
+}

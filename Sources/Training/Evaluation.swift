@@ -1,0 +1,120 @@
+import Datasets
+import Diffusion
+import Foundation
+import TensorCore
+
+/// What `ambient eval` writes (JSON, snake case): image quality, memorisation and denoising
+/// error, each present when it applies to the run's data (SPEC "Evaluation").
+public struct EvaluationReport: Codable, Sendable {
+    public struct ImageQuality: Codable, Sendable {
+        /// Frechet distance of generated samples to the Fashion-MNIST test set in evaluator features.
+        public var frechetDistance: Double
+        /// The same for as many real training images as samples: the floor at this sample count.
+        public var frechetDistanceOfTrainingImages: Double
+        public var evaluatorPath: String
+        public var evaluatorVersion: Int
+        public var evaluatorTestAccuracy: Double
+        /// Fraction of generated samples the evaluator puts in each class.
+        public var classFractions: [Double]
+        /// Total variation distance of `classFractions` from uniform (0 = balanced).
+        public var classBalanceTotalVariation: Double
+    }
+    public struct Memorization: Codable, Sendable {
+        /// What the samples were compared with.
+        public var reference: String
+        public var fractionAbove_0_95: Double
+        public var fractionAbove_0_90: Double
+        public var meanSimilarity: Double
+        /// Edges of the histogram bins (count + 1 values) and counts.
+        public var histogramEdges: [Double]
+        public var histogramCounts: [Int]
+        /// Fresh test images against the same reference, for calibration (SPEC: about 1% above 0.95
+        /// for the full training set).
+        public var testImagesFractionAbove_0_95: Double?
+        public var testImagesFractionAbove_0_90: Double?
+    }
+    public struct Denoising: Codable, Sendable {
+        public var sigma: Double
+        /// Mean squared error per coordinate of D(x, sigma) against the GMM posterior mean.
+        public var mseToOracle: Double
+        /// The same for the naive solution (what plain DSM on the noisy data would learn), when
+        /// the run's data is noisy.
+        public var naiveMSEToOracle: Double?
+    }
+
+    public var run: String
+    public var objective: String
+    public var samples: Int
+    public var samplerSteps: Int
+    public var samplerStop: Double?
+    public var samplerMaskKeep: Double?
+    public var imageQuality: ImageQuality?
+    public var memorization: Memorization?
+    public var denoising: [Denoising]?
+
+    public init(run: String, objective: String, samples: Int, samplerSteps: Int, samplerStop: Double?, samplerMaskKeep: Double?) {
+        self.run = run
+        self.objective = objective
+        self.samples = samples
+        self.samplerSteps = samplerSteps
+        self.samplerStop = samplerStop
+        self.samplerMaskKeep = samplerMaskKeep
+    }
+
+    public func json() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return Array(try encoder.encode(self)) + [10]
+    }
+}
+
+public enum Evaluation {
+    /// Image quality of 28x28 samples (N, 784) in the evaluator's features.
+    public static func imageQuality(_ samples: Tensor<Float>, evaluator: FashionEvaluator, seed: UInt64) throws -> EvaluationReport.ImageQuality {
+        let test = try FashionMNIST.load(split: .test), train = try FashionMNIST.load(split: .train)
+        let testFeatures = evaluator.features(test.images.reshaped([test.images.rows, 784]))
+        let generated = evaluator.features(samples)
+        var rng = CounterRNG(seed: seed, purpose: .evaluation, step: 1)
+        let realPick = Array(rng.permutation(train.images.rows).prefix(samples.rows))
+        let realFeatures = evaluator.features(train.images.reshaped([train.images.rows, 784]).gather(rows: realPick))
+        let classes = evaluator.classify(samples)
+        var fractions = [Double](repeating: 0, count: 10)
+        for c in classes { fractions[c] += 1 / Double(classes.count) }
+        return .init(frechetDistance: Metrics.frechetDistance(generated, testFeatures),
+                     frechetDistanceOfTrainingImages: Metrics.frechetDistance(realFeatures, testFeatures),
+                     evaluatorPath: evaluator.path, evaluatorVersion: FashionEvaluator.version, evaluatorTestAccuracy: evaluator.testAccuracy,
+                     classFractions: fractions, classBalanceTotalVariation: fractions.reduce(0) { $0 + abs($1 - 0.1) } / 2)
+    }
+
+    /// Nearest-neighbour cosine similarity of samples to `reference` (mean-centred pixel space).
+    public static func memorization(_ samples: Tensor<Float>, reference: Tensor<Float>, referenceName: String,
+                                    testImages: Tensor<Float>?) -> EvaluationReport.Memorization {
+        let s = Metrics.nearestNeighbourCosine(samples, reference: reference)
+        let t = testImages.map { Metrics.nearestNeighbourCosine($0, reference: reference) }
+        func above(_ v: [Double], _ x: Double) -> Double { Double(v.filter { $0 > x }.count) / Double(max(v.count, 1)) }
+        let bins = 20
+        return .init(reference: referenceName, fractionAbove_0_95: above(s, 0.95), fractionAbove_0_90: above(s, 0.9),
+                     meanSimilarity: s.reduce(0, +) / Double(max(s.count, 1)),
+                     histogramEdges: (0...bins).map { Double($0) / Double(bins) },
+                     histogramCounts: Metrics.histogram(s, bins: bins, range: 0...1),
+                     testImagesFractionAbove_0_95: t.map { above($0, 0.95) }, testImagesFractionAbove_0_90: t.map { above($0, 0.9) })
+    }
+
+    /// MSE of the model's D against the mixture's posterior mean on fresh points at each sigma.
+    public static func denoising(_ model: TrainedModel, mixture: GaussianMixture, sigmas: [Double], dataSigma: Double,
+                                 count: Int = 4000) -> [EvaluationReport.Denoising] {
+        sigmas.map { sigma in
+            let clean = mixture.sample(indices: 2_000_000..<(2_000_000 + count), seed: 77).x
+            let x = GaussianCorruption.apply(clean, sigma: sigma, seed: 78)
+            let truth = mixture.posteriorMean(x, sigma: sigma)
+            let d = model.denoise(x, sigma: sigma)
+            func mse(_ a: Tensor<Float>) -> Double {
+                zip(a.storage, truth.storage).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(a.count)
+            }
+            let naive = dataSigma > 0 ? mse(mixture.posteriorMean(x, sigma: sigma, extraVariance: dataSigma * dataSigma)) : nil
+            return .init(sigma: sigma, mseToOracle: mse(d), naiveMSEToOracle: naive)
+        }
+    }
+}
