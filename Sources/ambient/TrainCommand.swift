@@ -59,6 +59,9 @@ extension Ambient {
 
         @OptionGroup var cluster: ClusterCommandOptions
 
+        @Option(name: .customLong("time-limit"), help: "Stop after this many seconds of training and write the final weights (single process; for equal wall-clock comparisons; the step count then depends on the machine).")
+        var timeLimit: Double?
+
         @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration (JSON) and exit.")
         var dryRun = false
 
@@ -70,6 +73,8 @@ extension Ambient {
         func validate() throws {
             if workers < 0 { throw ValidationError("--workers must be >= 0") }
             if out == nil && !dryRun { throw ValidationError("--out RUNDIR is required") }
+            if let t = timeLimit, !(t > 0) { throw ValidationError("--time-limit must be > 0 seconds") }
+            if timeLimit != nil && workers > 0 { throw ValidationError("--time-limit applies to single-process training (no --workers)") }
         }
 
         func run() throws {
@@ -92,6 +97,7 @@ extension Ambient {
                     trainer.checkpointEvery = cluster.checkpointEvery
                     trainer.keepCheckpoints = cluster.keep
                     trainer.stop = stop
+                    trainer.timeLimit = timeLimit
                     try trainer.run(data: data)
                 } else {
                     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
