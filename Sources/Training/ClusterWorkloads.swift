@@ -5,10 +5,15 @@ import Logging
 import TensorCore
 import Wire
 
-/// What a welcome carries for workers to build: the resolved run configuration.
+/// What a welcome carries for workers to build: a training run's resolved configuration, or
+/// an annotation job.
 struct WorkloadSpec: Codable {
     var formatVersion = 1
-    var config: RunConfig
+    var config: RunConfig?
+    var annotation: AnnotationSpec?
+
+    init(config: RunConfig) { self.config = config }
+    init(annotation: AnnotationSpec) { self.annotation = annotation }
 }
 
 extension TrainingData {
@@ -46,7 +51,8 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         datasetHash = data.contentHash
     }
 
-    /// Builds the workload a welcome describes: decodes the config and loads the data locally.
+    /// Builds the workload a welcome describes (a training run or an annotation job), loading
+    /// the data locally.
     public static func factory(logger: Logger) -> Worker.Factory {
         { welcome in
             let spec: WorkloadSpec
@@ -56,9 +62,14 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
                 throw TrainingError("the coordinator's run configuration is unreadable by this build: \(error)")
             }
             guard spec.formatVersion == 1 else { throw TrainingError("workload format \(spec.formatVersion) is newer than this build") }
-            logger.info("loading data", metadata: ["data": "\(spec.config.data)"])
-            let data = try TrainingData.load(spec.config)
-            return try DenoiserWorkerWorkload(config: spec.config, data: data)
+            if let job = spec.annotation {
+                logger.info("annotation job", metadata: ["dataset": "\(job.dataset)"])
+                return try AnnotationWorkerWorkload(spec: job)
+            }
+            guard let config = spec.config else { throw TrainingError("the coordinator sent an empty workload") }
+            logger.info("loading data", metadata: ["data": "\(config.data)"])
+            let data = try TrainingData.load(config)
+            return try DenoiserWorkerWorkload(config: config, data: data)
         }
     }
 

@@ -66,17 +66,9 @@ extension Ambient {
                 BLAS.setThreads(1)
                 let (config, data) = try training.resolve()
                 let logger = common.makeLogger("ambient.coordinator")
-                let security: TransportSecurity = plaintext ? .plaintext
-                    : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
                 let n = config.model.make().layout.count
-                let limits = ClusterTraining.limits(parameters: n)
-                let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
-                                              options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
-                    if !event.accepted {
-                        logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)", "reason": "public key not on the allow-list"])
-                    }
-                }
-                logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
+                let server = try makeCoordinatorServer(bind: bind, key: key, allow: allow, plaintext: plaintext,
+                                                       limits: ClusterTraining.limits(parameters: n), logger: logger)
                 defer { server.close() }
                 let stop = StopSignal()
                 stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
@@ -187,4 +179,21 @@ extension Ambient {
             }
         }
     }
+}
+
+/// The coordinator's ZeroMQ server: CURVE with the allow-list (rejected connections logged),
+/// or plaintext on loopback.
+func makeCoordinatorServer(bind: String, key: String?, allow: String?, plaintext: Bool, limits: WireLimits,
+                           logger: Logger) throws -> ZeroMQServer {
+    let security: TransportSecurity = plaintext ? .plaintext
+        : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
+    let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
+                                  options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
+        if !event.accepted {
+            logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)",
+                                                             "reason": "public key not on the allow-list"])
+        }
+    }
+    logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
+    return server
 }
