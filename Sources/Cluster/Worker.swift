@@ -415,8 +415,21 @@ public final class Worker: @unchecked Sendable {
         }
         let offsets = welcome.chunkOffsets
         let chunks = offsets.indices.map { i in offsets[i]..<(i + 1 < offsets.count ? offsets[i + 1] : workload.parameterCount) }
-        let buffer = workload.gradientBuffer
-        for k in shards {
+        let t = max(1, workload.parallelism)
+        // Up to t shards at once, one per compute slot; each slot streams its own chunks.
+        for first in stride(from: 0, to: shards.count, by: t) {
+            let round = Array(shards[first..<min(first + t, shards.count)])
+            Parallel.forEach(round.count) { slot in
+                computeAndSend(step: step, shard: round[slot], slot: slot, version: version, chunks: chunks,
+                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader)
+            }
+        }
+    }
+
+    private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
+                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
+        let buffer = workload.gradientBuffer(slot: slot)
+        do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
             func send(_ c: Int, meta: GradientMeta?) {
@@ -430,7 +443,7 @@ public final class Worker: @unchecked Sendable {
                 post(.send(m.frames()))
             }
             var held: Int?
-            let meta = workload.computeShard(step: step, shard: k, chunks: chunks) { c in
+            let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
                 if let previous = held { send(previous, meta: nil) }
                 held = c
             }

@@ -156,10 +156,11 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, @unchecked Sendable
     let corrupted: [Int]
     let classifier: NoiseConditionedClassifier
     let classifierStore: ParameterStore<Float>
-    var buffer: [Float]
+    /// One result buffer per compute slot.
+    var buffers: [[Float]]
     public let datasetHash: String
 
-    public init(spec: AnnotationSpec) throws {
+    public init(spec: AnnotationSpec, threads: Int = 1) throws {
         self.spec = spec
         contents = try DatasetDirectory(path: spec.dataset).read()
         let network = spec.classifierConfig.model.make()
@@ -168,7 +169,7 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, @unchecked Sendable
         let clean = contents.clean ?? [Bool](repeating: false, count: contents.count)
         corrupted = (0..<contents.count).filter { !clean[$0] }
         state = AnnotationState(weights: [Float](repeating: 0, count: network.layout.count), samples: contents.count)
-        buffer = [Float](repeating: 0, count: state.count)
+        buffers = [[Float]](repeating: [Float](repeating: 0, count: state.count), count: max(1, threads))
         datasetHash = Self.hash(contents)
     }
 
@@ -191,18 +192,21 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, @unchecked Sendable
         try state.restore(replica)
         state.values.withUnsafeBufferPointer { classifierStore.values.update(from: $0.baseAddress!, count: classifierStore.count) }
     }
-    public var gradientBuffer: UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
+    public var parallelism: Int { buffers.count }
+    public func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { buffers[slot].withUnsafeBufferPointer { $0 } }
 
-    public func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
+    public func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
         let start = DispatchTime.now().uptimeNanoseconds
-        buffer.withUnsafeMutableBufferPointer { zeroFill($0.baseAddress!, $0.count) }
+        buffers[slot].withUnsafeMutableBufferPointer { zeroFill($0.baseAddress!, $0.count) }
         let share = Array(annotationShare(corrupted, shard: shard, of: spec.shards))
         if !share.isEmpty {
             let d = contents.samples.rowSize
             let values = spec.annotator(sigmaMax: contents.manifest.sigmaMax)
                 .annotate(classifier, classifierStore, samples: contents.samples.reshaped([contents.count, d]).gather(rows: share),
                           indices: share, seed: spec.seed)
-            for (i, v) in zip(share, values) { buffer[state.weights + i] = Float(v) }
+            buffers[slot].withUnsafeMutableBufferPointer { b in
+                for (i, v) in zip(share, values) { b[state.weights + i] = Float(v) }
+            }
         }
         for c in chunks.indices.reversed() { onChunkReady(c) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -244,8 +248,8 @@ extension AnnotationSpec {
         try worker.restore(replica: coordinator.replicaSnapshot())
         let chunks = coordinator.chunkRanges
         for k in 0..<shards {
-            _ = worker.computeShard(step: 0, shard: k, chunks: chunks) { _ in }
-            coordinator.apply(gradient: worker.gradientBuffer.baseAddress!, range: 0..<coordinator.parameterCount)
+            _ = worker.computeShard(step: 0, shard: k, slot: 0, chunks: chunks) { _ in }
+            coordinator.apply(gradient: worker.gradientBuffer(slot: 0).baseAddress!, range: 0..<coordinator.parameterCount)
             progress?.update(k + 1)
         }
         coordinator.finishStep()

@@ -141,8 +141,9 @@ extension Ambient {
                 defer { client.close() }
                 var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
                 options.maxReconnectTime = maxReconnect
-                let worker = Worker(transport: client, options: options, threads: BLAS.threads, logger: logger,
-                                    factory: DenoiserWorkerWorkload.factory(logger: logger))
+                let threads = common.threads ?? environmentThreads() ?? 1
+                let worker = Worker(transport: client, options: options, threads: threads, logger: logger,
+                                    factory: DenoiserWorkerWorkload.factory(logger: logger, threads: threads))
                 switch try worker.run() {
                 case .finished: return
                 case let .stopped(reason): throw ClusterError("the run stopped: \(reason)")

@@ -122,11 +122,12 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         state.finishStep()
         if state.version == corruptAtVersion { state.p[7] = Float(bitPattern: state.p[7].bitPattern ^ 1) }
     }
-    var gradientBuffer: UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
+    var parallelism: Int { 1 }
+    func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
-    func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
+    func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
         if delay > 0 { usleep(UInt32(delay * 1e6)) }
         state.gradient(step: step, shard: shard, shards: shards, into: &buffer)
         if poison(step, shard) { buffer[buffer.count / 2] = .nan }

@@ -14,7 +14,7 @@ func quietLogger(_ label: String) -> Logger {
 }
 
 /// Starts `count` in-process workers; returns a function that waits for them (bounded).
-func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
+func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w", threads: Int = 1,
                   limits: WireLimits) -> () -> [Result<WorkerExit, any Error>] {
     let group = DispatchGroup()
     let lock = NSLock()
@@ -26,8 +26,8 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
             let client = network.connect(identity: "\(prefix)\(i)/1")
             var options = WorkerOptions(name: "\(prefix)\(i)", incarnation: UInt64(i + 1), limits: limits)
             options.maxReconnectTime = 20
-            let worker = Worker(transport: client, options: options, threads: 1, logger: quietLogger("w"),
-                                factory: DenoiserWorkerWorkload.factory(logger: quietLogger("w")))
+            let worker = Worker(transport: client, options: options, threads: threads, logger: quietLogger("w"),
+                                factory: DenoiserWorkerWorkload.factory(logger: quietLogger("w"), threads: threads))
             let r = Result { try worker.run() }
             client.close()
             lock.lock(); results.append(r); lock.unlock()
@@ -48,7 +48,7 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
         return (s.state.store.snapshot(), s.state.ema!.snapshot())
     }
 
-    func distributed(_ config: RunConfig, workers: Int, checkpointEvery: Int = 0) throws -> (params: [Float], ema: [Float], stats: CoordinatorStats) {
+    func distributed(_ config: RunConfig, workers: Int, threads: Int = 1, checkpointEvery: Int = 0) throws -> (params: [Float], ema: [Float], stats: CoordinatorStats) {
         let network = InMemoryNetwork()
         let data = try TrainingData.load(config)
         let dir = temporaryDirectory("cluster")
@@ -60,7 +60,7 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
         options.codec = "lz4"
         options.noWorkerTimeout = 30
         let limits = ClusterTraining.limits(parameters: 100_000)
-        let wait = startWorkers(network, count: workers, limits: limits)
+        let wait = startWorkers(network, count: workers, threads: threads, limits: limits)
         nonisolated(unsafe) var coordinator: Coordinator?
         let workload = try ClusterTraining.coordinate(config: config, data: data, runPath: dir, transport: network.server(),
                                                       options: options, logger: quietLogger("c")) { coordinator = $0 }
@@ -80,10 +80,10 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w",
             #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(t) threads: parameters differ")
             #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(t) threads: EMA differs")
         }
-        for w in [1, 2, 3] {
-            let (p, e, stats) = try distributed(config, workers: w)
-            #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(w) workers: parameters differ")
-            #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers: EMA differs")
+        for (w, threads) in [(1, 1), (2, 1), (3, 1), (1, 3), (2, 2)] {
+            let (p, e, stats) = try distributed(config, workers: w, threads: threads)
+            #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(w) workers x \(threads) threads: parameters differ")
+            #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers x \(threads) threads: EMA differs")
             #expect(stats.stepsCompleted == 12)
         }
     }
