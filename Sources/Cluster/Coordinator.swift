@@ -178,7 +178,15 @@ public final class Coordinator: @unchecked Sendable {
         self.incarnation = incarnation
         self.logger = logger
         self.clock = clock
-        self.codec = try CodecRegistry.codec(named: options.codec)
+        // The update is a sum of S shard gradients. With top-k on the uplink (fraction f) it has
+        // at most S k non-zeros, so top-k with fraction min(1, S f) carries it exactly; other
+        // codecs are used as they are (the coordinator applies what the workers decode).
+        let uplink = try CodecRegistry.codec(named: options.codec)
+        if let topk = uplink as? TopKCodec {
+            self.codec = TopKCodec(fraction: min(1, topk.fraction * Double(workload.shardCount)))
+        } else {
+            self.codec = uplink
+        }
         sum = .allocate(capacity: max(workload.parameterCount, 1))
         scratch = .allocate(capacity: max(workload.parameterCount, 1))
         let ranges = workload.chunkRanges
@@ -449,7 +457,9 @@ public final class Coordinator: @unchecked Sendable {
                              counters: snapshot.counters, parameterChecksum: workload.parameterChecksum)
         guard let metaBytes = try? Message.jsonPayload(meta, maxBytes: options.limits.maxJSONBytes) else { return false }
         let m = flat.withUnsafeBufferPointer {
-            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0, codec: codec, meta: metaBytes)
+            // Always lossless: a replica must start bitwise equal to the coordinator's state.
+            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0,
+                    codec: LZ4Codec(), meta: metaBytes)
         }
         if !send(m, to: record) {
             drop(record, reason: "unreachable while sending parameters")
