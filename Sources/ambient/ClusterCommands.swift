@@ -70,14 +70,19 @@ extension Ambient {
                     : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
                 let n = config.model.make().layout.count
                 let limits = ClusterTraining.limits(parameters: n)
-                let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
+                let context = ZMQContext()
+                let server = try ZeroMQServer(context: context, bind: bind, security: security,
                                               options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
                     if !event.accepted {
                         logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)", "reason": "public key not on the allow-list"])
                     }
                 }
                 logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
-                defer { server.close() }
+                // Deliver the last messages (shutdown) before the process exits: at most 2 s.
+                defer {
+                    server.close(flushingFor: 2)
+                    context.terminate()
+                }
                 let stop = StopSignal()
                 stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
