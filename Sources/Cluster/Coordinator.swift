@@ -26,6 +26,8 @@ public struct CoordinatorOptions: Sendable {
     public var checkpointEvery: Int = 0
     /// A shard whose gradient is rejected (non-finite) this many times stops the run.
     public var maxShardAttempts: Int = 3
+    /// After the shutdown messages, wait at most this long for the workers to leave.
+    public var shutdownGrace: Double = 3
     public var limits: WireLimits
 
     public init(runID: UInt64, limits: WireLimits) {
@@ -683,6 +685,26 @@ public final class Coordinator: @unchecked Sendable {
     private func shutdownWorkers(reason: String, success: Bool) {
         for w in workers.values {
             sendControl(.shutdown, ShutdownBody(reason: reason, success: success), to: w.peer, label: w.label)
+        }
+        awaitDepartures()
+    }
+
+    /// Keeps the connections open after the shutdown until every worker has gone quiet (a worker
+    /// exits as soon as it reads the shutdown; a live one sends a heartbeat every interval) or
+    /// `shutdownGrace` has passed. A coordinator that closed right after sending lost the
+    /// message now and then: the bytes reached the worker's socket, the connection closed
+    /// 1-2 ms later, and the worker never saw them (packet capture, ~1 run in 6 on a loaded
+    /// machine), so it waited for a coordinator that was gone: 15 s of silence, registration
+    /// attempts for --max-reconnect seconds, exit 1. Letting the workers close first fixes it.
+    private func awaitDepartures() {
+        let start = clock.now()
+        let quiet = 1.5 * options.heartbeatInterval
+        var lastHeard = Dictionary(uniqueKeysWithValues: workers.keys.map { ($0, start) })
+        while !lastHeard.isEmpty && clock.now() - start < options.shutdownGrace {
+            let received = try? transport.receive(timeout: min(0.05, quiet / 2))
+            let now = clock.now()
+            if let (peer, _) = received ?? nil, lastHeard[peer] != nil { lastHeard[peer] = now }
+            lastHeard = lastHeard.filter { now - $0.value < quiet }
         }
     }
 }
