@@ -113,6 +113,8 @@ public final class Coordinator: @unchecked Sendable {
         var buffered: [[Float]?]
         var nextToReduce = 0
         var attempts: [Int]
+        /// When each shard was last assigned (for its turnaround time).
+        var assignedAt: [Double]
         var loss = 0.0
         var terms: [String: Double] = [:]
         var computeSeconds = 0.0
@@ -141,6 +143,8 @@ public final class Coordinator: @unchecked Sendable {
     private let sum: UnsafeMutablePointer<Float>
     private let scratch: UnsafeMutablePointer<Float>
     private var shardTimes: [Double] = []
+    /// The step this coordinator started (or resumed) at.
+    private var firstStep = 0
     private var lastWorkerSeenAt: Double
     private var fatal: ClusterError?
     private var statsLock = NSLock()
@@ -213,6 +217,7 @@ public final class Coordinator: @unchecked Sendable {
                                                  "incarnation": "\(incarnation)"])
             event(.restore, "resumed from \(found.path) at step \(workload.version)")
         }
+        firstStep = workload.version
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
         var nextHeartbeat = clock.now()
         while workload.version < workload.totalSteps {
@@ -431,7 +436,7 @@ public final class Coordinator: @unchecked Sendable {
         let n = workload.shardCount
         current = StepState(step: s, startedAt: now, deadline: now + options.initialStepDeadline,
                             owner: [PeerID?](repeating: nil, count: n), buffered: [[Float]?](repeating: nil, count: n),
-                            attempts: [Int](repeating: 0, count: n))
+                            attempts: [Int](repeating: 0, count: n), assignedAt: [Double](repeating: now, count: n))
         var plan: [PeerID: [Int]] = [:]
         for k in 0..<n {
             let w = live[k % live.count]
@@ -446,7 +451,11 @@ public final class Coordinator: @unchecked Sendable {
 
     private func assign(_ shards: [Int], to record: WorkerRecord) {
         guard var state = current else { return }
-        for k in shards { state.owner[k] = record.peer }
+        let now = clock.now()
+        for k in shards {
+            state.owner[k] = record.peer
+            state.assignedAt[k] = now
+        }
         current = state
         record.pending.formUnion(shards)
         let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version)
@@ -553,7 +562,15 @@ public final class Coordinator: @unchecked Sendable {
             state.loss += meta.loss
             for (key, v) in meta.terms { state.terms[key, default: 0] += v }
             state.computeSeconds += meta.computeSeconds
-            shardTimes.append(meta.computeSeconds)
+        }
+        // The deadline is derived from shard turnaround (assignment to gradient), not compute
+        // time alone: a worker first applies the previous step's update, and that share grows
+        // with the model and the load. With compute time only, healthy workers of an
+        // 8.5M-parameter model on a loaded machine missed 3 s deadlines step after step, were
+        // all dropped and re-synced, and the run stalled (cluster/compose.yaml's defaults). The
+        // first step of this coordinator is not sampled: no worker applied an update before it.
+        if state.step > firstStep {
+            shardTimes.append(max(meta?.computeSeconds ?? 0, clock.now() - state.assignedAt[k]))
             if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
         }
         // Reduce in shard order: add every shard whose predecessors are in.

@@ -71,6 +71,29 @@ import Wire
         #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
     }
 
+    /// Workers that compute fast but take a while to apply each update (large models, loaded
+    /// machines) are healthy: the step deadline comes from the shards' turnaround, not their
+    /// compute time alone. With compute time (reported as 0 here) every step's deadline was the
+    /// 0.2 s minimum and both workers were dropped again and again (found with compose).
+    @Test func slowUpdatesDoNotLookLikeHungWorkers() throws {
+        let steps = 8, shards = 4
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let threads = (0..<2).map { WorkerThread(transport: net.connect(identity: "w\($0)/1"), name: "w\($0)", n: n, shards: shards,
+                                                   applyDelay: 0.3) }
+        var options = coordinatorOptions(minWorkers: 2)
+        options.minimumDeadline = 0.2
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        let lock = NSLock()
+        nonisolated(unsafe) var drops: [String] = []
+        c.onEvent = { e in if e.kind == .drop { lock.lock(); drops.append("step \(e.step): \(e.detail)"); lock.unlock() } }
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(c.stats.drops == 0, "healthy workers dropped: \(drops)")
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
     /// A worker that sends NaN for some shards: the gradient is rejected, counted, the shard is
     /// recomputed by another worker, and the result is still exact.
     @Test func nonFiniteGradientIsRejectedAndRecomputed() throws {

@@ -90,20 +90,26 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     var buffer: [Float]
     let poison: @Sendable (Int, Int) -> Bool
     let delay: Double
+    let applyDelay: Double
 
-    init(n: Int, shards: Int, delay: Double = 0, poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
+    init(n: Int, shards: Int, delay: Double = 0, applyDelay: Double = 0,
+         poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         state = ToyState(n: n)
         self.shards = shards
         buffer = [Float](repeating: 0, count: n)
         self.poison = poison
         self.delay = delay
+        self.applyDelay = applyDelay
     }
 
     var datasetHash: String { "toy-data" }
     var parameterCount: Int { state.n }
     var parameters: UnsafePointer<Float> { state.parameters }
     var version: Int { state.version }
-    func apply(gradient: UnsafePointer<Float>) { state.apply(gradient: gradient) }
+    func apply(gradient: UnsafePointer<Float>) {
+        if applyDelay > 0 { usleep(UInt32(applyDelay * 1e6)) }
+        state.apply(gradient: gradient)
+    }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
@@ -138,7 +144,8 @@ final class WorkerThread: @unchecked Sendable {
     private(set) var result: Result<WorkerExit, any Error>?
 
     init(transport: any ClientTransport, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
-         maxReconnect: Double = 10, delay: Double = 0, poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
+         maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0,
+         poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         group.enter()
         let t = Thread { [self] in
             defer { group.leave() }
@@ -146,7 +153,7 @@ final class WorkerThread: @unchecked Sendable {
             o.maxReconnectTime = maxReconnect
             o.coordinatorTimeout = 3
             let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger()) { _ in
-                ToyWorkerWorkload(n: n, shards: shards, delay: delay, poison: poison)
+                ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, poison: poison)
             }
             result = Result { try w.run() }
             transport.close()
