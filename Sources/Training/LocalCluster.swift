@@ -53,10 +53,14 @@ public struct LocalCluster {
         let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
         try coordinatorKeys.write(directory: keyDir, name: "coordinator")
         try workerKeys.write(directory: keyDir, name: "worker")
-        let server = try ZeroMQServer(context: ZMQContext(), bind: "tcp://127.0.0.1:*",
+        let context = ZMQContext()
+        let server = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*",
                                       security: .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
-        defer { server.close() }
+        defer {
+            server.close(flushingFor: 2)
+            context.terminate()
+        }
         // One BLAS thread per worker: the bits of a gradient must not depend on the thread count.
         let threads = 1
         BLAS.setThreads(1)

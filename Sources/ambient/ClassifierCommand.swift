@@ -124,9 +124,13 @@ extension Ambient {
                     if let bind {
                         let logger = common.makeLogger("ambient.annotate")
                         let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)
-                        let server = try makeCoordinatorServer(bind: bind, key: key, allow: allow, plaintext: plaintext,
+                        let context = ZMQContext()
+                        let server = try makeCoordinatorServer(context: context, bind: bind, key: key, allow: allow, plaintext: plaintext,
                                                                limits: ClusterTraining.limits(parameters: probe.parameterCount), logger: logger)
-                        defer { server.close() }
+                        defer {
+                            server.close(flushingFor: 2)
+                            context.terminate()
+                        }
                         var options = ClusterTraining.Options()
                         options.showProgress = !quiet
                         annotations = try ClusterTraining.annotate(spec: spec, transport: server, options: options, logger: logger)

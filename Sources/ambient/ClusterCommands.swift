@@ -67,9 +67,14 @@ extension Ambient {
                 let (config, data) = try training.resolve()
                 let logger = common.makeLogger("ambient.coordinator")
                 let n = config.model.make().layout.count
-                let server = try makeCoordinatorServer(bind: bind, key: key, allow: allow, plaintext: plaintext,
+                let context = ZMQContext()
+                let server = try makeCoordinatorServer(context: context, bind: bind, key: key, allow: allow, plaintext: plaintext,
                                                        limits: ClusterTraining.limits(parameters: n), logger: logger)
-                defer { server.close() }
+                // Deliver the last messages (shutdown) before the process exits: at most 2 s.
+                defer {
+                    server.close(flushingFor: 2)
+                    context.terminate()
+                }
                 let stop = StopSignal()
                 stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
@@ -184,11 +189,11 @@ extension Ambient {
 
 /// The coordinator's ZeroMQ server: CURVE with the allow-list (rejected connections logged),
 /// or plaintext on loopback.
-func makeCoordinatorServer(bind: String, key: String?, allow: String?, plaintext: Bool, limits: WireLimits,
+func makeCoordinatorServer(context: ZMQContext, bind: String, key: String?, allow: String?, plaintext: Bool, limits: WireLimits,
                            logger: Logger) throws -> ZeroMQServer {
     let security: TransportSecurity = plaintext ? .plaintext
         : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
-    let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
+    let server = try ZeroMQServer(context: context, bind: bind, security: security,
                                   options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
         if !event.accepted {
             logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)",
