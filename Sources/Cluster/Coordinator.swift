@@ -52,6 +52,8 @@ public struct ClusterEvent: Sendable, Codable {
 public struct CoordinatorStats: Sendable {
     public var framesRejected: [String: Int] = [:]
     public var staleMessages = 0
+    /// Sends that met a full queue and waited in a worker's backlog.
+    public var backpressure = 0
     public var duplicateGradients = 0
     public var nonFiniteGradients = 0
     public var unknownPeers = 0
@@ -97,6 +99,10 @@ public final class Coordinator: @unchecked Sendable {
         var lastSeen: Double
         /// Shards of the current step this worker still owes.
         var pending: Set<Int> = []
+        /// Messages its socket would not take yet (high-water mark), oldest first, and since
+        /// when the oldest has waited. They go out in order before anything newer.
+        var backlog: [[[UInt8]]] = []
+        var backlogSince: Double = 0
         init(peer: PeerID, id: UInt32, name: String, incarnation: UInt64, now: Double) {
             self.peer = peer
             self.id = id
@@ -283,6 +289,7 @@ public final class Coordinator: @unchecked Sendable {
             }
             if let (peer, frames) = received { handle(peer, frames) }
             let now = clock.now()
+            flushBacklogs(now)
             if now >= nextHeartbeat {
                 sendHeartbeats()
                 nextHeartbeat = now + options.heartbeatInterval
@@ -318,14 +325,59 @@ public final class Coordinator: @unchecked Sendable {
         send(message, to: record.peer, label: record.label)
     }
 
+    /// Sends or, when the worker's queue is full, keeps the message in its backlog (a worker
+    /// that is slow to read is not a dead one). False only when the peer is gone.
     @discardableResult
     private func send(_ message: Message, to peer: PeerID, label: String) -> Bool {
+        let record = workers[peer]
+        if let record, !record.backlog.isEmpty {
+            record.backlog.append(message.frames())
+            return true
+        }
         do {
             try transport.send(message.frames(), to: peer)
+            return true
+        } catch .full {
+            guard let record else { return true }   // a reply to an unknown peer: not worth keeping
+            record.backlog.append(message.frames())
+            record.backlogSince = clock.now()
+            count { $0.backpressure += 1 }
             return true
         } catch {
             logger.debug("send failed", metadata: ["worker": "\(label)", "type": "\(message.header.type)", "error": "\(error)"])
             return false
+        }
+    }
+
+    /// Sends what the workers' sockets would not take before. A worker whose backlog has not
+    /// moved for the heartbeat timeout is not reading: it is dropped.
+    private func flushBacklogs(_ now: Double) {
+        for w in workers.values where !w.backlog.isEmpty {
+            var sent = 0
+            var gone = false
+            for frames in w.backlog {
+                do {
+                    try transport.send(frames, to: w.peer)
+                    sent += 1
+                } catch .full {
+                    break
+                } catch {
+                    gone = true
+                    break
+                }
+            }
+            if sent > 0 {
+                w.backlog.removeFirst(sent)
+                w.backlogSince = now
+            }
+            if gone {
+                w.backlog = []
+                drop(w, reason: "unreachable while sending queued messages")
+            } else if !w.backlog.isEmpty && now - w.backlogSince > options.heartbeatTimeout {
+                let n = w.backlog.count
+                w.backlog = []
+                drop(w, reason: String(format: "not reading: %d messages queued for %.1f s", n, now - w.backlogSince))
+            }
         }
     }
 
@@ -356,6 +408,16 @@ public final class Coordinator: @unchecked Sendable {
         if let record = workers[peer] {
             record.lastSeen = clock.now()
             lastWorkerSeenAt = record.lastSeen
+        }
+        // Gradients and reports answer an assignment of an earlier coordinator incarnation: they
+        // were computed (or queued in the socket) before this coordinator started. Answering them
+        // with "register again" would reset a worker that has already joined this incarnation,
+        // so they are dropped without a reply.
+        if (h.type == .gradient || h.type == .checksumReport) && h.coordinatorIncarnation != incarnation {
+            count { $0.staleMessages += 1 }
+            logger.debug("dropped a message for an earlier coordinator incarnation", metadata: [
+                "peer": "\(peer)", "type": "\(h.type)", "incarnation": "\(h.coordinatorIncarnation)", "step": "\(h.step)"])
+            return
         }
         switch h.type {
         case .hello:
@@ -420,7 +482,20 @@ public final class Coordinator: @unchecked Sendable {
         lastWorkerSeenAt = now
         switch body.phase {
         case .probe:
-            if record.joined { return }   // a duplicate probe while joined: ignore
+            if record.joined {
+                // Messages on one connection arrive in order, so a probe behind the join was sent
+                // after it: the worker has reset its registration (it saw a reject or a long
+                // silence) and will not compute what it holds. Take its shards back and welcome
+                // it again; it receives full parameters when it joins.
+                record.joined = false
+                generation &+= 1
+                logger.notice("joined worker registers again", metadata: [
+                    "worker": "\(record.label)", "step": "\(current?.step ?? workload.version)"])
+                event(.reject, worker: record.label, "registered again while joined")
+                let owed = record.pending.sorted()
+                record.pending = []
+                if !owed.isEmpty { reassign(owed, reason: "\(record.label) registers again") }
+            }
             let welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
                                       datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
                                       heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout,
@@ -811,6 +886,7 @@ public final class Coordinator: @unchecked Sendable {
         while !lastHeard.isEmpty && clock.now() - start < options.shutdownGrace {
             let received = try? transport.receive(timeout: min(0.05, quiet / 2))
             let now = clock.now()
+            flushBacklogs(now)
             if let (peer, _) = received ?? nil, lastHeard[peer] != nil { lastHeard[peer] = now }
             lastHeard = lastHeard.filter { now - $0.value < quiet }
         }

@@ -11,8 +11,13 @@ public final class InMemoryNetwork: @unchecked Sendable {
     private var serverClosed = false
     /// Messages a client may have queued before sends to it fail (a ZeroMQ high-water mark).
     public let queueLimit: Int
+    /// Messages from one client the server may have queued before that client's sends fail.
+    public let uplinkLimit: Int
 
-    public init(queueLimit: Int = 64) { self.queueLimit = queueLimit }
+    public init(queueLimit: Int = 64, uplinkLimit: Int = .max) {
+        self.queueLimit = queueLimit
+        self.uplinkLimit = uplinkLimit
+    }
 
     public func server() -> InMemoryServer { InMemoryServer(network: self) }
 
@@ -50,7 +55,7 @@ public final class InMemoryNetwork: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard connected.contains(peer), clientInboxes[peer] != nil else { throw .unreachable(peer: peer.description) }
-        guard clientInboxes[peer]!.count < queueLimit else { throw .unreachable(peer: peer.description) }
+        guard clientInboxes[peer]!.count < queueLimit else { throw .full(peer: peer.description) }
         clientInboxes[peer]!.append(frames)
         lock.broadcast()
     }
@@ -72,6 +77,7 @@ public final class InMemoryNetwork: @unchecked Sendable {
         defer { lock.unlock() }
         guard connected.contains(peer) else { throw .closed }
         guard !serverClosed else { return }   // like a TCP peer whose server is down: dropped
+        if uplinkLimit != .max && serverInbox.lazy.filter({ $0.0 == peer }).count >= uplinkLimit { throw .full(peer: "server") }
         serverInbox.append((peer, frames))
         lock.broadcast()
     }

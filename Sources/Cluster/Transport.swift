@@ -11,15 +11,19 @@ public struct PeerID: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A transport failure. `unreachable` means the peer is gone (ZMQ_ROUTER_MANDATORY's
-/// EHOSTUNREACH, or a full queue): the coordinator treats it as a dead worker.
+/// EHOSTUNREACH): the coordinator treats it as a dead worker. `full` means the peer's queue is
+/// at its high-water mark (EAGAIN): the peer is alive but not keeping up, so the sender keeps
+/// the message and tries again later instead of losing it.
 public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable {
     case unreachable(peer: String)
+    case full(peer: String)
     case closed
     case failed(String)
 
     public var description: String {
         switch self {
         case let .unreachable(peer): return "peer \(peer) is unreachable"
+        case let .full(peer): return "the queue to \(peer) is full"
         case .closed: return "transport closed"
         case let .failed(s): return s
         }
@@ -30,7 +34,8 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
 public protocol ServerTransport: AnyObject {
     /// The next message and its sender, waiting at most `timeout` seconds (nil on timeout).
     func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])?
-    /// Sends without blocking; throws `.unreachable` if the peer is gone or cannot take more.
+    /// Sends without blocking; throws `.unreachable` if the peer is gone, `.full` if it cannot
+    /// take more now.
     func send(_ frames: [[UInt8]], to peer: PeerID) throws(TransportError)
     func close()
 }

@@ -79,13 +79,25 @@ public final class Worker: @unchecked Sendable {
     private var probeBackoff = 0.25
     private var unregisteredSince: Double
     private var heartbeatTimeout: Double
+    /// Messages the socket would not take yet (high-water mark reached while the coordinator
+    /// was busy), oldest first. Gradient chunks are never dropped for that: a lost chunk would
+    /// stall the step until its deadline. Cleared when registration starts again.
+    private var backlog: [[[UInt8]]] = []
 
     // Shared between threads (under `lock`)
     private let lock = NSCondition()
-    private var tasks: [Task] = []
-    private var outbox: [Outcome] = []
+    private var tasks: [(task: Task, epoch: Int)] = []
+    private var outbox: [(outcome: Outcome, epoch: Int)] = []
+    /// Counts registrations. Every task carries the epoch it was queued in and every outcome
+    /// the epoch of its task: what a task of an earlier registration produces (a gradient for
+    /// a coordinator that has since restarted, a load that raced with a reset) is discarded
+    /// instead of reaching the coordinator this worker now talks to.
+    private var epoch = 0
 
     // Compute thread state
+    /// The epoch of the task the compute thread is running (read by its compute slots).
+    private var taskEpoch = 0
+
     private var workload: (any WorkerWorkload)?
     /// Update chunks of the next version received so far (by start offset), decoded into
     /// `pendingUpdate`. They are applied together when the last one arrives: until then this
@@ -127,6 +139,7 @@ public final class Worker: @unchecked Sendable {
         while true {
             let now = clock.now()
             try drainOutbox()
+            flushBacklog()
             if phase == .probing {
                 if now - unregisteredSince > options.maxReconnectTime {
                     throw ClusterError("could not register with the coordinator for \(Int(options.maxReconnectTime)) s; is `ambient coordinator` running at the address given to --connect, and does it accept this worker's key?")
@@ -137,8 +150,9 @@ public final class Worker: @unchecked Sendable {
                     probeBackoff = min(probeBackoff * 2, 4)
                 }
             } else {
-                if now >= nextHeartbeat {
-                    sendMessage(Message(header: header(.heartbeat)))
+                // A backlog already tells the coordinator this worker is alive once it moves.
+                if now >= nextHeartbeat && backlog.isEmpty {
+                    sendMessage(Message(header: header(.heartbeat)), keep: false)
                     nextHeartbeat = now + (welcome?.heartbeatInterval ?? options.heartbeatInterval)
                 }
                 if now - lastHeard > heartbeatTimeout {
@@ -149,7 +163,7 @@ public final class Worker: @unchecked Sendable {
             }
             let frames: [[UInt8]]?
             do {
-                frames = try transport.receive(timeout: phase == .probing ? 0.05 : 0.1)
+                frames = try transport.receive(timeout: !backlog.isEmpty ? 0.005 : phase == .probing ? 0.05 : 0.1)
             } catch {
                 throw ClusterError("worker transport failed: \(error)")
             }
@@ -165,19 +179,47 @@ public final class Worker: @unchecked Sendable {
                       shard: UInt32(shard), shardCount: UInt32(welcome?.shardCount ?? 0), parameterVersion: UInt64(version))
     }
 
-    private func sendMessage(_ m: Message) {
-        do {
-            try transport.send(m.frames())
-        } catch {
-            logger.debug("send failed", metadata: ["type": "\(m.header.type)", "error": "\(error)"])
+    /// Sends, or keeps the message in the backlog when the socket is full and `keep` is true.
+    private func sendMessage(_ m: Message, keep: Bool = true) {
+        sendFrames(m.frames(), keep: keep)
+    }
+
+    private func sendFrames(_ frames: [[UInt8]], keep: Bool = true) {
+        if !backlog.isEmpty {
+            if keep { backlog.append(frames) }
+            return
         }
+        do {
+            try transport.send(frames)
+        } catch .full where keep {
+            backlog.append(frames)
+        } catch {
+            logger.debug("send failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func flushBacklog() {
+        var sent = 0
+        for frames in backlog {
+            do {
+                try transport.send(frames)
+                sent += 1
+            } catch .full {
+                break
+            } catch {
+                logger.debug("send failed", metadata: ["error": "\(error)"])
+                sent += 1   // not a full queue: this message cannot go out; move on
+            }
+        }
+        backlog.removeFirst(sent)
     }
 
     private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
         let body = HelloBody(phase: phase, workerName: options.name, host: host, pid: getpid(),
                              protocolVersion: clusterProtocolVersion, runID: phase == .join ? welcome?.runID : nil,
                              datasetHash: datasetHash, threads: threads)
-        if let m = try? Message.control(header(.hello), body: body) { sendMessage(m) }
+        // Probes repeat by themselves; a join must arrive.
+        if let m = try? Message.control(header(.hello), body: body) { sendMessage(m, keep: phase != .probe) }
     }
 
     private func restartRegistration() {
@@ -187,6 +229,7 @@ public final class Worker: @unchecked Sendable {
         unregisteredSince = clock.now()
         lastHeard = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
+        backlog = []
         clearPendingCompute()
     }
 
@@ -250,7 +293,8 @@ public final class Worker: @unchecked Sendable {
 
     private func drainOutbox() throws {
         lock.lock()
-        let items = outbox
+        let current = epoch
+        let items = outbox.filter { $0.epoch == current }.map(\.outcome)
         outbox.removeAll()
         lock.unlock()
         for item in items {
@@ -270,9 +314,7 @@ public final class Worker: @unchecked Sendable {
                     logger.notice("joined", metadata: ["worker": "\(options.name)#\(welcome?.workerID ?? 0)", "version": "\(version)"])
                 }
             case let .send(frames):
-                do { try transport.send(frames) } catch {
-                    logger.debug("gradient send failed", metadata: ["error": "\(error)"])
-                }
+                sendFrames(frames)
             case let .outOfSync(body):
                 if let m = try? Message.control(header(.checksumReport, version: body.parameterVersion), body: body) { sendMessage(m) }
             }
@@ -283,21 +325,22 @@ public final class Worker: @unchecked Sendable {
 
     private func enqueue(_ task: Task) {
         lock.lock()
-        tasks.append(task)
+        tasks.append((task, epoch))
         lock.signal()
         lock.unlock()
     }
 
     private func clearPendingCompute() {
         lock.lock()
-        tasks.removeAll { if case .stop = $0 { return false } else { return true } }
+        epoch += 1
+        tasks.removeAll { if case .stop = $0.task { return false } else { return true } }
         outbox.removeAll()
         lock.unlock()
     }
 
     private func post(_ outcome: Outcome) {
         lock.lock()
-        outbox.append(outcome)
+        outbox.append((outcome, taskEpoch))
         lock.unlock()
         transport.wake()
     }
@@ -306,7 +349,8 @@ public final class Worker: @unchecked Sendable {
         while true {
             lock.lock()
             while tasks.isEmpty { lock.wait() }
-            let task = tasks.removeFirst()
+            let (task, queuedIn) = tasks.removeFirst()
+            taskEpoch = queuedIn
             lock.unlock()
             switch task {
             case .stop:

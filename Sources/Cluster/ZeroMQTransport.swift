@@ -130,14 +130,17 @@ final class ZMQSocket: @unchecked Sendable {
         return cString(buf)
     }
 
-    /// Sends all frames (non-blocking). Throws `.unreachable` on EHOSTUNREACH / EAGAIN.
+    /// Sends all frames (non-blocking). Throws `.unreachable` on EHOSTUNREACH (no such peer) and
+    /// `.full` on EAGAIN (high-water mark, or no connection yet with ZMQ_IMMEDIATE). A multipart
+    /// message is all or nothing: the high-water mark is checked on its first frame only.
     func send(_ frames: [[UInt8]], peerLabel: String) throws(TransportError) {
         for (i, f) in frames.enumerated() {
             let flags = ZMQ_DONTWAIT | (i < frames.count - 1 ? ZMQ_SNDMORE : 0)
             let r = f.withUnsafeBytes { zmq_send(raw, $0.baseAddress, f.count, flags) }
             if r < 0 {
                 let e = zmq_errno()
-                if e == EHOSTUNREACH || e == EAGAIN { throw .unreachable(peer: peerLabel) }
+                if e == EHOSTUNREACH { throw .unreachable(peer: peerLabel) }
+                if e == EAGAIN { throw .full(peer: peerLabel) }
                 throw zmqError("zmq_send")
             }
         }

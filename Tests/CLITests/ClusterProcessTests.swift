@@ -102,7 +102,7 @@ func events(_ run: String) -> [[String: Any]] {
     }
 
     func worker(_ dir: String, port: Int, name: String) throws -> Child {
-        try Child(["worker", "--connect", "tcp://127.0.0.1:\(port)", "--plaintext", "--name", name, "--max-reconnect", "60"],
+        try Child(["worker", "--connect", "tcp://127.0.0.1:\(port)", "--plaintext", "--name", name, "--max-reconnect", "60", "--log-level", "debug"],
                   log: dir + "/\(name).log")
     }
 
@@ -216,7 +216,7 @@ func events(_ run: String) -> [[String: Any]] {
         print("killed the coordinator \(caught ? "while a checkpoint was being written" : "(no checkpoint write caught)"); committed: \(committed().sorted())")
         let c2 = try coordinator(dir, port: port, log: "coordinator2.log", options: opts, checkpointEvery: 5)
         defer { if c2.isRunning { c2.signal(SIGKILL); c2.wait(5) } }
-        #expect(c2.wait(180) == 0, "restarted coordinator failed: \(c2.output)")
+        #expect(c2.wait(180) == 0, "restarted coordinator failed: \(c2.output)\nworker w1:\n\(w1.output)\nworker w2:\n\(w2.output)")
         #expect(model(dir) == ref, "weights differ after a kill during a checkpoint write")
         #expect(w1.wait(20) == 0 && w2.wait(20) == 0)
     }
