@@ -67,6 +67,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let e as InterruptedError {
         FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
         throw ExitCode(130)
+    } catch let e as InterruptedAfterWriting {
+        FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
+        throw ExitCode(130)
     } catch let e as CoordinatorStopped {
         FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
         throw ExitCode(130)

@@ -59,8 +59,11 @@ extension Ambient {
 
         @OptionGroup var cluster: ClusterCommandOptions
 
-        @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration (JSON) and exit.")
+        @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration and its hash, and exit (nothing is written).")
         var dryRun = false
+
+        @Option(name: .customLong("dry-run-format"), help: "Format of --dry-run: yaml (with the hash and a comment per key) or json (the hash goes to stderr).")
+        var dryRunFormat: DryRunFormat = .yaml
 
         @Flag(help: "No progress bar.")
         var quiet = false
@@ -76,16 +79,12 @@ extension Ambient {
             try reportingErrors {
                 let (config, data) = try training.resolve()
                 if dryRun {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    print(String(decoding: try encoder.encode(config), as: UTF8.self))
+                    print(try dryRunFormat.render(config), terminator: "")
+                    if dryRunFormat == .json { FileHandle.standardError.write(Data("config hash \(config.hash)\n".utf8)) }
                     return
                 }
                 let logger = common.makeLogger("ambient.train")
-                let stop = StopSignal()
-                stop.installHandlers { _ in
-                    FileHandle.standardError.write(Data("\nambient: stopping after the current step (Ctrl-C again to quit at once)\n".utf8))
-                }
+                let stop = StopSignal.forCommand()
                 if workers == 0 {
                     var trainer = Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet,
                                           threads: common.threads ?? environmentThreads())
@@ -99,6 +98,24 @@ extension Ambient {
                         .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
                 }
             }
+        }
+    }
+}
+
+/// What `ambient train --dry-run` prints.
+enum DryRunFormat: String, ExpressibleByArgument, CaseIterable {
+    case yaml, json
+
+    func render(_ config: RunConfig) throws -> String {
+        switch self {
+        case .yaml:
+            return "# Ambient run configuration, config hash \(config.hash) (written to RUNDIR/config.json when training starts).\n" +
+                "# Use it with: ambient train --config FILE --out RUNDIR (options given there override it; any key may be left out).\n" +
+                ConfigFile.yaml(config)
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            return String(decoding: try encoder.encode(config), as: UTF8.self) + "\n"
         }
     }
 }
