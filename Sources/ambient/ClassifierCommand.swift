@@ -100,7 +100,7 @@ extension Ambient {
                     for (i, v) in zip(corrupted, values) { annotations[i] = v }
                     note = "classifier \(classifier!) (config hash \(trained.record.hash)), grid \(grid) log-spaced in [0.002, \(contents.manifest.sigmaMax)], \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed)"
                 }
-                try directory.writeAnnotations(annotations, note: note)
+                try writingOutputs { try directory.writeAnnotations(annotations, note: note) }
                 let values = corrupted.map { annotations[$0] }.sorted()
                 let median = values.isEmpty ? 0 : values[values.count / 2]
                 let unused = values.filter { $0 >= contents.manifest.sigmaMax }.count
@@ -156,8 +156,10 @@ extension Ambient.Classifier {
                 var (config, trainingData) = try options.resolve()
                 config.classifierSigma = sigmaDistribution
                 try config.validate()
-                try Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.classifier"), showProgress: !quiet,
-                            threads: common.threads ?? environmentThreads()).run(data: trainingData)
+                var trainer = Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.classifier"), showProgress: !quiet,
+                                      threads: common.threads ?? environmentThreads())
+                trainer.stop = StopSignal.forCommand()
+                try trainer.run(data: trainingData)
             }
         }
     }

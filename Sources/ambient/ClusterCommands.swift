@@ -181,7 +181,7 @@ extension Ambient {
             func run() throws {
                 try reportingErrors {
                     let pair = try CurveKeyPair.generate()
-                    try pair.write(directory: dir, name: name)
+                    try writingOutputs { try pair.write(directory: dir, name: name) }
                     print("\(dir)/\(name).key (secret)\n\(dir)/\(name).pub \(pair.publicKey)")
                 }
             }

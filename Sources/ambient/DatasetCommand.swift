@@ -61,6 +61,9 @@ extension Ambient.Dataset {
         @Option(help: "Dataset directory to create.")
         var out: String
 
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
         func run() throws {
             try reportingErrors {
                 let spec = try DataSpec.parse(source)
@@ -74,8 +77,13 @@ extension Ambient.Dataset {
                 let recipe = DatasetRecipe(source: spec, corruption: corruption, cleanFraction: cleanFraction, count: count,
                                            classes: classList, seed: seed,
                                            createdBy: "ambient " + CommandLine.arguments.dropFirst().joined(separator: " "))
-                let contents = try recipe.make()
-                try DatasetDirectory(path: out).write(contents)
+                var corruptBar: ProgressReporter?
+                let contents = try recipe.make { done, total in
+                    if quiet { return }
+                    if corruptBar == nil { corruptBar = ProgressReporter(label: "corrupt", total: total, unit: "sample") }
+                    corruptBar?.update(done)
+                }
+                try writingOutputs { try DatasetDirectory(path: out).write(contents) }
                 let clean = contents.clean?.filter { $0 }.count ?? contents.count
                 FileHandle.standardError.write(Data("wrote \(out): \(contents.count) samples of shape \(contents.manifest.sampleShape), \(clean) clean, corruption \(corruption?.description ?? "none")\n".utf8))
             }

@@ -81,17 +81,24 @@ extension Ambient {
                                               samplerSteps: steps, samplerStop: model.trainedFloor, samplerMaskKeep: model.samplingMaskKeep)
                 let data = try TrainingData.load(model.config)
                 if record.imageShape == [1, 28, 28] {
-                    let evaluator = try FashionEvaluator.loadOrTrain(log: log)
+                    var evaluatorBar: ProgressReporter?
+                    let evaluator = try FashionEvaluator.loadOrTrain(log: log) { step, steps in
+                        if quiet { return }
+                        if evaluatorBar == nil { evaluatorBar = ProgressReporter(label: "evaluator", total: steps, unit: "step") }
+                        evaluatorBar?.update(step)
+                    }
                     report.imageQuality = try Evaluation.imageQuality(generated, evaluator: evaluator, seed: seed)
                     let test = try FashionMNIST.load(split: .test)
                     let testImages = test.images.reshaped([test.images.rows, 784]).rows(0..<min(1000, test.images.rows))
                     // Compare with the clean images behind the training data when the run's data is simulated or a directory.
                     let reference = try cleanTrainingImages(model.config) ?? data.samples
+                    var nearestBar: ProgressReporter?
                     report.memorization = Evaluation.memorization(generated, reference: reference,
                                                                   referenceName: "training data of the run (\(reference.rows) images)",
-                                                                  testImages: testImages)
-                    if let png {
-                        try PNG.writeGrid(generated.rows(0..<min(64, generated.rows)).reshaped([min(64, generated.rows), 1, 28, 28]), columns: 8, path: png)
+                                                                  testImages: testImages) { done, total in
+                        if quiet { return }
+                        if nearestBar == nil { nearestBar = ProgressReporter(label: "nearest neighbours", total: total, unit: "image") }
+                        nearestBar?.update(done)
                     }
                 }
                 if let mixture = data.mixture {
@@ -99,7 +106,13 @@ extension Ambient {
                     let sigmas = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2] + (sn > 0 ? [0.375 * sn, 0.75 * sn, 1.5 * sn] : [])
                     report.denoising = Evaluation.denoising(model, mixture: mixture, sigmas: sigmas.sorted(), dataSigma: sn)
                 }
-                try FileBytes.writeAtomically(try report.json(), to: out)
+                let json = try report.json()
+                try writingOutputs {
+                    if let png, record.imageShape == [1, 28, 28] {
+                        try PNG.writeGrid(generated.rows(0..<min(64, generated.rows)).reshaped([min(64, generated.rows), 1, 28, 28]), columns: 8, path: png)
+                    }
+                    try FileBytes.writeAtomically(json, to: out)
+                }
                 if let q = report.imageQuality, let m = report.memorization {
                     log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))

@@ -29,6 +29,9 @@ extension Ambient {
         @Option(name: .customLong("samples"), help: "Samples per grid.")
         var samples: Int = 16
 
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -40,6 +43,12 @@ extension Ambient {
                 common.configureBLAS()
                 var report = RunReport(runPath: runDirectory)
                 report.samplesPerGrid = samples
+                var bar: ProgressReporter?
+                report.progress = { done, total in
+                    if quiet { return }
+                    if bar == nil { bar = ProgressReporter(label: "report sample grids", total: total, unit: "grid") }
+                    bar?.update(done)
+                }
                 let path = try report.write(to: out)
                 print(path)
             }

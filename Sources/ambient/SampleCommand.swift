@@ -77,23 +77,27 @@ extension Ambient {
                 let stop = fullRange ? nil : model.trainedFloor
                 let sampler = HeunSampler(steps: steps, stop: stop)
                 let samples: Tensor<Float>
+                let progress = { (total: Int) in quiet ? nil : ProgressReporter(label: "sample", total: total, unit: "sample") }
                 if let from, let sigma {
                     let x = try NPY.readFloat(from)
                     let d = model.denoiser.dimension
                     guard x.rank >= 2, x.rowSize == d else {
                         throw DataError(message: "\(from) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
                     }
+                    let bar = progress(x.rows)
                     samples = sampler.posterior(model.denoiser, model.store, observations: x.reshaped([x.rows, d]), sigma: sigma, seed: seed,
-                                                maskKeep: model.samplingMaskKeep)
+                                                maskKeep: model.samplingMaskKeep) { bar?.update($0) }
                 } else {
-                    let progress = quiet ? nil : ProgressReporter(label: "sample", total: count, unit: "sample")
-                    samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed, maskKeep: model.samplingMaskKeep) { progress?.update($0) }
+                    let bar = progress(count)
+                    samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed, maskKeep: model.samplingMaskKeep) { bar?.update($0) }
                 }
                 let count = samples.rows
                 let shaped = imageShape.map { samples.reshaped([count] + $0) } ?? samples
-                try NPY.write(shaped, to: out)
-                if let png, let shape = imageShape {
-                    try PNG.writeGrid(samples.reshaped([count] + shape), columns: Int(Double(count).squareRoot().rounded(.up)), path: png)
+                try writingOutputs {
+                    try NPY.write(shaped, to: out)
+                    if let png, let shape = imageShape {
+                        try PNG.writeGrid(samples.reshaped([count] + shape), columns: Int(Double(count).squareRoot().rounded(.up)), path: png)
+                    }
                 }
                 FileHandle.standardError.write(Data("wrote \(count) samples to \(out)\(png.map { " and \($0)" } ?? "")\(stop.map { " (stopped at sigma \(String(format: "%.4f", $0)))" } ?? "")\n".utf8))
             }
@@ -124,6 +128,9 @@ extension Ambient {
         @Option(help: "Output NPY file.")
         var out: String
 
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -146,7 +153,8 @@ extension Ambient {
                 if let floor = model.trainedFloor, sigma < floor {
                     FileHandle.standardError.write(Data("ambient: warning: sigma \(sigma) is below the lowest level this model was trained at (\(floor))\n".utf8))
                 }
-                let y = model.denoise(x.reshaped([x.rows, d]), sigma: sigma).reshaped(x.shape)
+                let progress = quiet ? nil : ProgressReporter(label: "denoise", total: x.rows, unit: "sample")
+                let y = model.denoise(x.reshaped([x.rows, d]), sigma: sigma) { progress?.update($0) }.reshaped(x.shape)
                 try NPY.write(y, to: out)
             }
         }
