@@ -12,18 +12,22 @@ extension Ambient {
             commandName: "eval",
             abstract: "Evaluate a trained run: Frechet distance, class balance, memorisation, denoising error.",
             discussion: """
-            For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test set in the
-            features of an evaluator classifier trained by Ambient on the clean labelled training set (trained on first
-            use, about a minute, and cached in $AMBIENT_CACHE or ~/.cache/ambient with its version in the file name),
-            the class balance of the samples, and the nearest-neighbour cosine similarity of each sample to the run's
-            training data in mean-centred pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give
-            the calibration). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per sigma.
-            The JSON opens with Python's json module or a browser.
+            For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test \
+            set in the features of an evaluator classifier trained by Ambient on the clean labelled \
+            training set (trained on first use, about a minute, and cached in $AMBIENT_CACHE or \
+            ~/.cache/ambient with its version in the file name), the class balance of the samples, and the \
+            nearest-neighbour cosine similarity of each sample to the run's training data in mean-centred \
+            pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give the \
+            calibration). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per \
+            sigma.
+
+            The JSON opens with Python's json module or a browser; written as RUNDIR/eval.json, it appears \
+            in ambient report.
 
             Examples:
-              ambient eval --run runs/fm --count 2000 --out runs/fm/eval.json --png runs/fm/samples.png
+              ambient eval --run runs/fm --count 2000 --out runs/fm/eval.json --png runs/fm/eval.png
               ambient eval --run runs/fm --samples samples.npy --out eval.json
-              ambient eval --run runs/gmm --out gmm-eval.json
+              ambient eval --run runs/gmm --out runs/gmm/eval.json
             """)
 
         @Option(name: .customLong("run"), help: "Run directory of a finished denoiser run.")

@@ -12,19 +12,24 @@ extension Ambient {
             commandName: "sample",
             abstract: "Generate samples from a trained run with the EDM Heun sampler.",
             discussion: """
-            A model trained with the ambient objective alone never saw noise below b*sigma_n: by default its
-            sampler stops there and returns the one-step denoised sample (SPEC, Sampling); --full-range
-            integrates down to sigma_min anyway.
+            A model trained with the ambient objective alone never saw noise below b*sigma_n: by default \
+            its sampler stops there and returns the one-step denoised sample (SPEC, Sampling); \
+            --full-range integrates down to sigma_min anyway.
 
-            A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask sampler.
+            A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask \
+            sampler.
 
-            Posterior sampling (the noising attack of paper T, section 3.3): --from X.npy --sigma S starts the sampler
-            at sigma S from each row of X instead of from pure noise.
+            Posterior sampling (the noising attack of paper T, section 3.3): --from X.npy --sigma S starts \
+            the sampler at sigma S from each row of X instead of from pure noise.
+
+            The NPY file and the PNG grid are written together at the end: Ctrl-C before then writes \
+            nothing (an earlier file of the same name stays as it was).
 
             Examples:
               ambient sample --run runs/fm --count 64 --out samples.npy --png samples.png
               ambient sample --run runs/gmm --count 10000 --steps 40 --out gmm-samples.npy
-              ambient sample --run runs/fm --from noisy.npy --sigma 0.8 --out posterior.npy --png posterior.png
+              ambient sample --run runs/fm --from noisy.npy --sigma 0.8 --out posterior.npy \\
+                  --png posterior.png
             """)
 
         @Option(name: .customLong("run"), help: "Run directory of a finished training run.")
@@ -110,7 +115,9 @@ extension Ambient {
             commandName: "denoise",
             abstract: "Apply a trained denoiser D(x, sigma) to every sample of an NPY file.",
             discussion: """
-            The input must have the run's data shape: (N, d) or (N, C, H, W). The output has the input's shape.
+            The input must have the run's data shape: (N, d) or (N, C, H, W); the output has the input's \
+            shape. D(x, sigma) is the model's estimate of E[x0 | x] for x = x0 + sigma z (one step, no \
+            sampling). A model trained on masked data needs masks: use ambient sample --from instead.
 
             Example:
               ambient denoise --run runs/fm --input noisy.npy --sigma 0.8 --out denoised.npy

@@ -12,41 +12,53 @@ extension Ambient {
             commandName: "train",
             abstract: "Train a denoiser and write a run directory.",
             discussion: """
-            Data sources: fashion-mnist (Debian package dataset-fashion-mnist), gmm[:dim=D,components=K,count=N,std=S,seed=Z]
-            (synthetic Gaussian mixture), npy:PATH (float32 NPY of shape (N, d) or (N, C, H, W)), or a dataset
-            directory written by `ambient dataset make` (DIR or dir:DIR; docs/dataset-format.md).
+            Data sources: fashion-mnist (Debian package dataset-fashion-mnist), \
+            gmm[:dim=D,components=K,count=N,std=S,seed=Z] (synthetic Gaussian mixture), npy:PATH (float32 NPY \
+            of shape (N, d) or (N, C, H, W)), or a dataset directory written by `ambient dataset make` (DIR \
+            or dir:DIR; docs/dataset-format.md).
 
-            Noisy data: --data-sigma S declares that the data is ALREADY noisy at level S (the real use
-            case); --corrupt simulates corrupted data from clean data, fixed per sample (noise:S, mask:P, box:S, blur:S).
+            Noisy data: --data-sigma S declares that the data is ALREADY noisy at level S (the real use \
+            case); --corrupt simulates corrupted data from clean data, fixed per sample (noise:S, mask:P, \
+            box:S, blur:S).
 
-            Objectives: dsm (denoising score matching, SPEC O1); ambient (ambient DSM for noisy data, SPEC O2;
-            on an annotated dataset directory each sample is used at its own sigma_min, SPEC O5); masked (further
-            corruption for masked data, SPEC O3; masks become input channels); consistency (O2 plus the consistency
-            term of SPEC O4, so the model also samples below sigma_n); split (the memorisation-reducing split of
-            SPEC O6 on clean data, with --split-sigma); classifier (the noise-conditioned clean-vs-corrupted
-            classifier of SPEC O5, on a dataset directory with clean flags).
+            Objectives: dsm (denoising score matching, SPEC O1); ambient (ambient DSM for noisy data, SPEC \
+            O2; on an annotated dataset directory each sample is used at its own sigma_min, SPEC O5); masked \
+            (further corruption for masked data, SPEC O3; masks become input channels); consistency (O2 plus \
+            the consistency term of SPEC O4, so the model also samples below sigma_n); split (the \
+            memorisation-reducing split of SPEC O6 on clean data, with --split-sigma); classifier (the \
+            noise-conditioned clean-vs-corrupted classifier of SPEC O5; use ambient classifier train). \
+            docs/concepts.md explains each.
 
-            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for square
-            images (--channels gives the feature channels per resolution, e.g. 32,64 at 28x28 and 14x14).
+            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for \
+            square images (--channels gives the feature channels per resolution, e.g. 32,64 at 28x28 and \
+            14x14).
 
-            With --workers N the run uses the cluster machinery on this machine: a coordinator in this
-            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same
+            Configuration files: --config FILE reads every option from YAML or JSON (the keys of \
+            config.json; --dry-run prints them all, with their command-line options as comments); options \
+            given on the command line override the file. An unknown key or a wrong value is an error that \
+            names the file, line and column.
+
+            With --workers N the run uses the cluster machinery on this machine: a coordinator in this \
+            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same \
             --shards the result is bitwise identical to the single-process run, for any N.
 
-            The run directory gets config.json, metrics.jsonl, checkpoints/, model.safetensors (EMA weights,
-            written last), and with --workers also events.jsonl. Ctrl-C stops after the current step with a
-            checkpoint; running the same command again resumes the run (bitwise as if never stopped).
+            The run directory gets config.json (the resolved configuration and its hash), metrics.jsonl, \
+            checkpoints/, model.safetensors (EMA weights, written last: its presence means the run \
+            finished), and with --workers also events.jsonl (docs/formats.md). Ctrl-C stops after the \
+            current step with a checkpoint; the same command resumes the run, bitwise as if never stopped.
 
             Examples:
-              ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
-              ambient train --arch unet --channels 32,64 --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm-unet
+              ambient train --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm
               ambient train --data npy:noisy.npy --data-sigma 0.3 --objective ambient --out runs/mine
               ambient train --data gmm:dim=8 --corrupt noise:0.7 --width 128 --blocks 2 --out runs/gmm
+              ambient train --arch unet --channels 32,64 --data fashion-mnist --corrupt noise:0.5 \\
+                  --steps 2000 --out runs/fm-unet
               ambient train --data data/fm-masked --objective masked --further-delta 0.1 --out runs/masked
-              ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective consistency --consistency-weight 1 --out runs/gmm-o4
+              ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective consistency --out runs/gmm-o4
               ambient train --data data/fm-300 --objective split --split-sigma 0.5 --out runs/split
               ambient train --data fashion-mnist --corrupt noise:0.5 --workers 2 --shards 4 --out runs/fm2
-              ambient train --data fashion-mnist --corrupt noise:0.5 --dry-run > run.json
+              ambient train --data fashion-mnist --corrupt noise:0.5 --dry-run > run.yaml
+              ambient train --config run.yaml --steps 5000 --out runs/fm-long
             """)
 
         @OptionGroup var training: TrainingOptions

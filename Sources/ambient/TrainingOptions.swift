@@ -11,16 +11,16 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Run configuration file, YAML or JSON (as `ambient train --dry-run` prints, or a run's config.json); options given here override it.")
     var config: String?
 
-    @Option(help: "Training data: fashion-mnist, gmm[:dim=D,components=K,count=N,std=S,seed=Z], or npy:PATH.")
+    @Option(help: "Training data: fashion-mnist, gmm[:dim=D,components=K,count=N,std=S,seed=Z], npy:PATH, or a dataset directory (DIR or dir:DIR).")
     var data: String?
 
     @Option(name: .customLong("data-sigma"), help: "Noise level the data already has (declares noisy data).")
     var dataSigma: Double?
 
-    @Option(help: "Simulated corruption of clean data: noise:S (Gaussian noise fixed per sample).")
+    @Option(help: "Simulated corruption of clean data, fixed per sample: noise:S, mask:P, box:S or blur:S.")
     var corrupt: String?
 
-    @Option(help: "Objective: dsm or ambient (default ambient).")
+    @Option(help: "Objective: dsm, ambient, masked, consistency or split (default ambient).")
     var objective: String?
 
     @Option(help: "Training steps (default 1000).")
