@@ -83,6 +83,7 @@ public enum Metrics {
         let q = normalisedRows(queries, 0..<m)
         var best = [Float](repeating: -1, count: m)
         var start = 0
+        progress?(0)
         while start < n {
             let rows = min(block, n - start)
             let refs = normalisedRows(reference, start..<(start + rows))

@@ -88,6 +88,7 @@ public struct DatasetRecipe: Sendable {
             // In chunks, for progress: every draw is keyed by the sample's index, so chunking
             // changes nothing.
             let d = samples.rowSize
+            progress?(0, nCorrupt)
             for chunkStart in stride(from: nClean, to: n, by: 2048) {
                 let rows = Array(chunkStart..<min(chunkStart + 2048, n))
                 let part = try corruption.apply(samples.gather(rows: rows), imageShape: imageShape, seed: seed, sampleIndices: rows)

@@ -63,6 +63,7 @@ public struct FashionEvaluator: @unchecked Sendable {
         let images = train.images.reshaped([train.images.rows, 784])
         let plan = ShardPlan(datasetSize: images.rows, globalBatch: batch, shards: 1, seed: 1)
         let zeros = [Float](repeating: 0, count: batch)
+        progress?(0, steps)
         for step in 0..<steps {
             let indices = plan.indices(step: step, shard: 0)
             let x = images.gather(rows: indices)

@@ -164,6 +164,7 @@ public struct RunReport {
         let stop = record.config.trainedFloor   // the same sampler as `ambient sample`
         var html = ""
         let drawable = sources.filter { $0.weights.count == network.layout.count }
+        progress?(0, drawable.count)
         for (i, (label, weights)) in drawable.enumerated() {
             let store = ParameterStore<Float>(layout: network.layout)
             store.load(weights)
