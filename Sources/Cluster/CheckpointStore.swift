@@ -74,6 +74,17 @@ public final class CheckpointStore: @unchecked Sendable {
         return nil
     }
 
+    /// Deletes the temporary files of checkpoint writes that never finished (`ckpt-*.partial.*`,
+    /// `LATEST.partial.*`: the writer was killed between creating and renaming them; each can be
+    /// as large as a checkpoint) and returns their names. Call it only while no other process
+    /// writes to the directory, i.e. while holding the `CoordinatorLock`.
+    @discardableResult
+    public func removeInterruptedWrites() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let stale = names.filter { ($0.hasPrefix("ckpt-") || $0.hasPrefix("LATEST")) && $0.contains(".partial.") }.sorted()
+        return stale.filter { unlink(directory + "/" + $0) == 0 }
+    }
+
     private func prune() {
         for (_, path) in list().dropFirst(keep) { unlink(path) }
     }

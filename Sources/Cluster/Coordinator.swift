@@ -26,6 +26,8 @@ public struct CoordinatorOptions: Sendable {
     public var checkpointEvery: Int = 0
     /// A shard whose gradient is rejected (non-finite) this many times stops the run.
     public var maxShardAttempts: Int = 3
+    /// After the shutdown messages, wait at most this long for the workers to leave.
+    public var shutdownGrace: Double = 3
     public var limits: WireLimits
 
     public init(runID: UInt64, limits: WireLimits) {
@@ -125,6 +127,8 @@ public final class Coordinator: @unchecked Sendable {
         var chunksDone = 0
         var attempts: [Int]
         var metaCounted: [Bool]
+        /// When each shard was last assigned (for its turnaround time).
+        var assignedAt: [Double]
         var loss = 0.0
         var terms: [String: Double] = [:]
         var computeSeconds = 0.0
@@ -161,6 +165,8 @@ public final class Coordinator: @unchecked Sendable {
     /// Chunks of the current step already broadcast (a joiner is sent them after the parameters).
     private var chunkDone: [Bool]
     private var shardTimes: [Double] = []
+    /// The step this coordinator started (or resumed) at.
+    private var firstStep = 0
     private var lastWorkerSeenAt: Double
     private var fatal: ClusterError?
     private var statsLock = NSLock()
@@ -178,7 +184,15 @@ public final class Coordinator: @unchecked Sendable {
         self.incarnation = incarnation
         self.logger = logger
         self.clock = clock
-        self.codec = try CodecRegistry.codec(named: options.codec)
+        // The update is a sum of S shard gradients. With top-k on the uplink (fraction f) it has
+        // at most S k non-zeros, so top-k with fraction min(1, S f) carries it exactly; other
+        // codecs are used as they are (the coordinator applies what the workers decode).
+        let uplink = try CodecRegistry.codec(named: options.codec)
+        if let topk = uplink as? TopKCodec {
+            self.codec = TopKCodec(fraction: min(1, topk.fraction * Double(workload.shardCount)))
+        } else {
+            self.codec = uplink
+        }
         sum = .allocate(capacity: max(workload.parameterCount, 1))
         scratch = .allocate(capacity: max(workload.parameterCount, 1))
         let ranges = workload.chunkRanges
@@ -243,6 +257,7 @@ public final class Coordinator: @unchecked Sendable {
                                                  "incarnation": "\(incarnation)"])
             event(.restore, "resumed from \(found.path) at step \(workload.version)")
         }
+        firstStep = workload.version
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
         var nextHeartbeat = clock.now()
         parameterChecksum = workload.parameterChecksum
@@ -449,7 +464,9 @@ public final class Coordinator: @unchecked Sendable {
                              counters: snapshot.counters, parameterChecksum: workload.parameterChecksum)
         guard let metaBytes = try? Message.jsonPayload(meta, maxBytes: options.limits.maxJSONBytes) else { return false }
         let m = flat.withUnsafeBufferPointer {
-            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0, codec: codec, meta: metaBytes)
+            // Always lossless: a replica must start bitwise equal to the coordinator's state.
+            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0,
+                    codec: LZ4Codec(), meta: metaBytes)
         }
         if !send(m, to: record) {
             drop(record, reason: "unreachable while sending parameters")
@@ -480,7 +497,8 @@ public final class Coordinator: @unchecked Sendable {
                             owner: [PeerID?](repeating: nil, count: n),
                             received: [[Bool]](repeating: [Bool](repeating: false, count: c), count: n),
                             missing: [Int](repeating: c, count: n), nextShard: [Int](repeating: 0, count: c),
-                            attempts: [Int](repeating: 0, count: n), metaCounted: [Bool](repeating: false, count: n))
+                            attempts: [Int](repeating: 0, count: n), metaCounted: [Bool](repeating: false, count: n),
+                            assignedAt: [Double](repeating: now, count: n))
         var plan: [PeerID: [Int]] = [:]
         for k in 0..<n {
             let w = live[k % live.count]
@@ -495,7 +513,11 @@ public final class Coordinator: @unchecked Sendable {
 
     private func assign(_ shards: [Int], to record: WorkerRecord) {
         guard var state = current else { return }
-        for k in shards { state.owner[k] = record.peer }
+        let now = clock.now()
+        for k in shards {
+            state.owner[k] = record.peer
+            state.assignedAt[k] = now
+        }
         current = state
         record.pending.formUnion(shards)
         let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version,
@@ -591,13 +613,23 @@ public final class Coordinator: @unchecked Sendable {
         state.missing[k] -= 1
         if state.isComplete(k) { record.pending.remove(k) }
         state.bytesIn += message.payload.count
+        // The meta frame travels on each shard's last chunk: the shard's loss, and its timing.
         if !state.metaCounted[k], let meta = try? message.decodeMeta(GradientMeta.self, limits: options.limits) {
             state.metaCounted[k] = true
             state.loss += meta.loss
             for (key, v) in meta.terms { state.terms[key, default: 0] += v }
             state.computeSeconds += meta.computeSeconds
-            shardTimes.append(meta.computeSeconds)
-            if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
+            // The deadline is derived from shard turnaround (assignment to its last chunk), not
+            // compute time alone: a worker first applies the previous step's update, and that
+            // share grows with the model and the load. With compute time only, healthy workers
+            // of an 8.5M-parameter model on a loaded machine missed 3 s deadlines step after
+            // step, were all dropped and re-synced, and the run stalled (cluster/compose.yaml's
+            // defaults). The first step of this coordinator is not sampled: no worker applied
+            // an update before it.
+            if state.step > firstStep {
+                shardTimes.append(max(meta.computeSeconds, clock.now() - state.assignedAt[k]))
+                if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
+            }
             logger.debug("gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)",
                                                 "since_start_ms": "\(Int((clock.now() - state.startedAt) * 1000))",
                                                 "compute_ms": "\(Int(meta.computeSeconds * 1000))"])
@@ -761,6 +793,26 @@ public final class Coordinator: @unchecked Sendable {
     private func shutdownWorkers(reason: String, success: Bool) {
         for w in workers.values {
             sendControl(.shutdown, ShutdownBody(reason: reason, success: success), to: w.peer, label: w.label)
+        }
+        awaitDepartures()
+    }
+
+    /// Keeps the connections open after the shutdown until every worker has gone quiet (a worker
+    /// exits as soon as it reads the shutdown; a live one sends a heartbeat every interval) or
+    /// `shutdownGrace` has passed. A coordinator that closed right after sending lost the
+    /// message now and then: the bytes reached the worker's socket, the connection closed
+    /// 1-2 ms later, and the worker never saw them (packet capture, ~1 run in 6 on a loaded
+    /// machine), so it waited for a coordinator that was gone: 15 s of silence, registration
+    /// attempts for --max-reconnect seconds, exit 1. Letting the workers close first fixes it.
+    private func awaitDepartures() {
+        let start = clock.now()
+        let quiet = 1.5 * options.heartbeatInterval
+        var lastHeard = Dictionary(uniqueKeysWithValues: workers.keys.map { ($0, start) })
+        while !lastHeard.isEmpty && clock.now() - start < options.shutdownGrace {
+            let received = try? transport.receive(timeout: min(0.05, quiet / 2))
+            let now = clock.now()
+            if let (peer, _) = received ?? nil, lastHeard[peer] != nil { lastHeard[peer] = now }
+            lastHeard = lastHeard.filter { now - $0.value < quiet }
         }
     }
 }

@@ -93,6 +93,13 @@ public final class Worker: @unchecked Sendable {
     /// parameters of the current version.
     private var appliedChunks = Set<Int>()
     private var pendingUpdate: [Float] = []
+    /// Error-feedback residuals of lossy codecs, per (shard, chunk): they follow the shard as
+    /// long as this worker keeps it. Rules: a residual whose shard was not computed here at the
+    /// previous step starts again from 0 (the shard moved), and every residual is dropped when
+    /// the parameters are replaced by a full copy (a restart or a repair). Residuals are not
+    /// checkpointed.
+    private let feedbackLock = NSLock()
+    private var feedbacks: [Int: FeedbackBox] = [:]
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
     private var gradientBuffer: [UInt8] = []
 
@@ -344,6 +351,9 @@ public final class Worker: @unchecked Sendable {
             }
             try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             appliedChunks = []
+            feedbackLock.lock()
+            feedbacks = [:]
+            feedbackLock.unlock()
             guard workload.parameterChecksum == meta.parameterChecksum else {
                 throw ClusterError("parameters differ from the coordinator's checksum after loading")
             }
@@ -415,8 +425,21 @@ public final class Worker: @unchecked Sendable {
         }
         let offsets = welcome.chunkOffsets
         let chunks = offsets.indices.map { i in offsets[i]..<(i + 1 < offsets.count ? offsets[i + 1] : workload.parameterCount) }
-        let buffer = workload.gradientBuffer
-        for k in shards {
+        let t = max(1, workload.parallelism)
+        // Up to t shards at once, one per compute slot; each slot streams its own chunks.
+        for first in stride(from: 0, to: shards.count, by: t) {
+            let round = Array(shards[first..<min(first + t, shards.count)])
+            Parallel.forEach(round.count) { slot in
+                computeAndSend(step: step, shard: round[slot], slot: slot, version: version, chunks: chunks,
+                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader)
+            }
+        }
+    }
+
+    private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
+                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
+        let buffer = workload.gradientBuffer(slot: slot)
+        do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
             func send(_ c: Int, meta: GradientMeta?) {
@@ -426,15 +449,56 @@ public final class Worker: @unchecked Sendable {
                                       shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
                 h.keyOffset = UInt64(chunks[c].lowerBound)
                 let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
-                let m = Message(header: h, tensor: values, codec: codec, meta: meta.flatMap { try? Message.jsonPayload($0) } ?? [])
+                let metaBytes = meta.flatMap { try? Message.jsonPayload($0) } ?? []
+                var m = Message(header: h, tensor: values, codec: codec, meta: metaBytes)
+                if !codec.isLossless {
+                    // Error feedback: what the lossy codec drops now is added to this shard's next gradient.
+                    let box = feedback(shard: k, chunk: c, step: step, count: values.count)
+                    var bytes: [UInt8] = []
+                    do {
+                        try box.state.compensateAndEncode(values, codec: codec, into: &bytes)
+                        h.codec = codec.id
+                        h.keyCount = UInt64(values.count)
+                        h.rawLength = UInt64(values.count) * 4
+                        m = Message(header: h, payload: bytes, meta: metaBytes)
+                    } catch {
+                        // A non-finite gradient goes out as it is: the coordinator rejects it and the shard is recomputed.
+                        box.state.reset()
+                    }
+                }
                 post(.send(m.frames()))
             }
             var held: Int?
-            let meta = workload.computeShard(step: step, shard: k, chunks: chunks) { c in
+            let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
                 if let previous = held { send(previous, meta: nil) }
                 held = c
             }
             if let last = held { send(last, meta: meta) }
         }
+    }
+
+    /// The residual of (shard, chunk), reset when the shard was not computed here last step.
+    private func feedback(shard: Int, chunk: Int, step: Int, count: Int) -> FeedbackBox {
+        feedbackLock.lock()
+        defer { feedbackLock.unlock() }
+        let key = shard << 20 | chunk
+        if let box = feedbacks[key], box.state.count == count {
+            if box.lastStep != step - 1 && box.lastStep != step { box.state.reset() }
+            box.lastStep = step
+            return box
+        }
+        let box = FeedbackBox(state: ErrorFeedback(count: count), lastStep: step)
+        feedbacks[key] = box
+        return box
+    }
+}
+
+/// One error-feedback state, mutated only by the compute slot that holds its shard.
+final class FeedbackBox: @unchecked Sendable {
+    var state: ErrorFeedback
+    var lastStep: Int
+    init(state: ErrorFeedback, lastStep: Int) {
+        self.state = state
+        self.lastStep = lastStep
     }
 }

@@ -47,12 +47,17 @@ public protocol CoordinatorWorkload: ReplicatedState {
 /// A worker's side of a run (implemented by Training).
 public protocol WorkerWorkload: ReplicatedState {
     var datasetHash: String { get }
-    /// The buffer `computeShard` writes the gradient into (valid until the next call).
-    var gradientBuffer: UnsafeBufferPointer<Float> { get }
-    /// Computes the gradient of one shard with the current parameters, calling
-    /// `onChunkReady(i)` as soon as the values of `chunks[i]` are final (during the backward
-    /// pass, in whatever order they complete; every chunk exactly once).
-    func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta
+    /// Shards this workload can compute at once (one compute slot each, one BLAS thread each,
+    /// so the bits never depend on it).
+    var parallelism: Int { get }
+    /// The buffer `computeShard` on `slot` writes the gradient into (valid until that slot's
+    /// next call).
+    func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float>
+    /// Computes the gradient of one shard with the current parameters on compute slot `slot`
+    /// (0..<parallelism; different slots may run concurrently), calling `onChunkReady(i)` as
+    /// soon as the values of `chunks[i]` are final (during the backward pass, in whatever order
+    /// they complete; every chunk exactly once).
+    func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta
 }
 
 /// What a worker reports beside a shard gradient.

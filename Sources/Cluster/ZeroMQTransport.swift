@@ -46,11 +46,24 @@ func zmqError(_ what: String) -> TransportError {
 public final class ZMQContext: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
 
+    private let lock = NSLock()
+    private var terminated = false
+
     public init() {
         raw = zmq_ctx_new()
     }
 
-    deinit { zmq_ctx_term(raw) }
+    deinit { terminate() }
+
+    /// Terminates the context: blocks until every socket of it is closed and each closed
+    /// socket's queued messages are sent or its linger period has run out. Idempotent.
+    public func terminate() {
+        lock.lock(); defer { lock.unlock() }
+        if !terminated {
+            zmq_ctx_term(raw)
+            terminated = true
+        }
+    }
 
     public static var version: String {
         var a: Int32 = 0, b: Int32 = 0, c: Int32 = 0
@@ -74,8 +87,11 @@ final class ZMQSocket: @unchecked Sendable {
 
     deinit { close() }
 
-    func close() {
+    /// Closes the socket. With `linger` > 0, messages still queued are sent in the background
+    /// for up to that many seconds, until the context is terminated (`ZMQContext.terminate`).
+    func close(linger: Double = 0) {
         if !closed {
+            if linger > 0 { try? set(ZMQ_LINGER, Int32(min(linger, 3600) * 1000)) }
             zmq_close(raw)
             closed = true
         }
@@ -221,8 +237,14 @@ public final class ZeroMQServer: ServerTransport, @unchecked Sendable {
         try socket.send([peer.bytes] + frames, peerLabel: peer.description)
     }
 
-    public func close() {
-        socket.close()
+    public func close() { close(flushingFor: 0) }
+
+    /// Closes the socket but keeps sending what is queued (the shutdown messages of a finished
+    /// run) for up to `seconds`; terminate the context afterwards to wait for that. Without it
+    /// (ZMQ_LINGER=0) the last messages of an exiting coordinator can be lost, and workers then
+    /// wait for a coordinator that is gone.
+    public func close(flushingFor seconds: Double) {
+        socket.close(linger: seconds)
         authenticator?.stop()
     }
 }

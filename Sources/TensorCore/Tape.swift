@@ -193,9 +193,19 @@ public final class Tape<T: Scalar> {
         return Var(id: nodes.count - 1)
     }
 
-    func output(rows: Int, cols: Int, inputs: Var...) -> Var {
-        let needs = recordsGradients && inputs.contains { nodes[$0.id].grad != nil }
-        return addNode(rows: rows, cols: cols, needsGrad: needs)
+    /// A node that needs a gradient when any input does. (Fixed arities: a variadic parameter
+    /// would allocate an array per primitive per step.)
+    func output(rows: Int, cols: Int, inputs a: Var) -> Var {
+        addNode(rows: rows, cols: cols, needsGrad: recordsGradients && nodes[a.id].grad != nil)
+    }
+
+    func output(rows: Int, cols: Int, inputs a: Var, _ b: Var) -> Var {
+        addNode(rows: rows, cols: cols, needsGrad: recordsGradients && (nodes[a.id].grad != nil || nodes[b.id].grad != nil))
+    }
+
+    func output(rows: Int, cols: Int, inputs a: Var, _ b: Var, _ c: Var) -> Var {
+        addNode(rows: rows, cols: cols,
+                needsGrad: recordsGradients && (nodes[a.id].grad != nil || nodes[b.id].grad != nil || nodes[c.id].grad != nil))
     }
 
     func record(_ op: Op, output y: Var) {

@@ -61,6 +61,10 @@ public enum ClusterTraining {
         let lock = try CoordinatorLock(directory: runPath)
         defer { lock.release() }
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: options.keepCheckpoints)
+        // A coordinator killed mid-checkpoint leaves its temporary file; we hold the lock now.
+        for name in store.removeInterruptedWrites() {
+            logger.notice("removed the temporary file of an interrupted checkpoint write", metadata: ["file": "\(name)"])
+        }
         let workload = try DenoiserCoordinatorWorkload(config: config, data: data, directory: dir, logger: logger,
                                                        showProgress: options.showProgress)
         var copts = CoordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))

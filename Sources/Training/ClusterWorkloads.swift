@@ -5,10 +5,15 @@ import Logging
 import TensorCore
 import Wire
 
-/// What a welcome carries for workers to build: the resolved run configuration.
+/// What a welcome carries for workers to build: a training run's resolved configuration, or
+/// an annotation job.
 struct WorkloadSpec: Codable {
     var formatVersion = 1
-    var config: RunConfig
+    var config: RunConfig?
+    var annotation: AnnotationSpec?
+
+    init(config: RunConfig) { self.config = config }
+    init(annotation: AnnotationSpec) { self.annotation = annotation }
 }
 
 extension TrainingData {
@@ -31,23 +36,30 @@ extension RunConfig {
 /// state (no EMA) and the shard gradient computer, the very one the single-process trainer uses.
 public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     let state: OptimizerState
-    let computer: any ShardGradientComputing
+    /// One computer per compute slot; slot 0 writes into the state's own store.
+    let computers: [any ShardGradientComputing]
     public let datasetHash: String
-    private var tracker: (chunks: [Range<Int>], tracker: ChunkTracker)?
+    private var trackers: [(chunks: [Range<Int>], tracker: ChunkTracker)?]
 
-    public init(config: RunConfig, data: TrainingData) throws {
+    /// - Parameter threads: compute slots (shards computed at once).
+    public init(config: RunConfig, data: TrainingData, threads: Int = 1) throws {
         try config.validate()
         let network = config.model.make()
         let store = ParameterStore<Float>(layout: network.layout)
         network.initialize(store, seed: config.seed)
         state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil,
                                threads: ProcessInfo.processInfo.activeProcessorCount)
-        computer = try makeShardComputer(config: config, data: data, store: store)
+        let t = max(1, threads)
+        computers = try (0..<t).map { i in
+            try makeShardComputer(config: config, data: data, store: i == 0 ? store : ParameterStore(sharingValuesOf: store))
+        }
+        trackers = [(chunks: [Range<Int>], tracker: ChunkTracker)?](repeating: nil, count: t)
         datasetHash = data.contentHash
     }
 
-    /// Builds the workload a welcome describes: decodes the config and loads the data locally.
-    public static func factory(logger: Logger) -> Worker.Factory {
+    /// Builds the workload a welcome describes (a training run or an annotation job), loading
+    /// the data locally.
+    public static func factory(logger: Logger, threads: Int = 1) -> Worker.Factory {
         { welcome in
             let spec: WorkloadSpec
             do {
@@ -56,9 +68,14 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
                 throw TrainingError("the coordinator's run configuration is unreadable by this build: \(error)")
             }
             guard spec.formatVersion == 1 else { throw TrainingError("workload format \(spec.formatVersion) is newer than this build") }
-            logger.info("loading data", metadata: ["data": "\(spec.config.data)"])
-            let data = try TrainingData.load(spec.config)
-            return try DenoiserWorkerWorkload(config: spec.config, data: data)
+            if let job = spec.annotation {
+                logger.info("annotation job", metadata: ["dataset": "\(job.dataset)"])
+                return try AnnotationWorkerWorkload(spec: job, threads: threads)
+            }
+            guard let config = spec.config else { throw TrainingError("the coordinator sent an empty workload") }
+            logger.info("loading data", metadata: ["data": "\(config.data)"])
+            let data = try TrainingData.load(config)
+            return try DenoiserWorkerWorkload(config: config, data: data, threads: threads)
         }
     }
 
@@ -70,16 +87,18 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
-    public var gradientBuffer: UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: computer.store.grads, count: computer.store.count)
+    public var parallelism: Int { computers.count }
+
+    public func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: computers[slot].store.grads, count: computers[slot].store.count)
     }
 
-    public func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
-        if tracker?.chunks != chunks { tracker = (chunks, ChunkTracker(layout: computer.store.layout, chunks: chunks)) }
-        let t = tracker!.tracker
+    public func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
+        let computer = computers[slot]
+        if trackers[slot]?.chunks != chunks { trackers[slot] = (chunks, ChunkTracker(layout: computer.store.layout, chunks: chunks)) }
+        let t = trackers[slot]!.tracker
         t.reset()
         let start = DispatchTime.now().uptimeNanoseconds
-        let computer = self.computer
         let r = withoutActuallyEscaping(onChunkReady) { ready -> ShardResult in
             computer.onParameterGradientReady = { slot in if let c = t.slotReady(slot) { ready(c) } }
             defer { computer.onParameterGradientReady = nil }

@@ -23,6 +23,29 @@ public struct LocalCluster {
     @discardableResult
     public func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options,
                     stop: StopSignal? = nil) throws -> DenoiserCoordinatorWorkload {
+        let n = config.model.make().layout.count
+        return try withWorkers(limits: ClusterTraining.limits(parameters: n)) { server in
+            var opts = options
+            opts.minWorkers = max(opts.minWorkers, workers)
+            return try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
+                                                  logger: logger, stop: stop)
+        }
+    }
+
+    /// An annotation job on local workers; returns the annotations (also written into the dataset).
+    @discardableResult
+    public func annotate(spec: AnnotationSpec, options: ClusterTraining.Options, stop: StopSignal? = nil) throws -> [Double] {
+        let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)
+        return try withWorkers(limits: ClusterTraining.limits(parameters: probe.parameterCount)) { server in
+            var opts = options
+            opts.minWorkers = max(opts.minWorkers, workers)
+            return try ClusterTraining.annotate(spec: spec, transport: server, options: opts, logger: logger, stop: stop)
+        }
+    }
+
+    /// Starts a CURVE-secured server on 127.0.0.1 and the worker processes, runs `body` (the
+    /// coordinator), then stops the workers.
+    func withWorkers<R>(limits: WireLimits, _ body: (ZeroMQServer) throws -> R) throws -> R {
         let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -30,13 +53,14 @@ public struct LocalCluster {
         let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
         try coordinatorKeys.write(directory: keyDir, name: "coordinator")
         try workerKeys.write(directory: keyDir, name: "worker")
-
-        let n = config.model.make().layout.count
-        let limits = ClusterTraining.limits(parameters: n)
-        let server = try ZeroMQServer(context: ZMQContext(), bind: "tcp://127.0.0.1:*",
+        let context = ZMQContext()
+        let server = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*",
                                       security: .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
-        defer { server.close() }
+        defer {
+            server.close(flushingFor: 2)
+            context.terminate()
+        }
         // One BLAS thread per worker: the bits of a gradient must not depend on the thread count.
         let threads = 1
         BLAS.setThreads(1)
@@ -56,10 +80,7 @@ public struct LocalCluster {
             children.append(p)
         }
         logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)"])
-        var opts = options
-        opts.minWorkers = max(opts.minWorkers, workers)
-        return try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
-                                              logger: logger, stop: stop)
+        return try body(server)
     }
 
     /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.

@@ -22,6 +22,10 @@ public struct Trainer {
     public var keepCheckpoints: Int = 2
     /// Polled between steps: when set, the run checkpoints and throws `InterruptedError`.
     public var stop: StopSignal?
+    /// Ends training after this many seconds (at a step boundary) and writes the final weights
+    /// as if the run had reached its last step: for equal wall-clock comparisons. The number
+    /// of steps then depends on the machine's speed, so such a run is not reproducible.
+    public var timeLimit: Double?
 
     public init(config: RunConfig, runPath: String, logger: Logger, showProgress: Bool = true, threads: Int? = nil) {
         self.config = config
@@ -67,7 +71,12 @@ public struct Trainer {
         }
         let progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
         var window: [Double] = []
+        let started = DispatchTime.now().uptimeNanoseconds
         for _ in session.state.step..<config.steps {
+            if let limit = timeLimit, Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 >= limit {
+                logger.notice("time limit reached", metadata: ["seconds": "\(limit)", "steps": "\(session.state.step)"])
+                break
+            }
             if let stop, stop.isSet {
                 let path = try checkpoint()
                 try metrics.close()
@@ -86,7 +95,8 @@ public struct Trainer {
         }
         try metrics.close()
         let kind = config.objective == ObjectiveKind.classifier.rawValue ? "classifier" : "denoiser"
-        try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, kind: kind, step: config.steps)
+        try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, kind: kind,
+                           step: session.state.step)
         logger.info("finished", metadata: ["run": "\(runPath)", "model": "\(dir.modelPath)"])
         return session
     }

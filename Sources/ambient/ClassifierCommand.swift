@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Datasets
 import Diffusion
 import Foundation
@@ -69,6 +70,24 @@ extension Ambient {
         @Option(help: "Seed of the annotation noise.")
         var seed: UInt64 = 0
 
+        @Option(help: "Shards the corrupted samples are cut into (the unit of work; results depend on it only through BLAS tiling).")
+        var shards: Int = 8
+
+        @Option(help: "Annotate on a local cluster of this many worker processes (0: in this process).")
+        var workers: Int = 0
+
+        @Option(help: "Coordinate remote workers (`ambient worker --connect`) from this ZeroMQ endpoint instead.")
+        var bind: String?
+
+        @Option(help: "With --bind: this coordinator's CURVE key file.")
+        var key: String?
+
+        @Option(help: "With --bind: allowed worker public keys (file or directory of .pub files).")
+        var allow: String?
+
+        @Flag(help: "With --bind: no authentication or encryption (loopback only).")
+        var plaintext = false
+
         @Flag(help: "No progress bar.")
         var quiet = false
 
@@ -79,6 +98,14 @@ extension Ambient {
             if let s = fixedSigma, !(s > 0 && s.isFinite) { throw ValidationError("--fixed-sigma must be a positive noise level, got \(s)") }
             if grid < 2 || draws < 1 || span < 1 { throw ValidationError("--grid must be >= 2, --draws >= 1, --span >= 1") }
             if !(eps >= 0 && eps < 0.5) { throw ValidationError("--eps must be in [0, 0.5)") }
+            if shards < 1 { throw ValidationError("--shards must be >= 1") }
+            if workers < 0 { throw ValidationError("--workers must be >= 0") }
+            if (workers > 0 || bind != nil) && fixedSigma != nil { throw ValidationError("--workers/--bind apply to classifier annotation") }
+            if workers > 0 && bind != nil { throw ValidationError("--workers (local) and --bind (remote workers) exclude each other") }
+            if let bind {
+                if !plaintext && (key == nil || allow == nil) { throw ValidationError("with --bind give --key and --allow (CURVE), or --plaintext on loopback") }
+                if plaintext && !isLoopback(endpoint: bind) { throw ValidationError("--plaintext is only allowed on loopback endpoints") }
+            }
         }
 
         func run() throws {
@@ -101,16 +128,37 @@ extension Ambient {
                     guard trained.classifier.dimension == d else {
                         throw DataError(message: "classifier \(classifier!) takes samples of \(trained.classifier.dimension) values, \(data) has \(d)")
                     }
-                    let annotator = Annotator(grid: Annotator.logGrid(count: grid, from: 0.002, to: contents.manifest.sigmaMax), draws: draws,
-                                              span: span, tau: 0.5 - eps, sigmaMax: contents.manifest.sigmaMax)
-                    let progress = quiet ? nil : ProgressReporter(label: "annotate", total: corrupted.count, unit: "sample")
-                    let values = annotator.annotate(trained.classifier, trained.store,
-                                                    samples: contents.samples.reshaped([n, d]).gather(rows: corrupted), indices: corrupted,
-                                                    seed: seed) { progress?.update($0) }
-                    for (i, v) in zip(corrupted, values) { annotations[i] = v }
-                    note = "classifier \(classifier!) (config hash \(trained.record.hash)), grid \(grid) log-spaced in [0.002, \(contents.manifest.sigmaMax)], \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed)"
+                    let spec = AnnotationSpec(dataset: data, classifierConfig: trained.record.config, classifierRun: classifier!,
+                                              classifierHash: trained.record.hash, grid: grid, draws: draws, span: span, eps: eps,
+                                              seed: seed, shards: shards)
+                    if let bind {
+                        let logger = common.makeLogger("ambient.annotate")
+                        let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)
+                        let context = ZMQContext()
+                        let server = try makeCoordinatorServer(context: context, bind: bind, key: key, allow: allow, plaintext: plaintext,
+                                                               limits: ClusterTraining.limits(parameters: probe.parameterCount), logger: logger)
+                        defer {
+                            server.close(flushingFor: 2)
+                            context.terminate()
+                        }
+                        var options = ClusterTraining.Options()
+                        options.showProgress = !quiet
+                        annotations = try ClusterTraining.annotate(spec: spec, transport: server, options: options, logger: logger)
+                    } else if workers > 0 {
+                        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+                        var options = ClusterTraining.Options()
+                        options.showProgress = !quiet
+                        options.checkpointEvery = 0
+                        annotations = try LocalCluster(workers: workers, logLevel: common.logLevel,
+                                                       logger: common.makeLogger("ambient.annotate"), executable: me)
+                            .annotate(spec: spec, options: options)
+                    } else {
+                        let progress = quiet ? nil : ProgressReporter(label: "annotate", total: shards, unit: "shard")
+                        annotations = try spec.runLocally(progress: progress)
+                    }
+                    note = spec.note
                 }
-                try writingOutputs { try directory.writeAnnotations(annotations, note: note) }
+                if fixedSigma != nil { try writingOutputs { try directory.writeAnnotations(annotations, note: note) } }
                 let values = corrupted.map { annotations[$0] }.sorted()
                 let median = values.isEmpty ? 0 : values[values.count / 2]
                 let unused = values.filter { $0 >= contents.manifest.sigmaMax }.count

@@ -69,18 +69,15 @@ extension Ambient {
                 BLAS.setThreads(1)
                 let (config, data) = try training.resolve()
                 let logger = common.makeLogger("ambient.coordinator")
-                let security: TransportSecurity = plaintext ? .plaintext
-                    : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
                 let n = config.model.make().layout.count
-                let limits = ClusterTraining.limits(parameters: n)
-                let server = try ZeroMQServer(context: ZMQContext(), bind: bind, security: security,
-                                              options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
-                    if !event.accepted {
-                        logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)", "reason": "public key not on the allow-list"])
-                    }
+                let context = ZMQContext()
+                let server = try makeCoordinatorServer(context: context, bind: bind, key: key, allow: allow, plaintext: plaintext,
+                                                       limits: ClusterTraining.limits(parameters: n), logger: logger)
+                // Deliver the last messages (shutdown) before the process exits: at most 2 s.
+                defer {
+                    server.close(flushingFor: 2)
+                    context.terminate()
                 }
-                logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
-                defer { server.close() }
                 let stop = StopSignal()
                 stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
@@ -153,8 +150,9 @@ extension Ambient {
                 defer { client.close() }
                 var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
                 options.maxReconnectTime = maxReconnect
-                let worker = Worker(transport: client, options: options, threads: BLAS.threads, logger: logger,
-                                    factory: DenoiserWorkerWorkload.factory(logger: logger))
+                let threads = common.threads ?? environmentThreads() ?? 1
+                let worker = Worker(transport: client, options: options, threads: threads, logger: logger,
+                                    factory: DenoiserWorkerWorkload.factory(logger: logger, threads: threads))
                 switch try worker.run() {
                 case .finished: return
                 case let .stopped(reason): throw ClusterError("the run stopped: \(reason)")
@@ -201,4 +199,21 @@ extension Ambient {
             }
         }
     }
+}
+
+/// The coordinator's ZeroMQ server: CURVE with the allow-list (rejected connections logged),
+/// or plaintext on loopback.
+func makeCoordinatorServer(context: ZMQContext, bind: String, key: String?, allow: String?, plaintext: Bool, limits: WireLimits,
+                           logger: Logger) throws -> ZeroMQServer {
+    let security: TransportSecurity = plaintext ? .plaintext
+        : .curveServer(secret: try CurveKeyPair.read(key!), allowed: try readPublicKeys(allow!))
+    let server = try ZeroMQServer(context: context, bind: bind, security: security,
+                                  options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))) { event in
+        if !event.accepted {
+            logger.warning("rejected connection", metadata: ["address": "\(event.address)", "key": "\(event.publicKey)",
+                                                             "reason": "public key not on the allow-list"])
+        }
+    }
+    logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
+    return server
 }

@@ -71,6 +71,9 @@ extension Ambient {
 
         @OptionGroup var cluster: ClusterCommandOptions
 
+        @Option(name: .customLong("time-limit"), help: "Stop after this many seconds of training and write the final weights (single process; for equal wall-clock comparisons; the step count then depends on the machine).")
+        var timeLimit: Double?
+
         @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration and its hash, and exit (nothing is written).")
         var dryRun = false
 
@@ -85,6 +88,8 @@ extension Ambient {
         func validate() throws {
             if workers < 0 { throw ValidationError("--workers must be >= 0") }
             if out == nil && !dryRun { throw ValidationError("--out RUNDIR is required") }
+            if let t = timeLimit, !(t > 0) { throw ValidationError("--time-limit must be > 0 seconds") }
+            if timeLimit != nil && workers > 0 { throw ValidationError("--time-limit applies to single-process training (no --workers)") }
         }
 
         func run() throws {
@@ -103,6 +108,7 @@ extension Ambient {
                     trainer.checkpointEvery = cluster.checkpointEvery
                     trainer.keepCheckpoints = cluster.keep
                     trainer.stop = stop
+                    trainer.timeLimit = timeLimit
                     try trainer.run(data: data)
                 } else {
                     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path

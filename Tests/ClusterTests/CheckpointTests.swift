@@ -35,6 +35,23 @@ import Wire
         #expect(throws: CheckpointError.self) { _ = try CheckpointFormat.decode(bytes + [0], name: "extended") }
     }
 
+    /// The temporary files of writes cut short by a kill (found left behind by
+    /// scripts/fault-injection, ~100 MB each for a large model) are removed; nothing else is.
+    @Test func interruptedWritesAreRemoved() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try CheckpointStore(directory: dir, keep: 3)
+        try store.write(snapshot(1), step: 10)
+        for name in ["ckpt-00000020.ambient.partial.Ab12Cd", "LATEST.partial.x9Y8z7", "notes.txt", "ckpt-00000030.ambient.bak"] {
+            try FileBytes.writeAtomically([1, 2, 3], to: dir + "/" + name)
+        }
+        #expect(store.removeInterruptedWrites() == ["LATEST.partial.x9Y8z7", "ckpt-00000020.ambient.partial.Ab12Cd"])
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(left == ["LATEST", "ckpt-00000010.ambient", "ckpt-00000030.ambient.bak", "notes.txt"])
+        #expect(store.loadNewest()?.step == 10)
+        #expect(store.removeInterruptedWrites().isEmpty)
+    }
+
     /// A truncated or bit-flipped newest checkpoint is passed over for the previous one.
     @Test(arguments: ["truncate", "flip", "garbage-latest"])
     func corruptNewestFallsBackToPrevious(damage: String) throws {

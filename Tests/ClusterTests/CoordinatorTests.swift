@@ -22,6 +22,78 @@ import Wire
         #expect(c.stats.totalRejected == 0 && c.stats.drops == 0)
     }
 
+    /// After the shutdown the coordinator keeps its connections open until its workers have gone
+    /// quiet, at most `shutdownGrace`: a coordinator that closed right after sending sometimes
+    /// lost the message (scripts/fault-injection, packet capture), leaving a worker waiting.
+    /// A straggler keeps heartbeating for `linger` s after it saw the shutdown (forever: nil).
+    @Test(arguments: [0.6, nil] as [Double?])
+    func shutdownWaitsUntilTheWorkersHaveLeft(linger: Double?) throws {
+        let steps = 3, shards = 2
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let worker = WorkerThread(transport: net.connect(identity: "w/1"), name: "w", n: n, shards: shards)
+        let straggler = net.connect(identity: "s/1")
+        var options = coordinatorOptions(minWorkers: 1)
+        options.shutdownGrace = 1.5
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        let lock = NSLock()
+        nonisolated(unsafe) var shutdownAt: Date?
+        nonisolated(unsafe) var done = false
+        let hello = try JSONDecoder().decode(HelloBody.self, from: Data("""
+            {"phase":"probe","workerName":"s","host":"test","pid":1,"protocolVersion":\(clusterProtocolVersion),"threads":1}
+            """.utf8))
+        let t = Thread {
+            try? straggler.send(Message.control(MessageHeader(type: .hello), body: hello).frames())
+            while true {
+                lock.lock(); let stop = done; let seen = shutdownAt; lock.unlock()
+                if stop { return }
+                if let seen, let linger, Date().timeIntervalSince(seen) > linger { return }
+                try? straggler.send(Message(header: MessageHeader(type: .heartbeat, runID: 42)).frames())
+                if let f = try? straggler.receive(timeout: 0.05), let m = try? Message.decode(frames: f, limits: toyLimits),
+                   m.header.type == .shutdown {
+                    lock.lock(); if shutdownAt == nil { shutdownAt = Date() }; lock.unlock()
+                }
+            }
+        }
+        t.start()
+        try c.run()
+        let returned = Date()
+        lock.lock(); done = true; let seen = shutdownAt; lock.unlock()
+        #expect((try? worker.wait()?.get()) == .finished)
+        let waited = try #require(seen).distance(to: returned)
+        if let linger {
+            // quiet = 1.5 x the 0.1 s heartbeat interval after the straggler's last heartbeat
+            #expect(waited >= linger && waited < linger + 0.8, "returned \(waited) s after the shutdown")
+        } else {
+            #expect(waited < options.shutdownGrace + 0.5, "returned \(waited) s after the shutdown")
+        }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
+    /// Workers that compute fast but take a while to apply each update (large models, loaded
+    /// machines) are healthy: the step deadline comes from the shards' turnaround, not their
+    /// compute time alone. With compute time (reported as 0 here) every step's deadline was the
+    /// 0.2 s minimum and both workers were dropped again and again (found with compose).
+    @Test func slowUpdatesDoNotLookLikeHungWorkers() throws {
+        let steps = 8, shards = 4
+        let net = InMemoryNetwork()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+        let threads = (0..<2).map { WorkerThread(transport: net.connect(identity: "w\($0)/1"), name: "w\($0)", n: n, shards: shards,
+                                                   applyDelay: 0.3) }
+        var options = coordinatorOptions(minWorkers: 2)
+        options.minimumDeadline = 0.2
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        let lock = NSLock()
+        nonisolated(unsafe) var drops: [String] = []
+        c.onEvent = { e in if e.kind == .drop { lock.lock(); drops.append("step \(e.step): \(e.detail)"); lock.unlock() } }
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(c.stats.drops == 0, "healthy workers dropped: \(drops)")
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
     /// A worker that sends NaN for some shards: the gradient is rejected, counted, the shard is
     /// recomputed by another worker, and the result is still exact.
     @Test func nonFiniteGradientIsRejectedAndRecomputed() throws {

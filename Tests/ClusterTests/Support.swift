@@ -102,8 +102,10 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     let delay: Double
     /// Flips a parameter bit after applying this version's update (a diverged replica).
     let corruptAtVersion: Int?
+    /// Seconds spent applying each update (a slow replica).
+    let applyDelay: Double
 
-    init(n: Int, shards: Int, delay: Double = 0, corruptAtVersion: Int? = nil,
+    init(n: Int, shards: Int, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil,
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         state = ToyState(n: n)
         self.shards = shards
@@ -111,6 +113,7 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         self.poison = poison
         self.delay = delay
         self.corruptAtVersion = corruptAtVersion
+        self.applyDelay = applyDelay
     }
 
     var datasetHash: String { "toy-data" }
@@ -119,14 +122,16 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     var version: Int { state.version }
     func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
     func finishStep() {
+        if applyDelay > 0 { usleep(UInt32(applyDelay * 1e6)) }
         state.finishStep()
         if state.version == corruptAtVersion { state.p[7] = Float(bitPattern: state.p[7].bitPattern ^ 1) }
     }
-    var gradientBuffer: UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
+    var parallelism: Int { 1 }
+    func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
-    func computeShard(step: Int, shard: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
+    func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
         if delay > 0 { usleep(UInt32(delay * 1e6)) }
         state.gradient(step: step, shard: shard, shards: shards, into: &buffer)
         if poison(step, shard) { buffer[buffer.count / 2] = .nan }
@@ -162,7 +167,7 @@ final class WorkerThread: @unchecked Sendable {
     private(set) var result: Result<WorkerExit, any Error>?
 
     init(transport: any ClientTransport, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
-         maxReconnect: Double = 10, delay: Double = 0, corruptAtVersion: Int? = nil,
+         maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil,
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         group.enter()
         let t = Thread { [self] in
@@ -171,7 +176,8 @@ final class WorkerThread: @unchecked Sendable {
             o.maxReconnectTime = maxReconnect
             o.coordinatorTimeout = 3
             let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger()) { _ in
-                ToyWorkerWorkload(n: n, shards: shards, delay: delay, corruptAtVersion: corruptAtVersion, poison: poison)
+                ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, corruptAtVersion: corruptAtVersion,
+                                  poison: poison)
             }
             result = Result { try w.run() }
             transport.close()

@@ -76,6 +76,38 @@ import Wire
         #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
     }
 
+    /// An exiting coordinator's last messages (the shutdown of a finished run) must reach the
+    /// workers although it closes its socket right after sending them. With ZMQ_LINGER=0 they
+    /// were dropped and workers waited for a coordinator that was gone (found by
+    /// scripts/fault-injection); close(flushingFor:) and terminating the context deliver them.
+    @Test func closingTheServerDeliversWhatIsStillQueued() throws {
+        let serverContext = ZMQContext(), clientContext = ZMQContext()
+        let s = try server(serverContext, .plaintext)
+        let c = try client(clientContext, s.endpoint, "w", .plaintext)
+        defer { c.close() }
+        var peer: PeerID?
+        let deadline = Date().addingTimeInterval(10)
+        while peer == nil && Date() < deadline {
+            try? c.send([Array("hello".utf8)])   // fails until connected (ZMQ_IMMEDIATE)
+            peer = try s.receive(timeout: 0.1)?.peer
+        }
+        let p = try #require(peer)
+        // Big enough that the transfer is still under way when the socket is closed.
+        let big = [UInt8](repeating: 42, count: 48 << 20)
+        try s.send([big], to: p)
+        try s.send([Array("shutdown".utf8)], to: p)
+        s.close(flushingFor: 20)
+        serverContext.terminate()
+        var got: [[[UInt8]]] = []
+        let end = Date().addingTimeInterval(10)
+        while got.count < 2 && Date() < end {
+            if let m = try c.receive(timeout: 0.1) { got.append(m) }
+        }
+        #expect(got.count == 2, "received \(got.count) of the 2 messages queued before close")
+        #expect(got.first?.first?.count == big.count)
+        #expect(got.last == [Array("shutdown".utf8)])
+    }
+
     @Test func keyFilesRoundTripAndRejectGarbage() throws {
         let dir = NSTemporaryDirectory() + "ambient-keys-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
