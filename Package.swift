@@ -19,6 +19,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // YAML run configurations (`--config run.yaml`), in the CLI only.
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -50,7 +52,8 @@ let package = Package(
         .executableTarget(name: "ambient",
                           dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "Wire", "TensorCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                                         .product(name: "Logging", package: "swift-log")]),
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "bench",
                           dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
-        .testTarget(name: "CLITests", dependencies: ["ambient", "Datasets", "TensorCore"]),
+        .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore"],
+                    exclude: ["Snapshots"]),
     ]
 )

@@ -29,8 +29,7 @@ public struct CurveKeyPair: Sendable, Equatable {
             throw KeyFileError("\(secretPath) exists; refusing to overwrite a key (remove it first)")
         }
         let text = "# Ambient CURVE key pair: keep this file secret\npublic \(publicKey)\nsecret \(secretKey)\n"
-        try FileBytes.writeAtomically(Array(text.utf8), to: secretPath)
-        chmod(secretPath, 0o600)
+        try FileBytes.writeAtomically(Array(text.utf8), to: secretPath, mode: 0o600)
         try FileBytes.writeAtomically(Array("\(publicKey)\n".utf8), to: publicPath)
     }
 

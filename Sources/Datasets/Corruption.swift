@@ -105,6 +105,27 @@ public enum CorruptionSpec: Codable, Sendable, Equatable, CustomStringConvertibl
         }
     }
 
+    // Encoded as its spec string ("noise:0.5"), as written on the command line and in run
+    // configuration files. Decoding also reads the synthesized form of earlier versions
+    // (`{"noise": {"_0": 0.5}}`), so the config.json of older run directories still loads.
+
+    public init(from decoder: Decoder) throws {
+        if let single = try? decoder.singleValueContainer(), let text = try? single.decode(String.self) {
+            do {
+                self = try Self.parse(text)
+            } catch {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
+            }
+            return
+        }
+        self = try LegacyCorruptionSpec(from: decoder).spec
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+
     /// The corruption applied to `clean` [N, ...]: row r is dataset sample `sampleIndices[r]`
     /// (default r). Masked pixels are set to 0 (the masked value the objective never reads).
     /// `imageShape` (C, H, W) is needed by boxes and blur. Out-of-distribution data is chosen
@@ -156,6 +177,29 @@ public enum CorruptionSpec: Codable, Sendable, Equatable, CustomStringConvertibl
 
     static func multiply(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Tensor<Float> {
         Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 * $1 })
+    }
+}
+
+/// The synthesized Codable form of `CorruptionSpec` before it was encoded as a string.
+private struct LegacyCorruptionSpec: Decodable {
+    let spec: CorruptionSpec
+    private enum Case: String, CodingKey { case noise, pixelMask, box, blur, outOfDistribution }
+    private enum Payload: String, CodingKey { case value = "_0" }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Case.self)
+        guard let key = c.allKeys.first, c.allKeys.count == 1 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "expected a corruption spec such as \"noise:0.5\""))
+        }
+        let payload = try c.nestedContainer(keyedBy: Payload.self, forKey: key)
+        switch key {
+        case .noise: spec = .noise(try payload.decode(Double.self, forKey: .value))
+        case .pixelMask: spec = .pixelMask(try payload.decode(Double.self, forKey: .value))
+        case .box: spec = .box(try payload.decode(Int.self, forKey: .value))
+        case .blur: spec = .blur(try payload.decode(Double.self, forKey: .value))
+        case .outOfDistribution: spec = .outOfDistribution(try payload.decode([Int].self, forKey: .value))
+        }
     }
 }
 

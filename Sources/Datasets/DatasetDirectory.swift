@@ -18,6 +18,8 @@ public struct DatasetDirectory: Sendable {
     public static let formatName = "ambient-dataset"
     public static let formatVersion = 1
     public static let manifestName = "manifest.json"
+    /// The data files a dataset directory may hold.
+    public static let fileNames = ["samples.npy", "masks.npy", "noise.npy", "annotations.npy", "labels.npy", "clean.npy"]
 
     /// One file of the directory: its SHA-256 and byte count.
     public struct FileEntry: Codable, Sendable, Equatable {
@@ -112,6 +114,10 @@ public struct DatasetDirectory: Sendable {
         } catch {
             throw DatasetError.invalidArgument(what: "output directory \(path)", expected: "a directory that can be created", found: "\(error.localizedDescription)")
         }
+        // Files of an earlier write that stopped before its manifest: not part of this dataset.
+        for name in Self.fileNames where FileManager.default.fileExists(atPath: file(name)) {
+            try? FileManager.default.removeItem(atPath: file(name))
+        }
         var manifest = contents.manifest
         manifest.count = contents.count
         manifest.sampleShape = Array(contents.samples.shape.dropFirst())
@@ -180,7 +186,7 @@ public struct DatasetDirectory: Sendable {
             throw DatasetError.unsupported(name: manifestPath, found: "format version \(manifest.formatVersion)",
                                            supported: "version \(Self.formatVersion)")
         }
-        let known = ["samples.npy", "masks.npy", "noise.npy", "annotations.npy", "labels.npy", "clean.npy"]
+        let known = Self.fileNames
         for name in manifest.files.keys where !known.contains(name) {
             throw DatasetError.malformed(name: manifestPath, problem: "lists unknown file \(name) (known: \(known.joined(separator: ", ")))")
         }

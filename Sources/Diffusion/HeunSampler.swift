@@ -83,15 +83,16 @@ public struct HeunSampler: Sendable {
     /// integrated down from there. When the model's floor (`stop`) is at or above sigma, the
     /// result is the one-step denoised `D(x_obs, sigma)`.
     public func posterior(_ denoiser: Denoiser, _ store: ParameterStore<Float>, observations: Tensor<Float>, sigma: Double,
-                          seed: UInt64 = 0, batchSize: Int = 256, maskKeep: Double? = nil) -> Tensor<Float> {
+                          seed: UInt64 = 0, batchSize: Int = 256, maskKeep: Double? = nil,
+                          progress: ((Int) -> Void)? = nil) -> Tensor<Float> {
         precondition(observations.rowSize == denoiser.dimension && sigma > 0)
         var out = observations.storage
         if let stop, stop >= sigma {
             HeunSampler(steps: 2, stop: sigma).run(denoiser, store, x: &out, count: observations.rows, grid: [sigma], seed: seed,
-                                                   batchSize: batchSize, maskKeep: maskKeep, progress: nil)
+                                                   batchSize: batchSize, maskKeep: maskKeep, progress: progress)
         } else {
             let grid = denoiser.schedule.samplingGrid(steps: steps, from: sigma, stop: stop)
-            run(denoiser, store, x: &out, count: observations.rows, grid: grid, seed: seed, batchSize: batchSize, maskKeep: maskKeep, progress: nil)
+            run(denoiser, store, x: &out, count: observations.rows, grid: grid, seed: seed, batchSize: batchSize, maskKeep: maskKeep, progress: progress)
         }
         return Tensor(shape: observations.shape, storage: out)
     }

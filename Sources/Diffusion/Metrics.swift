@@ -58,7 +58,9 @@ public enum Metrics {
     /// For each row of `queries` (m, d): the largest cosine similarity to any row of
     /// `reference` (n, d), both centred by the mean of `reference` (mean-centred pixel space,
     /// SPEC Evaluation). One GEMM per block of reference rows.
-    public static func nearestNeighbourCosine(_ queries: Tensor<Float>, reference: Tensor<Float>, block: Int = 4096) -> [Double] {
+    /// `progress` gets the number of reference rows compared so far.
+    public static func nearestNeighbourCosine(_ queries: Tensor<Float>, reference: Tensor<Float>, block: Int = 4096,
+                                              progress: ((Int) -> Void)? = nil) -> [Double] {
         let m = queries.rows, n = reference.rows, d = queries.rowSize
         precondition(reference.rowSize == d && n >= 1)
         var mean = [Float](repeating: 0, count: d)
@@ -81,6 +83,7 @@ public enum Metrics {
         let q = normalisedRows(queries, 0..<m)
         var best = [Float](repeating: -1, count: m)
         var start = 0
+        progress?(0)
         while start < n {
             let rows = min(block, n - start)
             let refs = normalisedRows(reference, start..<(start + rows))
@@ -91,6 +94,7 @@ public enum Metrics {
             } } }
             for i in 0..<m { for j in 0..<rows where sims[i * rows + j] > best[i] { best[i] = sims[i * rows + j] } }
             start += rows
+            progress?(start)
         }
         return best.map { Double($0) }
     }

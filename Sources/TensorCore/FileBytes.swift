@@ -51,8 +51,9 @@ public enum FileBytes {
     }
 
     /// Writes `bytes` to `path` through a temporary sibling, fsync and rename, so that a crash
-    /// leaves either the old file or the complete new one, never a partial file.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(FileIOError) {
+    /// leaves either the old file or the complete new one, never a partial file. `mode` is set
+    /// before the first byte is written (0o600 keeps a secret key private from the start).
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(FileIOError) {
         var template = Array("\(path).partial.XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw FileIOError(operation: .write, path: path, reason: lastErrorText()) }
@@ -60,7 +61,7 @@ public enum FileBytes {
         var closed = false
         do throws(FileIOError) {
             defer { if !closed { close(fd) } }
-            guard fchmod(fd, 0o644) == 0 else { throw FileIOError(operation: .write, path: temporary, reason: lastErrorText()) }
+            guard fchmod(fd, mode) == 0 else { throw FileIOError(operation: .write, path: temporary, reason: lastErrorText()) }
             var done = 0
             while done < bytes.count {
                 let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }

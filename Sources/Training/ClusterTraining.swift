@@ -33,6 +33,11 @@ public enum ClusterTraining {
         if FileManager.default.fileExists(atPath: dir.configPath) {
             let record = try dir.readConfig()
             guard record.hash == config.hash else {
+                if record.config == config {
+                    // Same options, hashed over the JSON of an earlier version (data and corruption
+                    // specs were objects before they became strings): its checkpoints carry that hash.
+                    throw RunDirectoryError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
+                }
                 throw RunDirectoryError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
             }
             if FileManager.default.fileExists(atPath: dir.modelPath) {

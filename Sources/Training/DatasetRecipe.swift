@@ -33,7 +33,8 @@ public struct DatasetRecipe: Sendable {
     }
 
     /// Builds the dataset in memory (validated; write it with `DatasetDirectory.write`).
-    public func make() throws -> DatasetDirectory.Contents {
+    /// `progress(done, total)` counts corrupted samples.
+    public func make(progress: ((Int, Int) -> Void)? = nil) throws -> DatasetDirectory.Contents {
         guard cleanFraction >= 0, cleanFraction <= 1 else {
             throw ConfigurationError(message: "--clean-fraction must be in [0, 1], got \(cleanFraction)")
         }
@@ -84,16 +85,22 @@ public struct DatasetRecipe: Sendable {
         var noise: [Double]? = nil
         let imageShape = images.rank == 4 ? Array(images.shape.dropFirst()) : nil
         if let corruption, nCorrupt > 0 {
-            let corruptRows = Array(nClean..<n)
-            let part = try corruption.apply(samples.gather(rows: corruptRows), imageShape: imageShape, seed: seed, sampleIndices: corruptRows)
+            // In chunks, for progress: every draw is keyed by the sample's index, so chunking
+            // changes nothing.
             let d = samples.rowSize
-            samples.storage.replaceSubrange((nClean * d)..<(n * d), with: part.samples.storage)
-            if let m = part.masks {
-                var all = Tensor<Float>(shape: samples.shape, repeating: 1)
-                all.storage.replaceSubrange((nClean * d)..<(n * d), with: m.storage)
-                masks = all
+            progress?(0, nCorrupt)
+            for chunkStart in stride(from: nClean, to: n, by: 2048) {
+                let rows = Array(chunkStart..<min(chunkStart + 2048, n))
+                let part = try corruption.apply(samples.gather(rows: rows), imageShape: imageShape, seed: seed, sampleIndices: rows)
+                let span = (rows[0] * d)..<((rows.last! + 1) * d)
+                samples.storage.replaceSubrange(span, with: part.samples.storage)
+                if let m = part.masks {
+                    if masks == nil { masks = Tensor<Float>(shape: samples.shape, repeating: 1) }
+                    masks!.storage.replaceSubrange(span, with: m.storage)
+                }
+                if let s = part.noiseSigma { noise = (noise ?? [Double](repeating: 0, count: nClean)) + s }
+                progress?(rows.last! + 1 - nClean, nCorrupt)
             }
-            if let s = part.noiseSigma { noise = [Double](repeating: 0, count: nClean) + s }
         }
         var manifest = DatasetDirectory.Manifest(source: sourceName + (classes.map { ", classes \($0)" } ?? ""),
                                                  corruption: corruption?.description, cleanFraction: Double(nClean) / Double(n),

@@ -89,10 +89,12 @@ public enum Evaluation {
     }
 
     /// Nearest-neighbour cosine similarity of samples to `reference` (mean-centred pixel space).
+    /// `progress(done, total)` counts reference rows compared (twice over with test images).
     public static func memorization(_ samples: Tensor<Float>, reference: Tensor<Float>, referenceName: String,
-                                    testImages: Tensor<Float>?) -> EvaluationReport.Memorization {
-        let s = Metrics.nearestNeighbourCosine(samples, reference: reference)
-        let t = testImages.map { Metrics.nearestNeighbourCosine($0, reference: reference) }
+                                    testImages: Tensor<Float>?, progress: ((Int, Int) -> Void)? = nil) -> EvaluationReport.Memorization {
+        let total = reference.rows * (testImages == nil ? 1 : 2)
+        let s = Metrics.nearestNeighbourCosine(samples, reference: reference) { progress?($0, total) }
+        let t = testImages.map { Metrics.nearestNeighbourCosine($0, reference: reference) { progress?(reference.rows + $0, total) } }
         func above(_ v: [Double], _ x: Double) -> Double { Double(v.filter { $0 > x }.count) / Double(max(v.count, 1)) }
         let bins = 20
         return .init(reference: referenceName, fractionAbove_0_95: above(s, 0.95), fractionAbove_0_90: above(s, 0.9),

@@ -34,8 +34,10 @@ public struct FashionEvaluator: @unchecked Sendable {
     }
 
     /// Loads the cached evaluator, or trains it (about a minute on 2 cores) and caches it.
+    /// `progress(step, steps)` follows the training when there is no cached evaluator.
     public static func loadOrTrain(cacheDirectory: String = FashionEvaluator.cacheDirectory(),
-                                   log: (String) -> Void = { _ in }) throws -> FashionEvaluator {
+                                   log: (String) -> Void = { _ in },
+                                   progress: ((Int, Int) -> Void)? = nil) throws -> FashionEvaluator {
         let path = cachePath(directory: cacheDirectory)
         let network = MLPNetwork(config)
         let store = ParameterStore<Float>(layout: network.layout)
@@ -61,6 +63,7 @@ public struct FashionEvaluator: @unchecked Sendable {
         let images = train.images.reshaped([train.images.rows, 784])
         let plan = ShardPlan(datasetSize: images.rows, globalBatch: batch, shards: 1, seed: 1)
         let zeros = [Float](repeating: 0, count: batch)
+        progress?(0, steps)
         for step in 0..<steps {
             let indices = plan.indices(step: step, shard: 0)
             let x = images.gather(rows: indices)
@@ -73,6 +76,7 @@ public struct FashionEvaluator: @unchecked Sendable {
             tape.backward(loss)
             adam.update(params: store.values, grads: store.grads)
             if step % 1000 == 0 { log("evaluator step \(step): loss \(tape.scalar(loss))") }
+            progress?(step + 1, steps)
         }
         let evaluator = FashionEvaluator(network: network, store: store, testAccuracy: 0, path: path)
         let predicted = evaluator.classify(test.images.reshaped([test.images.rows, 784]))

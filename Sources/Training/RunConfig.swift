@@ -203,7 +203,32 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
             }
             return .gaussianMixture(spec)
         }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: s, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ConfigurationError(message: "--data \(s) is a directory without \(DatasetDirectory.manifestName): not a dataset directory, or one whose writing was interrupted (ambient dataset make writes the manifest last); make it again with ambient dataset make --out \(s)")
+        }
         throw ConfigurationError(message: "unknown --data '\(s)'; use fashion-mnist, gmm[:dim=D,components=K,count=N], npy:PATH, or a dataset directory (dir:PATH)")
+    }
+
+    // Encoded as the string `--data` takes ("fashion-mnist", "gmm:dim=8,...", "npy:PATH",
+    // "dir:PATH"). Decoding also reads the synthesized form of earlier versions
+    // (`{"fashionMNIST": {}}`, `{"npy": {"path": ...}}`), so older run directories still load.
+
+    public init(from decoder: Decoder) throws {
+        if let single = try? decoder.singleValueContainer(), let text = try? single.decode(String.self) {
+            do {
+                self = try Self.parse(text)
+            } catch {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
+            }
+            return
+        }
+        self = try LegacyDataSpec(from: decoder).spec
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
     }
 
     public var description: String {
@@ -212,6 +237,28 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
         case let .gaussianMixture(g): return "gmm:dim=\(g.dimension),components=\(g.components),count=\(g.count),std=\(g.std),seed=\(g.seed)"
         case let .npy(path): return "npy:\(path)"
         case let .directory(path): return "dir:\(path)"
+        }
+    }
+}
+
+/// The synthesized Codable form of `DataSpec` before it was encoded as a string.
+private struct LegacyDataSpec: Decodable {
+    let spec: DataSpec
+    private enum Case: String, CodingKey { case fashionMNIST, gaussianMixture, npy, directory }
+    private enum Payload: String, CodingKey { case value = "_0", path }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Case.self)
+        guard let key = c.allKeys.first, c.allKeys.count == 1 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "expected a data spec such as \"fashion-mnist\""))
+        }
+        switch key {
+        case .fashionMNIST: spec = .fashionMNIST
+        case .gaussianMixture:
+            spec = .gaussianMixture(try c.nestedContainer(keyedBy: Payload.self, forKey: key).decode(GaussianMixtureSpec.self, forKey: .value))
+        case .npy: spec = .npy(path: try c.nestedContainer(keyedBy: Payload.self, forKey: key).decode(String.self, forKey: .path))
+        case .directory: spec = .directory(path: try c.nestedContainer(keyedBy: Payload.self, forKey: key).decode(String.self, forKey: .path))
         }
     }
 }

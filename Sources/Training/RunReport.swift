@@ -15,6 +15,8 @@ public struct RunReport {
     public var samplesPerGrid = 16
     public var samplerSteps = 18
     public var maxCheckpointGrids = 3
+    /// Called with (grids drawn, grids to draw) while the sample grids are drawn.
+    public var progress: ((Int, Int) -> Void)?
 
     public init(runPath: String) { self.runPath = runPath }
 
@@ -141,6 +143,9 @@ public struct RunReport {
         guard let shape = record.imageShape, shape.count == 3, shape[0] == 1 else {
             return "<p class=\"empty\">sample grids are drawn for single-channel image data; this run trained on vectors of dimension \(record.config.model.dataDimension)</p>"
         }
+        if record.config.objective == ObjectiveKind.classifier.rawValue {
+            return "<p class=\"empty\">a classifier run (SPEC O5): it draws no samples; use it with ambient annotate</p>"
+        }
         var sources: [(label: String, weights: [Float])] = []
         if let store = try? CheckpointStore(directory: dir.checkpointsPath) {
             for (step, path) in store.list().prefix(maxCheckpointGrids).reversed() {
@@ -156,15 +161,16 @@ public struct RunReport {
         guard !sources.isEmpty else { return "<p class=\"empty\">no checkpoint or model yet</p>" }
         let network = record.config.model.make()
         let denoiser = Denoiser(network: network, schedule: record.config.schedule)
-        var stop: Double? = nil
-        if record.config.objective == ObjectiveKind.ambient.rawValue, record.config.trainingSigmaN > 0 {
-            stop = AmbientScoreMatching.buffer(sMax: record.config.ambientSMax) * record.config.trainingSigmaN
-        }
+        let stop = record.config.trainedFloor   // the same sampler as `ambient sample`
         var html = ""
-        for (label, weights) in sources where weights.count == network.layout.count {
+        let drawable = sources.filter { $0.weights.count == network.layout.count }
+        progress?(0, drawable.count)
+        for (i, (label, weights)) in drawable.enumerated() {
             let store = ParameterStore<Float>(layout: network.layout)
             store.load(weights)
-            let samples = HeunSampler(steps: samplerSteps, stop: stop).sample(denoiser, store, count: samplesPerGrid, seed: 0)
+            let samples = HeunSampler(steps: samplerSteps, stop: stop).sample(denoiser, store, count: samplesPerGrid, seed: 0,
+                                                                              maskKeep: record.config.samplingMaskKeep)
+            progress?(i + 1, drawable.count)
             let g = try PNG.gridPixels(samples.reshaped([samplesPerGrid] + shape), columns: 4)
             let png = PNG.encodeGray(width: g.width, height: g.height, pixels: g.pixels)
             html += "<figure><img class=\"grid\" alt=\"samples \(escapeHTML(label))\" src=\"data:image/png;base64,\(Data(png).base64EncodedString())\">"

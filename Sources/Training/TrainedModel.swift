@@ -20,22 +20,14 @@ public struct TrainedModel: @unchecked Sendable {
     /// The lowest noise level the model was trained at: `b sigma_n` for the ambient objective
     /// (SPEC, Sampling), nil when it was trained at every level (O1, O3, O4, O6, and annotated
     /// training, where clean samples cover every level).
-    public var trainedFloor: Double? {
-        guard config.objective == ObjectiveKind.ambient.rawValue else { return nil }
-        if let floor = config.samplingFloor { return floor }
-        guard config.trainingSigmaN > 0 else { return nil }
-        return AmbientScoreMatching.buffer(sMax: config.ambientSMax) * config.trainingSigmaN
-    }
+    public var trainedFloor: Double? { config.trainedFloor }
 
     /// For a model trained with SPEC O3: the keep probability `(1 - p)(1 - delta)` of the
     /// fixed-mask sampler's masks.
-    public var samplingMaskKeep: Double? {
-        guard config.objective == ObjectiveKind.masked.rawValue else { return nil }
-        return (config.observedFraction ?? 1) * (1 - (config.furtherDelta ?? FurtherCorruption.defaultDelta))
-    }
+    public var samplingMaskKeep: Double? { config.samplingMaskKeep }
 
     /// `D(x, sigma)` for every row of x (N, d), in batches.
-    public func denoise(_ x: Tensor<Float>, sigma: Double, batchSize: Int = 256) -> Tensor<Float> {
+    public func denoise(_ x: Tensor<Float>, sigma: Double, batchSize: Int = 256, progress: ((Int) -> Void)? = nil) -> Tensor<Float> {
         precondition(samplingMaskKeep == nil, "a masked model needs masks: use HeunSampler.posterior with maskKeep")
         let d = denoiser.dimension
         var out = [Float](repeating: 0, count: x.count)
@@ -53,8 +45,25 @@ public struct TrainedModel: @unchecked Sendable {
                 }
             }
             start += rows
+            progress?(start)
         }
         return Tensor(shape: x.shape, storage: out)
+    }
+}
+
+extension RunConfig {
+    /// See `TrainedModel.trainedFloor`.
+    public var trainedFloor: Double? {
+        guard objective == ObjectiveKind.ambient.rawValue else { return nil }
+        if let floor = samplingFloor { return floor }
+        guard trainingSigmaN > 0 else { return nil }
+        return AmbientScoreMatching.buffer(sMax: ambientSMax) * trainingSigmaN
+    }
+
+    /// See `TrainedModel.samplingMaskKeep`.
+    public var samplingMaskKeep: Double? {
+        guard objective == ObjectiveKind.masked.rawValue else { return nil }
+        return (observedFraction ?? 1) * (1 - (furtherDelta ?? FurtherCorruption.defaultDelta))
     }
 }
 

@@ -47,15 +47,18 @@ public struct Trainer {
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: keepCheckpoints)
         let metrics = try MetricsLog(path: dir.metricsPath)
         if resuming {
-            guard let found = store.loadNewest(skipped: { [logger] why in logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"]) }) else {
-                throw RunDirectoryError("\(runPath) holds an unfinished run of this configuration but no usable checkpoint; remove it or choose another --out")
+            if let found = store.loadNewest(skipped: { [logger] why in logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"]) }) {
+                guard found.snapshot.metadata["config_hash"] == config.hash else {
+                    throw RunDirectoryError("\(found.path) belongs to another configuration")
+                }
+                try session.state.restore(full: found.snapshot)
+                logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(session.state.step)"])
+            } else {
+                // Stopped before its first checkpoint (killed, or a second Ctrl-C): the run is a
+                // function of its configuration, so starting over gives the same weights.
+                logger.notice("resumed", metadata: ["checkpoint": "none usable", "step": "0 (starting again)"])
             }
-            guard found.snapshot.metadata["config_hash"] == config.hash else {
-                throw RunDirectoryError("\(found.path) belongs to another configuration")
-            }
-            try session.state.restore(full: found.snapshot)
             try metrics.truncate(keepingStepsBelow: session.state.step)
-            logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(session.state.step)"])
         }
         logger.info("training", metadata: ["run": "\(runPath)", "data": "\(data.summary)",
                                            "objective": "\(config.objective)", "steps": "\(config.steps)",

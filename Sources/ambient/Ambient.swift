@@ -12,14 +12,17 @@ struct Ambient: ParsableCommand {
         commandName: "ambient",
         abstract: "Train diffusion models from noisy, masked or otherwise corrupted data.",
         discussion: """
-        Ambient learns a clean data distribution when every training sample is corrupted
-        (ambient denoising score matching, SPEC O2). A run directory holds the resolved
-        configuration, per-step metrics and the final weights (safetensors).
+        Ambient learns a clean data distribution when every training sample is corrupted \
+        (noisy, masked, blurred or out of distribution). A run directory holds the resolved \
+        configuration, per-step metrics, checkpoints and the final weights (safetensors); \
+        `ambient report` turns it into an HTML page. docs/getting-started.md is a tour, \
+        docs/cli.md has every command's help.
 
         Examples:
-          ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
+          ambient train --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm
           ambient sample --run runs/fm --count 64 --out samples.npy --png samples.png
-          ambient denoise --run runs/fm --input noisy.npy --sigma 0.8 --out clean.npy
+          ambient report --run runs/fm
+          ambient train --config run.yaml --out runs/from-file
         """,
         subcommands: [Dataset.self, Train.self, Classifier.self, Annotate.self, Sample.self, Denoise.self, Eval.self,
                       Report.self, CoordinatorCommand.self, WorkerCommand.self, Keys.self])
@@ -65,6 +68,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ValidationError {
         throw e
     } catch let e as InterruptedError {
+        FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
+        throw ExitCode(130)
+    } catch let e as InterruptedAfterWriting {
         FileHandle.standardError.write(Data("\nambient: \(e)\n".utf8))
         throw ExitCode(130)
     } catch let e as CoordinatorStopped {

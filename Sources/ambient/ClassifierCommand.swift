@@ -13,8 +13,14 @@ extension Ambient {
             commandName: "classifier",
             abstract: "Train the Ambient-Omni classifier that tells clean from corrupted samples under noise.",
             discussion: """
-            Example:
-              ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 --out runs/classifier
+            The classifier c(x, sigma) of SPEC O5 gives the logit of "clean" for a sample with noise of \
+            level sigma added. ambient annotate uses it to find, for each corrupted sample, the noise level \
+            above which it can no longer be told from clean data.
+
+            Examples:
+              ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 \\
+                  --out runs/classifier
+              ambient annotate --data data/fm-blur --classifier runs/classifier
             """,
             subcommands: [Train.self])
     }
@@ -25,11 +31,15 @@ extension Ambient {
             commandName: "annotate",
             abstract: "Annotate each corrupted sample of a dataset with the noise level above which it counts as clean.",
             discussion: """
-            With --classifier: on a grid of --grid sigma values log-spaced in [0.002, 80], p(sigma) is the mean over
-            --draws noise draws of P(clean | w + sigma n); it is smoothed by an exponential moving average of span
-            --span and sigma_min is the first sigma where it exceeds tau = 0.5 - --eps. A sample that never crosses
-            gets sigma_max (80) and is effectively unused. With --fixed-sigma S every corrupted sample gets S.
-            Clean samples (clean.npy) get 0. The annotations go to DIR/annotations.npy and the manifest records how.
+            With --classifier: on a grid of --grid sigma values log-spaced in [0.002, 80], p(sigma) is the \
+            mean over --draws noise draws of P(clean | w + sigma n); it is smoothed by an exponential moving \
+            average of span --span and sigma_min is the first sigma where it exceeds tau = 0.5 - --eps. A \
+            sample that never crosses gets sigma_max (80) and is effectively unused. With --fixed-sigma S \
+            every corrupted sample gets S. Clean samples (clean.npy) get 0.
+
+            The annotations go to DIR/annotations.npy and the manifest records how they were made; both \
+            are written only at the end (Ctrl-C before then leaves the dataset as it was). \
+            ambient train --data DIR --objective ambient then trains each sample above its own sigma_min.
 
             Examples:
               ambient annotate --data data/fm-blur --classifier runs/classifier
@@ -148,7 +158,7 @@ extension Ambient {
                     }
                     note = spec.note
                 }
-                if fixedSigma != nil { try directory.writeAnnotations(annotations, note: note) }
+                if fixedSigma != nil { try writingOutputs { try directory.writeAnnotations(annotations, note: note) } }
                 let values = corrupted.map { annotations[$0] }.sorted()
                 let median = values.isEmpty ? 0 : values[values.count / 2]
                 let unused = values.filter { $0 >= contents.manifest.sigmaMax }.count
@@ -165,13 +175,18 @@ extension Ambient.Classifier {
             commandName: "train",
             abstract: "Train the noise-conditioned classifier on a dataset directory with clean flags.",
             discussion: """
-            Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a sigma drawn
-            log-uniformly over the annotation grid's range [0.002, 80] (default) or from EDM's log-normal (SPEC's
-            wording; it leaves the classifier untrained above sigma ~10, where annotation still asks it). The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy)
-            and model.safetensors with ambient.kind = classifier.
+            Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a \
+            sigma drawn log-uniformly over the annotation grid's range [0.002, 80] (default) or from EDM's \
+            log-normal (SPEC's wording; it leaves the classifier untrained above sigma ~10, where annotation \
+            still asks it). The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy) \
+            and model.safetensors with ambient.kind = classifier. It takes the options of ambient train \
+            (--config, --steps, --width, ...); Ctrl-C stops at a step with a checkpoint and the same command \
+            resumes.
 
-            Example:
-              ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 --out runs/classifier
+            Examples:
+              ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 \\
+                  --out runs/classifier
+              ambient classifier train --data data/fm-blur --sigma-distribution lognormal --out runs/c-ln
             """)
 
         @Option(name: .customLong("sigma-distribution"),
@@ -204,8 +219,10 @@ extension Ambient.Classifier {
                 var (config, trainingData) = try options.resolve()
                 config.classifierSigma = sigmaDistribution
                 try config.validate()
-                try Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.classifier"), showProgress: !quiet,
-                            threads: common.threads ?? environmentThreads()).run(data: trainingData)
+                var trainer = Trainer(config: config, runPath: out, logger: common.makeLogger("ambient.classifier"), showProgress: !quiet,
+                                      threads: common.threads ?? environmentThreads())
+                trainer.stop = StopSignal.forCommand()
+                try trainer.run(data: trainingData)
             }
         }
     }

@@ -13,18 +13,21 @@ extension Ambient {
             commandName: "coordinator",
             abstract: "Run the coordinator of a distributed training run.",
             discussion: """
-            Binds a ZeroMQ ROUTER socket, admits workers whose CURVE public key is on the allow-list, assigns
-            the shards of every step, reduces their gradients in shard order and checkpoints to RUNDIR
-            (a shared directory). Restarted with the same configuration and RUNDIR it resumes from the
-            newest checkpoint that verifies; workers reconnect by themselves.
+            Binds a ZeroMQ ROUTER socket, admits workers whose CURVE public key is on the allow-list, \
+            assigns the shards of every step, reduces their gradients in shard order and checkpoints to \
+            RUNDIR (a shared directory). Restarted with the same configuration and RUNDIR it resumes from \
+            the newest checkpoint that verifies; workers reconnect by themselves. It takes the training \
+            options of ambient train, including --config FILE (YAML or JSON). Operations: \
+            docs/operations.md.
 
             Plaintext (--plaintext) is accepted only on loopback endpoints.
 
             Examples:
               ambient keys generate --name coordinator --dir keys
-              ambient coordinator --config run.json --bind tcp://0.0.0.0:5555 --out /shared/runs/fm \\
+              ambient coordinator --config run.yaml --bind tcp://0.0.0.0:5555 --out /shared/runs/fm \\
                   --key keys/coordinator.key --allow keys/workers/
-              ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 --plaintext --out runs/g
+              ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
+                  --plaintext --out runs/g
             """)
 
         @OptionGroup var training: TrainingOptions
@@ -89,13 +92,14 @@ extension Ambient {
             commandName: "worker",
             abstract: "Run a training worker that connects to a coordinator.",
             discussion: """
-            The worker learns the run from the coordinator, loads the same data locally (its content hash
-            must match), computes the gradients of the shards it is assigned with BLAS and sends them back.
-            It re-registers by itself when the coordinator restarts, and exits when the run ends (status 0),
-            when it is refused (1), or after --max-reconnect seconds without a coordinator (1).
+            The worker learns the run from the coordinator, loads the same data locally (its content hash \
+            must match), computes the gradients of the shards it is assigned with BLAS and sends them \
+            back. It re-registers by itself when the coordinator restarts, and exits when the run ends \
+            (status 0), when it is refused (1), or after --max-reconnect seconds without a coordinator (1).
 
             Examples:
-              ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key --server-key keys/coordinator.pub
+              ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key \\
+                  --server-key keys/coordinator.pub
               OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1
             """)
 
@@ -160,14 +164,24 @@ extension Ambient {
     /// `ambient keys`: CURVE key management.
     struct Keys: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "keys", abstract: "Manage CURVE keys.", subcommands: [Generate.self])
+            commandName: "keys", abstract: "Manage CURVE keys.",
+            discussion: """
+            Coordinator and workers authenticate each other and encrypt their traffic with CurveZMQ key \
+            pairs. Each host generates its own pair and hands out only the .pub file.
+
+            Examples:
+              ambient keys generate --name coordinator --dir keys
+              ambient keys generate --name $(hostname) --dir keys
+            """,
+            subcommands: [Generate.self])
 
         struct Generate: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Generate a CURVE key pair: DIR/NAME.key (secret, mode 0600) and DIR/NAME.pub.",
                 discussion: """
-                Give the coordinator its .key and a directory of the workers' .pub files (--allow); give each
-                worker its own .key and the coordinator's .pub (--server-key).
+                Give the coordinator its .key and a directory of the workers' .pub files (--allow); give \
+                each worker its own .key and the coordinator's .pub (--server-key). An existing key is never \
+                overwritten.
 
                 Examples:
                   ambient keys generate --name coordinator --dir keys
@@ -179,7 +193,7 @@ extension Ambient {
             func run() throws {
                 try reportingErrors {
                     let pair = try CurveKeyPair.generate()
-                    try pair.write(directory: dir, name: name)
+                    try writingOutputs { try pair.write(directory: dir, name: name) }
                     print("\(dir)/\(name).key (secret)\n\(dir)/\(name).pub \(pair.publicKey)")
                 }
             }

@@ -10,9 +10,15 @@ extension Ambient {
             commandName: "dataset",
             abstract: "Build and verify dataset directories of corrupted data.",
             discussion: """
+            A dataset directory holds the samples as stored (corrupted), with their masks, noise levels, \
+            annotations, labels and clean flags as NPY files, and a manifest with the SHA-256 of every \
+            file, written last (docs/dataset-format.md). ambient train, classifier train, annotate and eval \
+            read it.
+
             Examples:
               ambient dataset make --source fashion-mnist --corrupt noise:0.5 --out data/fm-noisy
-              ambient dataset make --source fashion-mnist --corrupt blur:2 --clean-fraction 0.1 --out data/fm-blur
+              ambient dataset make --source fashion-mnist --corrupt blur:2 --clean-fraction 0.1 \\
+                  --out data/fm-blur
               ambient dataset verify data/fm-blur
             """,
             subcommands: [Make.self, Verify.self])
@@ -27,15 +33,22 @@ extension Ambient.Dataset {
             abstract: "Write a dataset directory: clean source data, corrupted and fixed per sample.",
             discussion: """
             Corruptions (--corrupt): \(CorruptionSpec.forms).
-            Every random choice of sample i (noise, mask, box position) is keyed by (seed, i), so the corrupted
-            copy of a sample is fixed. With --clean-fraction F the first round(F*N) samples stay clean and are
-            flagged in clean.npy (the trusted set of Ambient-Omni, SPEC O5).
+
+            Every random choice of sample i (noise, mask, box position) is keyed by (seed, i), so the \
+            corrupted copy of a sample is fixed. With --clean-fraction F the first round(F*N) samples stay \
+            clean and are flagged in clean.npy (the trusted set of Ambient-Omni, SPEC O5).
+
+            The manifest is written last: a directory without one is incomplete (an interrupted make) and \
+            no command reads it; make it again with the same command.
 
             Examples:
               ambient dataset make --source fashion-mnist --corrupt noise:0.5 --out data/fm-noisy
-              ambient dataset make --source fashion-mnist --corrupt mask:0.6 --count 20000 --out data/fm-masked
-              ambient dataset make --source fashion-mnist --corrupt blur:2 --clean-fraction 0.1 --out data/fm-blur
-              ambient dataset make --source fashion-mnist --classes 0+1+2 --corrupt ood:8+9 --clean-fraction 0.5 --out data/fm-ood
+              ambient dataset make --source fashion-mnist --corrupt mask:0.6 --count 20000 \\
+                  --out data/fm-masked
+              ambient dataset make --source fashion-mnist --corrupt blur:2 --clean-fraction 0.1 \\
+                  --out data/fm-blur
+              ambient dataset make --source fashion-mnist --classes 0+1+2 --corrupt ood:8+9 \\
+                  --clean-fraction 0.5 --out data/fm-ood
               ambient dataset make --source gmm:dim=8,count=5000 --corrupt noise:0.3 --out data/gmm
               ambient dataset make --source fashion-mnist --count 300 --out data/fm-300
             """)
@@ -61,6 +74,9 @@ extension Ambient.Dataset {
         @Option(help: "Dataset directory to create.")
         var out: String
 
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
         func run() throws {
             try reportingErrors {
                 let spec = try DataSpec.parse(source)
@@ -74,8 +90,13 @@ extension Ambient.Dataset {
                 let recipe = DatasetRecipe(source: spec, corruption: corruption, cleanFraction: cleanFraction, count: count,
                                            classes: classList, seed: seed,
                                            createdBy: "ambient " + CommandLine.arguments.dropFirst().joined(separator: " "))
-                let contents = try recipe.make()
-                try DatasetDirectory(path: out).write(contents)
+                var corruptBar: ProgressReporter?
+                let contents = try recipe.make { done, total in
+                    if quiet { return }
+                    if corruptBar == nil { corruptBar = ProgressReporter(label: "corrupt", total: total, unit: "sample") }
+                    corruptBar?.update(done)
+                }
+                try writingOutputs { try DatasetDirectory(path: out).write(contents) }
                 let clean = contents.clean?.filter { $0 }.count ?? contents.count
                 FileHandle.standardError.write(Data("wrote \(out): \(contents.count) samples of shape \(contents.manifest.sampleShape), \(clean) clean, corruption \(corruption?.description ?? "none")\n".utf8))
             }
@@ -88,7 +109,11 @@ extension Ambient.Dataset {
             commandName: "verify",
             abstract: "Check a dataset directory: manifest, content hashes, shapes and value ranges.",
             discussion: """
-            Example:
+            Reads the whole directory as training would and prints one line about it; any problem is an \
+            error that names the file (a changed or damaged file fails its SHA-256).
+
+            Examples:
+              ambient dataset verify data/fm-blur
               ambient dataset verify data/fm-blur --png blur.png
             """)
 

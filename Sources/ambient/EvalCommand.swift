@@ -12,18 +12,22 @@ extension Ambient {
             commandName: "eval",
             abstract: "Evaluate a trained run: Frechet distance, class balance, memorisation, denoising error.",
             discussion: """
-            For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test set in the
-            features of an evaluator classifier trained by Ambient on the clean labelled training set (trained on first
-            use, about a minute, and cached in $AMBIENT_CACHE or ~/.cache/ambient with its version in the file name),
-            the class balance of the samples, and the nearest-neighbour cosine similarity of each sample to the run's
-            training data in mean-centred pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give
-            the calibration). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per sigma.
-            The JSON opens with Python's json module or a browser.
+            For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test \
+            set in the features of an evaluator classifier trained by Ambient on the clean labelled \
+            training set (trained on first use, about a minute, and cached in $AMBIENT_CACHE or \
+            ~/.cache/ambient with its version in the file name), the class balance of the samples, and the \
+            nearest-neighbour cosine similarity of each sample to the run's training data in mean-centred \
+            pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give the \
+            calibration). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per \
+            sigma.
+
+            The JSON opens with Python's json module or a browser; written as RUNDIR/eval.json, it appears \
+            in ambient report.
 
             Examples:
-              ambient eval --run runs/fm --count 2000 --out runs/fm/eval.json --png runs/fm/samples.png
+              ambient eval --run runs/fm --count 2000 --out runs/fm/eval.json --png runs/fm/eval.png
               ambient eval --run runs/fm --samples samples.npy --out eval.json
-              ambient eval --run runs/gmm --out gmm-eval.json
+              ambient eval --run runs/gmm --out runs/gmm/eval.json
             """)
 
         @Option(name: .customLong("run"), help: "Run directory of a finished denoiser run.")
@@ -81,17 +85,24 @@ extension Ambient {
                                               samplerSteps: steps, samplerStop: model.trainedFloor, samplerMaskKeep: model.samplingMaskKeep)
                 let data = try TrainingData.load(model.config)
                 if record.imageShape == [1, 28, 28] {
-                    let evaluator = try FashionEvaluator.loadOrTrain(log: log)
+                    var evaluatorBar: ProgressReporter?
+                    let evaluator = try FashionEvaluator.loadOrTrain(log: log) { step, steps in
+                        if quiet { return }
+                        if evaluatorBar == nil { evaluatorBar = ProgressReporter(label: "evaluator", total: steps, unit: "step") }
+                        evaluatorBar?.update(step)
+                    }
                     report.imageQuality = try Evaluation.imageQuality(generated, evaluator: evaluator, seed: seed)
                     let test = try FashionMNIST.load(split: .test)
                     let testImages = test.images.reshaped([test.images.rows, 784]).rows(0..<min(1000, test.images.rows))
                     // Compare with the clean images behind the training data when the run's data is simulated or a directory.
                     let reference = try cleanTrainingImages(model.config) ?? data.samples
+                    var nearestBar: ProgressReporter?
                     report.memorization = Evaluation.memorization(generated, reference: reference,
                                                                   referenceName: "training data of the run (\(reference.rows) images)",
-                                                                  testImages: testImages)
-                    if let png {
-                        try PNG.writeGrid(generated.rows(0..<min(64, generated.rows)).reshaped([min(64, generated.rows), 1, 28, 28]), columns: 8, path: png)
+                                                                  testImages: testImages) { done, total in
+                        if quiet { return }
+                        if nearestBar == nil { nearestBar = ProgressReporter(label: "nearest neighbours", total: total, unit: "image") }
+                        nearestBar?.update(done)
                     }
                 }
                 if let mixture = data.mixture {
@@ -99,7 +110,13 @@ extension Ambient {
                     let sigmas = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2] + (sn > 0 ? [0.375 * sn, 0.75 * sn, 1.5 * sn] : [])
                     report.denoising = Evaluation.denoising(model, mixture: mixture, sigmas: sigmas.sorted(), dataSigma: sn)
                 }
-                try FileBytes.writeAtomically(try report.json(), to: out)
+                let json = try report.json()
+                try writingOutputs {
+                    if let png, record.imageShape == [1, 28, 28] {
+                        try PNG.writeGrid(generated.rows(0..<min(64, generated.rows)).reshaped([min(64, generated.rows), 1, 28, 28]), columns: 8, path: png)
+                    }
+                    try FileBytes.writeAtomically(json, to: out)
+                }
                 if let q = report.imageQuality, let m = report.memorization {
                     log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))

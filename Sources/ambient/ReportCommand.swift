@@ -10,13 +10,14 @@ extension Ambient {
             commandName: "report",
             abstract: "Write a static HTML report of a run (opens in any browser, no network needed).",
             discussion: """
-            The page shows the configuration, loss curves per objective term, throughput and the
-            compute/communication split, sample grids from the newest checkpoints and the final model
-            (image data), evaluation results (RUNDIR/eval.json) and the cluster's events. Works on
-            unfinished runs too.
+            The page shows the configuration, loss curves per objective term, throughput and the \
+            compute/communication split, sample grids from the newest checkpoints and the final model \
+            (image data), evaluation results (RUNDIR/eval.json) and the cluster's events. It works on \
+            unfinished runs too. Images are embedded: the file can be copied or mailed on its own. The \
+            path of the page is printed on standard output.
 
             Examples:
-              ambient report --run runs/fm                      (writes runs/fm/report.html)
+              ambient report --run runs/fm                  (writes runs/fm/report.html)
               ambient report --run runs/fm --out /tmp/fm.html
             """)
 
@@ -29,6 +30,9 @@ extension Ambient {
         @Option(name: .customLong("samples"), help: "Samples per grid.")
         var samples: Int = 16
 
+        @Flag(help: "No progress bar.")
+        var quiet = false
+
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -40,6 +44,12 @@ extension Ambient {
                 common.configureBLAS()
                 var report = RunReport(runPath: runDirectory)
                 report.samplesPerGrid = samples
+                var bar: ProgressReporter?
+                report.progress = { done, total in
+                    if quiet { return }
+                    if bar == nil { bar = ProgressReporter(label: "report sample grids", total: total, unit: "grid") }
+                    bar?.update(done)
+                }
                 let path = try report.write(to: out)
                 print(path)
             }

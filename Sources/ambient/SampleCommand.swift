@@ -12,19 +12,24 @@ extension Ambient {
             commandName: "sample",
             abstract: "Generate samples from a trained run with the EDM Heun sampler.",
             discussion: """
-            A model trained with the ambient objective alone never saw noise below b*sigma_n: by default its
-            sampler stops there and returns the one-step denoised sample (SPEC, Sampling); --full-range
-            integrates down to sigma_min anyway.
+            A model trained with the ambient objective alone never saw noise below b*sigma_n: by default \
+            its sampler stops there and returns the one-step denoised sample (SPEC, Sampling); \
+            --full-range integrates down to sigma_min anyway.
 
-            A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask sampler.
+            A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask \
+            sampler.
 
-            Posterior sampling (the noising attack of paper T, section 3.3): --from X.npy --sigma S starts the sampler
-            at sigma S from each row of X instead of from pure noise.
+            Posterior sampling (the noising attack of paper T, section 3.3): --from X.npy --sigma S starts \
+            the sampler at sigma S from each row of X instead of from pure noise.
+
+            The NPY file and the PNG grid are written together at the end: Ctrl-C before then writes \
+            nothing (an earlier file of the same name stays as it was).
 
             Examples:
               ambient sample --run runs/fm --count 64 --out samples.npy --png samples.png
               ambient sample --run runs/gmm --count 10000 --steps 40 --out gmm-samples.npy
-              ambient sample --run runs/fm --from noisy.npy --sigma 0.8 --out posterior.npy --png posterior.png
+              ambient sample --run runs/fm --from noisy.npy --sigma 0.8 --out posterior.npy \\
+                  --png posterior.png
             """)
 
         @Option(name: .customLong("run"), help: "Run directory of a finished training run.")
@@ -77,23 +82,27 @@ extension Ambient {
                 let stop = fullRange ? nil : model.trainedFloor
                 let sampler = HeunSampler(steps: steps, stop: stop)
                 let samples: Tensor<Float>
+                let progress = { (total: Int) in quiet ? nil : ProgressReporter(label: "sample", total: total, unit: "sample") }
                 if let from, let sigma {
                     let x = try NPY.readFloat(from)
                     let d = model.denoiser.dimension
                     guard x.rank >= 2, x.rowSize == d else {
                         throw DataError(message: "\(from) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
                     }
+                    let bar = progress(x.rows)
                     samples = sampler.posterior(model.denoiser, model.store, observations: x.reshaped([x.rows, d]), sigma: sigma, seed: seed,
-                                                maskKeep: model.samplingMaskKeep)
+                                                maskKeep: model.samplingMaskKeep) { bar?.update($0) }
                 } else {
-                    let progress = quiet ? nil : ProgressReporter(label: "sample", total: count, unit: "sample")
-                    samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed, maskKeep: model.samplingMaskKeep) { progress?.update($0) }
+                    let bar = progress(count)
+                    samples = sampler.sample(model.denoiser, model.store, count: count, seed: seed, maskKeep: model.samplingMaskKeep) { bar?.update($0) }
                 }
                 let count = samples.rows
                 let shaped = imageShape.map { samples.reshaped([count] + $0) } ?? samples
-                try NPY.write(shaped, to: out)
-                if let png, let shape = imageShape {
-                    try PNG.writeGrid(samples.reshaped([count] + shape), columns: Int(Double(count).squareRoot().rounded(.up)), path: png)
+                try writingOutputs {
+                    try NPY.write(shaped, to: out)
+                    if let png, let shape = imageShape {
+                        try PNG.writeGrid(samples.reshaped([count] + shape), columns: Int(Double(count).squareRoot().rounded(.up)), path: png)
+                    }
                 }
                 FileHandle.standardError.write(Data("wrote \(count) samples to \(out)\(png.map { " and \($0)" } ?? "")\(stop.map { " (stopped at sigma \(String(format: "%.4f", $0)))" } ?? "")\n".utf8))
             }
@@ -106,7 +115,9 @@ extension Ambient {
             commandName: "denoise",
             abstract: "Apply a trained denoiser D(x, sigma) to every sample of an NPY file.",
             discussion: """
-            The input must have the run's data shape: (N, d) or (N, C, H, W). The output has the input's shape.
+            The input must have the run's data shape: (N, d) or (N, C, H, W); the output has the input's \
+            shape. D(x, sigma) is the model's estimate of E[x0 | x] for x = x0 + sigma z (one step, no \
+            sampling). A model trained on masked data needs masks: use ambient sample --from instead.
 
             Example:
               ambient denoise --run runs/fm --input noisy.npy --sigma 0.8 --out denoised.npy
@@ -123,6 +134,9 @@ extension Ambient {
 
         @Option(help: "Output NPY file.")
         var out: String
+
+        @Flag(help: "No progress bar.")
+        var quiet = false
 
         @OptionGroup var common: CommonOptions
 
@@ -146,7 +160,8 @@ extension Ambient {
                 if let floor = model.trainedFloor, sigma < floor {
                     FileHandle.standardError.write(Data("ambient: warning: sigma \(sigma) is below the lowest level this model was trained at (\(floor))\n".utf8))
                 }
-                let y = model.denoise(x.reshaped([x.rows, d]), sigma: sigma).reshaped(x.shape)
+                let progress = quiet ? nil : ProgressReporter(label: "denoise", total: x.rows, unit: "sample")
+                let y = model.denoise(x.reshaped([x.rows, d]), sigma: sigma) { progress?.update($0) }.reshaped(x.shape)
                 try NPY.write(y, to: out)
             }
         }

@@ -12,41 +12,53 @@ extension Ambient {
             commandName: "train",
             abstract: "Train a denoiser and write a run directory.",
             discussion: """
-            Data sources: fashion-mnist (Debian package dataset-fashion-mnist), gmm[:dim=D,components=K,count=N,std=S,seed=Z]
-            (synthetic Gaussian mixture), npy:PATH (float32 NPY of shape (N, d) or (N, C, H, W)), or a dataset
-            directory written by `ambient dataset make` (DIR or dir:DIR; docs/dataset-format.md).
+            Data sources: fashion-mnist (Debian package dataset-fashion-mnist), \
+            gmm[:dim=D,components=K,count=N,std=S,seed=Z] (synthetic Gaussian mixture), npy:PATH (float32 NPY \
+            of shape (N, d) or (N, C, H, W)), or a dataset directory written by `ambient dataset make` (DIR \
+            or dir:DIR; docs/dataset-format.md).
 
-            Noisy data: --data-sigma S declares that the data is ALREADY noisy at level S (the real use
-            case); --corrupt simulates corrupted data from clean data, fixed per sample (noise:S, mask:P, box:S, blur:S).
+            Noisy data: --data-sigma S declares that the data is ALREADY noisy at level S (the real use \
+            case); --corrupt simulates corrupted data from clean data, fixed per sample (noise:S, mask:P, \
+            box:S, blur:S).
 
-            Objectives: dsm (denoising score matching, SPEC O1); ambient (ambient DSM for noisy data, SPEC O2;
-            on an annotated dataset directory each sample is used at its own sigma_min, SPEC O5); masked (further
-            corruption for masked data, SPEC O3; masks become input channels); consistency (O2 plus the consistency
-            term of SPEC O4, so the model also samples below sigma_n); split (the memorisation-reducing split of
-            SPEC O6 on clean data, with --split-sigma); classifier (the noise-conditioned clean-vs-corrupted
-            classifier of SPEC O5, on a dataset directory with clean flags).
+            Objectives: dsm (denoising score matching, SPEC O1); ambient (ambient DSM for noisy data, SPEC \
+            O2; on an annotated dataset directory each sample is used at its own sigma_min, SPEC O5); masked \
+            (further corruption for masked data, SPEC O3; masks become input channels); consistency (O2 plus \
+            the consistency term of SPEC O4, so the model also samples below sigma_n); split (the \
+            memorisation-reducing split of SPEC O6 on clean data, with --split-sigma); classifier (the \
+            noise-conditioned clean-vs-corrupted classifier of SPEC O5; use ambient classifier train). \
+            docs/concepts.md explains each.
 
-            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for square
-            images (--channels gives the feature channels per resolution, e.g. 32,64 at 28x28 and 14x14).
+            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for \
+            square images (--channels gives the feature channels per resolution, e.g. 32,64 at 28x28 and \
+            14x14).
 
-            With --workers N the run uses the cluster machinery on this machine: a coordinator in this
-            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same
+            Configuration files: --config FILE reads every option from YAML or JSON (the keys of \
+            config.json; --dry-run prints them all, with their command-line options as comments); options \
+            given on the command line override the file. An unknown key or a wrong value is an error that \
+            names the file, line and column.
+
+            With --workers N the run uses the cluster machinery on this machine: a coordinator in this \
+            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same \
             --shards the result is bitwise identical to the single-process run, for any N.
 
-            The run directory gets config.json, metrics.jsonl, checkpoints/, model.safetensors (EMA weights,
-            written last), and with --workers also events.jsonl. Ctrl-C stops after the current step with a
-            checkpoint; running the same command again resumes the run (bitwise as if never stopped).
+            The run directory gets config.json (the resolved configuration and its hash), metrics.jsonl, \
+            checkpoints/, model.safetensors (EMA weights, written last: its presence means the run \
+            finished), and with --workers also events.jsonl (docs/formats.md). Ctrl-C stops after the \
+            current step with a checkpoint; the same command resumes the run, bitwise as if never stopped.
 
             Examples:
-              ambient train --data fashion-mnist --corrupt noise:0.5 --objective ambient --steps 2000 --out runs/fm
-              ambient train --arch unet --channels 32,64 --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm-unet
+              ambient train --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm
               ambient train --data npy:noisy.npy --data-sigma 0.3 --objective ambient --out runs/mine
               ambient train --data gmm:dim=8 --corrupt noise:0.7 --width 128 --blocks 2 --out runs/gmm
+              ambient train --arch unet --channels 32,64 --data fashion-mnist --corrupt noise:0.5 \\
+                  --steps 2000 --out runs/fm-unet
               ambient train --data data/fm-masked --objective masked --further-delta 0.1 --out runs/masked
-              ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective consistency --consistency-weight 1 --out runs/gmm-o4
+              ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective consistency --out runs/gmm-o4
               ambient train --data data/fm-300 --objective split --split-sigma 0.5 --out runs/split
               ambient train --data fashion-mnist --corrupt noise:0.5 --workers 2 --shards 4 --out runs/fm2
-              ambient train --data fashion-mnist --corrupt noise:0.5 --dry-run > run.json
+              ambient train --data fashion-mnist --corrupt noise:0.5 --dry-run > run.yaml
+              ambient train --config run.yaml --steps 5000 --out runs/fm-long
             """)
 
         @OptionGroup var training: TrainingOptions
@@ -62,8 +74,11 @@ extension Ambient {
         @Option(name: .customLong("time-limit"), help: "Stop after this many seconds of training and write the final weights (single process; for equal wall-clock comparisons; the step count then depends on the machine).")
         var timeLimit: Double?
 
-        @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration (JSON) and exit.")
+        @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration and its hash, and exit (nothing is written).")
         var dryRun = false
+
+        @Option(name: .customLong("dry-run-format"), help: "Format of --dry-run: yaml (with the hash and a comment per key) or json (the hash goes to stderr).")
+        var dryRunFormat: DryRunFormat = .yaml
 
         @Flag(help: "No progress bar.")
         var quiet = false
@@ -81,16 +96,12 @@ extension Ambient {
             try reportingErrors {
                 let (config, data) = try training.resolve()
                 if dryRun {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    print(String(decoding: try encoder.encode(config), as: UTF8.self))
+                    print(try dryRunFormat.render(config), terminator: "")
+                    if dryRunFormat == .json { FileHandle.standardError.write(Data("config hash \(config.hash)\n".utf8)) }
                     return
                 }
                 let logger = common.makeLogger("ambient.train")
-                let stop = StopSignal()
-                stop.installHandlers { _ in
-                    FileHandle.standardError.write(Data("\nambient: stopping after the current step (Ctrl-C again to quit at once)\n".utf8))
-                }
+                let stop = StopSignal.forCommand()
                 if workers == 0 {
                     var trainer = Trainer(config: config, runPath: out!, logger: logger, showProgress: !quiet,
                                           threads: common.threads ?? environmentThreads())
@@ -105,6 +116,24 @@ extension Ambient {
                         .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
                 }
             }
+        }
+    }
+}
+
+/// What `ambient train --dry-run` prints.
+enum DryRunFormat: String, ExpressibleByArgument, CaseIterable {
+    case yaml, json
+
+    func render(_ config: RunConfig) throws -> String {
+        switch self {
+        case .yaml:
+            return "# Ambient run configuration, config hash \(config.hash) (written to RUNDIR/config.json when training starts).\n" +
+                "# Use it with: ambient train --config FILE --out RUNDIR (options given there override it; any key may be left out).\n" +
+                ConfigFile.yaml(config)
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            return String(decoding: try encoder.encode(config), as: UTF8.self) + "\n"
         }
     }
 }

@@ -8,19 +8,19 @@ import Training
 /// The options that define a training run, shared by `train` and `coordinator`. Each
 /// overrides the `--config` file (or the built-in default) only when given.
 struct TrainingOptions: ParsableArguments {
-    @Option(help: "Run configuration file (JSON, as `ambient train --dry-run` prints); options given here override it.")
+    @Option(help: "Run configuration file, YAML or JSON (as `ambient train --dry-run` prints, or a run's config.json); options given here override it.")
     var config: String?
 
-    @Option(help: "Training data: fashion-mnist, gmm[:dim=D,components=K,count=N,std=S,seed=Z], or npy:PATH.")
+    @Option(help: "Training data: fashion-mnist, gmm[:dim=D,components=K,count=N,std=S,seed=Z], npy:PATH, or a dataset directory (DIR or dir:DIR).")
     var data: String?
 
     @Option(name: .customLong("data-sigma"), help: "Noise level the data already has (declares noisy data).")
     var dataSigma: Double?
 
-    @Option(help: "Simulated corruption of clean data: noise:S (Gaussian noise fixed per sample).")
+    @Option(help: "Simulated corruption of clean data, fixed per sample: noise:S, mask:P, box:S or blur:S.")
     var corrupt: String?
 
-    @Option(help: "Objective: dsm or ambient (default ambient).")
+    @Option(help: "Objective: dsm, ambient, masked, consistency or split (default ambient).")
     var objective: String?
 
     @Option(help: "Training steps (default 1000).")
@@ -76,7 +76,7 @@ struct TrainingOptions: ParsableArguments {
     func resolve() throws -> (RunConfig, TrainingData) {
         var config: RunConfig
         if let path = self.config {
-            config = try loadConfigFile(path)
+            config = try ConfigFile.load(path, dataGiven: data != nil)
         } else {
             guard let data else { throw ValidationError("--data is required (or --config FILE)") }
             config = RunConfig(data: try DataSpec.parse(data), model: .mlp(MLPConfig(dataDimension: 1)))
@@ -87,7 +87,10 @@ struct TrainingOptions: ParsableArguments {
         if let corrupt { config.corruption = try CorruptionSpec.parse(corrupt); if dataSigma == nil { config.dataSigma = nil } }
         if let objective { config.objective = objective }
         if let steps { config.steps = steps }
-        if let batch { config.batch = batch }
+        if let batch {
+            config.batch = batch
+            if shards == nil && config.shards > batch { config.shards = min(4, batch) }
+        }
         if let shards { config.shards = shards }
         if let seed { config.seed = seed }
         if let lr { config.learningRate = lr }
@@ -98,10 +101,10 @@ struct TrainingOptions: ParsableArguments {
         if let furtherDelta { config.furtherDelta = furtherDelta }
         if let consistencyWeight { config.consistencyWeight = consistencyWeight }
         if let splitSigma { config.splitSigma = splitSigma }
-        let unetChannels = try parseArchitecture()
+        let unetChannels = try parseArchitecture(configured: config.model.arch)
         if arch == "mlp", case .unet = config.model { config.model = .mlp(MLPConfig(dataDimension: 1)) }
         if width != nil || blocks != nil {
-            guard arch != "unet", case var .mlp(m) = config.model else {
+            guard (arch ?? config.model.arch) != "unet", case var .mlp(m) = config.model else {
                 throw ConfigurationError(message: "--width/--blocks apply to --arch mlp (the U-Net takes --channels)")
             }
             if let width { m.width = width }
@@ -121,16 +124,24 @@ struct TrainingOptions: ParsableArguments {
         config.model.dataDimension = max(dimension, 1)
         try config.validate()
         let trainingData = try TrainingData.load(config)
-        if arch == "unet" {
+        if arch == "unet", case .mlp = config.model {
             config.model = .unet(UNetConfig(dataDimension: trainingData.dimension,
                                             imageChannels: trainingData.imageShape?.first ?? 1,
                                             conditioningChannels: kind == .masked ? 1 : 0,
                                             channels: unetChannels ?? UNetConfig.defaultChannels,
                                             outputDimension: kind == .classifier ? 1 : nil))
+        } else if case var .unet(u) = config.model {
+            u.dataDimension = trainingData.dimension
+            u.imageChannels = trainingData.imageShape?.first ?? u.imageChannels
+            if let unetChannels { u.channels = unetChannels }
+            config.model = .unet(u)
         } else {
             config.model.dataDimension = trainingData.dimension
         }
-        if kind == .masked { config.observedFraction = trainingData.observedFraction }
+        // Derived from the data: recomputed, never taken from a file, so that a printed
+        // configuration resolves to itself.
+        config.observedFraction = kind == .masked ? trainingData.observedFraction : nil
+        config.samplingFloor = nil
         if case .directory = config.data, kind == .ambient {
             config.samplingFloor = trainingData.samplingFloor(buffer: AmbientScoreMatching.buffer(sMax: config.ambientSMax))
         }
@@ -139,13 +150,13 @@ struct TrainingOptions: ParsableArguments {
     }
 
     /// The U-Net's channels from --channels (nil when not given), checking --arch.
-    func parseArchitecture() throws -> [Int]? {
+    func parseArchitecture(configured: String = "mlp") throws -> [Int]? {
         switch arch {
         case nil, "mlp"?, "unet"?: break
         default: throw ConfigurationError(message: "unknown --arch '\(arch!)'; choose mlp or unet")
         }
         guard let channels else { return nil }
-        guard arch == "unet" else {
+        guard (arch ?? configured) == "unet" else {
             throw ConfigurationError(message: "--channels applies to --arch unet (the MLP takes --width and --blocks)")
         }
         let parts = channels.split(separator: ",", omittingEmptySubsequences: false)
@@ -154,27 +165,6 @@ struct TrainingOptions: ParsableArguments {
             throw ConfigurationError(message: "--channels needs positive integers separated by commas (e.g. 32,64), got '\(channels)'")
         }
         return values
-    }
-}
-
-/// Reads a RunConfig from a JSON file with an error that names the file and the problem.
-func loadConfigFile(_ path: String) throws -> RunConfig {
-    let bytes: [UInt8]
-    do {
-        bytes = try FileBytes.contents(of: path)
-    } catch {
-        throw ConfigurationError(message: "\(error)")
-    }
-    do {
-        return try JSONDecoder().decode(RunConfig.self, from: Data(bytes))
-    } catch let DecodingError.keyNotFound(key, ctx) {
-        throw ConfigurationError(message: "\(path): missing key '\(key.stringValue)' at \(ctx.codingPath.map(\.stringValue).joined(separator: "."))")
-    } catch let DecodingError.typeMismatch(type, ctx) {
-        throw ConfigurationError(message: "\(path): expected \(type) at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
-    } catch let DecodingError.dataCorrupted(ctx) {
-        throw ConfigurationError(message: "\(path): invalid value at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)")
-    } catch {
-        throw ConfigurationError(message: "\(path): not a run configuration: \(error)")
     }
 }
 

@@ -8,7 +8,7 @@ final class Child: @unchecked Sendable {
 
     init(_ args: [String], log: String, threads: Int = 1) throws {
         self.log = log
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: CommandRunner.ambient)
         process.arguments = args
         var env = ProcessInfo.processInfo.environment

@@ -92,4 +92,23 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         }
         #expect(!FileManager.default.fileExists(atPath: dir))
     }
+
+    /// A run stopped before its first checkpoint (killed, or a second Ctrl-C) is finished by
+    /// the same command from step 0, to the weights of an uninterrupted run.
+    @Test func runWithoutCheckpointStartsAgain() throws {
+        let c = smallConfig(steps: 12)
+        let reference = temporaryDirectory("reference"), dir = temporaryDirectory("no-checkpoint")
+        defer { for d in [reference, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        try Trainer(config: c, runPath: reference, logger: Logger(label: "test"), showProgress: false).run()
+        try Trainer(config: c, runPath: dir, logger: Logger(label: "test"), showProgress: false).run()
+        // What a kill before the first checkpoint leaves: config.json and some metrics lines.
+        for name in ["model.safetensors", "checkpoints"] { try FileManager.default.removeItem(atPath: dir + "/" + name) }
+        try Trainer(config: c, runPath: dir, logger: Logger(label: "test"), showProgress: false).run()
+        let a = try Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: reference + "/model.safetensors"))
+        #expect(a == b)
+        let metrics = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)
+        let referenceMetrics = try String(contentsOfFile: reference + "/metrics.jsonl", encoding: .utf8)
+        #expect(metrics.split(separator: "\n").count == referenceMetrics.split(separator: "\n").count, "\(metrics)")
+    }
 }

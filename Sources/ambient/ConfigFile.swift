@@ -1,0 +1,450 @@
+import Datasets
+import Diffusion
+import Foundation
+import TensorCore
+import Training
+import Yams
+
+/// Run configuration files (`--config run.yaml` or `run.json`): one schema, the keys of
+/// `RunConfig` (as in a run directory's config.json), in YAML or JSON syntax. Both are read by
+/// the YAML parser (JSON is YAML's flow style) and mapped by hand from the node tree, so every
+/// unknown key, repeated key, wrong type or out-of-range value is reported with the file, line
+/// and column. Keys left out take their defaults; the derived ones (data dimension, mask
+/// channels, observed fraction, sampling floor) are recomputed from the data when training starts.
+enum ConfigFile {
+    /// Reads a configuration file. `dataGiven`: `--data` is on the command line, so the file
+    /// may leave `data` out.
+    static func load(_ path: String, dataGiven: Bool = false) throws -> RunConfig {
+        let bytes: [UInt8]
+        do {
+            bytes = try FileBytes.contents(of: path)
+        } catch {
+            throw ConfigurationError(message: "--config: \(error)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError(message: "\(path) is not UTF-8 text; a run configuration is YAML or JSON")
+        }
+        return try parse(text, file: path, dataGiven: dataGiven)
+    }
+
+    /// Maps the text of a configuration file; `file` names it in errors.
+    static func parse(_ text: String, file: String, dataGiven: Bool = false) throws -> RunConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigurationError(message: syntaxError(error, file: file))
+        }
+        guard var node = root, !(node.scalar.map { ConfigNodeReader.isNull($0) } ?? false) else {
+            throw ConfigurationError(message: "\(file) is empty: expected run options such as `data: fashion-mnist` (ambient train --dry-run prints them all)")
+        }
+        let reader = ConfigNodeReader(file: file)
+        // A run directory's config.json ({formatVersion, hash, config, ...}) holds the options under `config`.
+        if let m = node.mapping, m["formatVersion"] != nil, let inner = m["config"] { node = inner }
+        return try reader.runConfig(node, dataGiven: dataGiven)
+    }
+
+    static func syntaxError(_ error: YamlError, file: String) -> String {
+        switch error {
+        case let .scanner(context, problem, mark, yaml), let .parser(context, problem, mark, yaml),
+             let .composer(context, problem, mark, yaml):
+            let where_ = context.map { " (\($0.text) at line \($0.mark.line))" } ?? ""
+            return "\(file):\(mark.line):\(mark.column): not valid YAML: \(problem)\(where_)\n" + mark.snippet(from: yaml)
+        default:
+            return "\(file): not valid YAML: \(error)"
+        }
+    }
+}
+
+/// Maps YAML nodes to the configuration types, checking every key, type and simple range.
+struct ConfigNodeReader {
+    let file: String
+
+    func fail(_ node: Node?, _ message: String) -> ConfigurationError {
+        ConfigurationError(message: "\(file)\(node?.mark.map { ":\($0.line):\($0.column)" } ?? ""): \(message)")
+    }
+
+    static func isNull(_ s: Node.Scalar) -> Bool {
+        s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string) || s.style == .any && s.string.isEmpty
+    }
+
+    /// The entries of a mapping by key, refusing unknown and repeated keys (with a suggestion).
+    func entries(_ node: Node, _ path: String, known: [String]) throws -> [String: (key: Node, value: Node)] {
+        guard let mapping = node.mapping else {
+            throw fail(node, "\(path.isEmpty ? "the file" : "'\(path)'") must be a mapping of keys to values, got \(describe(node))")
+        }
+        var out: [String: (key: Node, value: Node)] = [:]
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else { throw fail(key, "keys must be plain names, got \(describe(key))") }
+            let full = path.isEmpty ? name : path + "." + name
+            guard known.contains(name) else {
+                throw fail(key, "unknown key '\(full)'\(suggestion(name, known: known)); known keys\(path.isEmpty ? "" : " of '\(path)'"): \(known.joined(separator: ", "))")
+            }
+            if let first = out[name] {
+                throw fail(key, "key '\(full)' appears twice (first at line \(first.key.mark?.line ?? 0))")
+            }
+            out[name] = (key, value)
+        }
+        return out
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case let .scalar(s): return ConfigNodeReader.isNull(s) ? "null" : "'\(s.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        }
+    }
+
+    /// "did you mean" for a misspelt key, a snake/kebab-case key, or a command-line option name.
+    func suggestion(_ name: String, known: [String]) -> String {
+        let folded = name.lowercased().filter { $0.isLetter || $0.isNumber }
+        if let k = known.first(where: { $0.lowercased() == folded }) { return " (did you mean '\(k)'?)" }
+        if let k = ConfigNodeReader.optionNames[name.hasPrefix("--") ? String(name.dropFirst(2)) : name], known.contains(k) {
+            return " (the option --\(name.hasPrefix("--") ? String(name.dropFirst(2)) : name) is the key '\(k)')"
+        }
+        let close = known.map { ($0, editDistance($0.lowercased(), name.lowercased())) }.filter { $0.1 <= 2 }.min { $0.1 < $1.1 }
+        return close.map { " (did you mean '\($0.0)'?)" } ?? ""
+    }
+
+    /// Command-line options whose names differ from their keys.
+    static let optionNames = ["lr": "learningRate", "warmup": "warmupSteps", "ema": "emaDecay", "s-max": "ambientSMax",
+                              "corrupt": "corruption", "data-sigma": "dataSigma", "log-every": "logEvery",
+                              "further-delta": "furtherDelta", "consistency-weight": "consistencyWeight",
+                              "split-sigma": "splitSigma", "sigma-distribution": "classifierSigma", "arch": "model",
+                              "width": "model", "blocks": "model", "channels": "model"]
+
+    // MARK: Scalars
+
+    func scalarText(_ node: Node, _ key: String, expected: String) throws -> String? {
+        guard let s = node.scalar else { throw fail(node, "'\(key)' must be \(expected), got \(describe(node))") }
+        if ConfigNodeReader.isNull(s) { return nil }
+        if s.style != .plain && s.style != .any && expected != "a string" {
+            throw fail(node, "'\(key)' must be \(expected), got the quoted string \"\(s.string)\"")
+        }
+        return s.string
+    }
+
+    func required<T>(_ value: T?, _ node: Node, _ key: String, _ expected: String) throws -> T {
+        guard let value else { throw fail(node, "'\(key)' must be \(expected), got null") }
+        return value
+    }
+
+    func int(_ node: Node, _ key: String, min: Int? = nil) throws -> Int? {
+        guard let text = try scalarText(node, key, expected: "an integer") else { return nil }
+        guard let v = Int(text) else { throw fail(node, "'\(key)' must be an integer, got '\(text)'") }
+        if let min, v < min { throw fail(node, "'\(key)' must be >= \(min), got \(v)") }
+        return v
+    }
+
+    func uint64(_ node: Node, _ key: String) throws -> UInt64? {
+        guard let text = try scalarText(node, key, expected: "a non-negative integer") else { return nil }
+        guard let v = UInt64(text) else { throw fail(node, "'\(key)' must be a non-negative integer, got '\(text)'") }
+        return v
+    }
+
+    enum Range { case any, positive, nonNegative, unit }
+
+    func double(_ node: Node, _ key: String, _ range: Range = .any) throws -> Double? {
+        guard let text = try scalarText(node, key, expected: "a number") else { return nil }
+        guard let v = Double(text), v.isFinite else { throw fail(node, "'\(key)' must be a finite number, got '\(text)'") }
+        switch range {
+        case .any: break
+        case .positive where !(v > 0): throw fail(node, "'\(key)' must be > 0, got \(text)")
+        case .nonNegative where !(v >= 0): throw fail(node, "'\(key)' must be >= 0, got \(text)")
+        case .unit where !(v >= 0 && v < 1): throw fail(node, "'\(key)' must be in [0, 1), got \(text)")
+        default: break
+        }
+        return v
+    }
+
+    func bool(_ node: Node, _ key: String) throws -> Bool? {
+        guard let text = try scalarText(node, key, expected: "true or false") else { return nil }
+        switch text {
+        case "true", "True", "TRUE": return true
+        case "false", "False", "FALSE": return false
+        default: throw fail(node, "'\(key)' must be true or false, got '\(text)'")
+        }
+    }
+
+    func string(_ node: Node, _ key: String) throws -> String? {
+        try scalarText(node, key, expected: "a string")
+    }
+
+    func ints(_ node: Node, _ key: String, min: Int) throws -> [Int] {
+        guard let seq = node.sequence else { throw fail(node, "'\(key)' must be a list of integers such as [32, 64], got \(describe(node))") }
+        return try seq.enumerated().map { i, n in try required(int(n, "\(key)[\(i)]", min: min), n, "\(key)[\(i)]", "an integer") }
+    }
+
+    // MARK: Configuration types
+
+    static let runKeys = ["data", "dataSigma", "corruption", "objective", "steps", "batch", "shards", "seed", "learningRate",
+                          "warmupSteps", "emaDecay", "ambientSMax", "model", "schedule", "logEvery", "furtherDelta",
+                          "observedFraction", "consistencyWeight", "splitSigma", "samplingFloor", "classifierSigma"]
+
+    func runConfig(_ node: Node, dataGiven: Bool) throws -> RunConfig {
+        let e = try entries(node, "", known: Self.runKeys)
+        var data = DataSpec.fashionMNIST
+        if let d = e["data"] {
+            data = try dataSpec(d.value)
+        } else if !dataGiven {
+            throw fail(node, "no 'data' key: say where the training data comes from (e.g. `data: fashion-mnist`), or give --data")
+        }
+        var c = RunConfig(data: data, model: .mlp(MLPConfig(dataDimension: 1)))
+        func value<T>(_ key: String, _ read: (Node, String) throws -> T?, into set: (T?) -> Void, nullable: Bool = true,
+                      expected: String = "a value") throws {
+            guard let (_, v) = e[key] else { return }
+            let x = try read(v, key)
+            if x == nil && !nullable { throw fail(v, "'\(key)' must be \(expected), got null") }
+            set(x)
+        }
+        try value("dataSigma", { try self.double($0, $1, .positive) }, into: { c.dataSigma = $0 })
+        if let (_, v) = e["corruption"] {
+            c.corruption = try v.scalar.map(ConfigNodeReader.isNull) == true ? nil : corruptionSpec(v)
+        }
+        try value("objective", string, into: { c.objective = $0! }, nullable: false, expected: "an objective name")
+        try value("steps", { try self.int($0, $1, min: 1) }, into: { c.steps = $0! }, nullable: false, expected: "an integer")
+        try value("batch", { try self.int($0, $1, min: 1) }, into: { c.batch = $0! }, nullable: false, expected: "an integer")
+        c.shards = min(4, c.batch)
+        try value("shards", { try self.int($0, $1, min: 1) }, into: { c.shards = $0! }, nullable: false, expected: "an integer")
+        try value("seed", uint64, into: { c.seed = $0! }, nullable: false, expected: "an integer")
+        try value("learningRate", { try self.double($0, $1, .positive) }, into: { c.learningRate = $0! }, nullable: false, expected: "a number")
+        try value("warmupSteps", { try self.int($0, $1, min: 0) }, into: { c.warmupSteps = $0! }, nullable: false, expected: "an integer")
+        try value("emaDecay", { try self.double($0, $1, .unit) }, into: { c.emaDecay = $0! }, nullable: false, expected: "a number")
+        try value("ambientSMax", { try self.double($0, $1) }, into: { c.ambientSMax = $0! }, nullable: false, expected: "a number")
+        try value("logEvery", { try self.int($0, $1, min: 1) }, into: { c.logEvery = $0! }, nullable: false, expected: "an integer")
+        try value("furtherDelta", { try self.double($0, $1, .unit) }, into: { c.furtherDelta = $0 })
+        try value("observedFraction", { try self.double($0, $1, .positive) }, into: { c.observedFraction = $0 })
+        try value("consistencyWeight", { try self.double($0, $1, .nonNegative) }, into: { c.consistencyWeight = $0 })
+        try value("splitSigma", { try self.double($0, $1, .positive) }, into: { c.splitSigma = $0 })
+        try value("samplingFloor", { try self.double($0, $1, .positive) }, into: { c.samplingFloor = $0 })
+        try value("classifierSigma", string, into: { c.classifierSigma = $0 })
+        if let (_, v) = e["model"] { c.model = try network(v) }
+        if let (_, v) = e["schedule"] { c.schedule = try schedule(v) }
+        if let (_, v) = e["objective"], ObjectiveKind(rawValue: c.objective) == nil {
+            throw fail(v, "unknown objective '\(c.objective)'; choose one of: \(ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let (_, v) = e["classifierSigma"], let s = c.classifierSigma, !["lognormal", "loguniform"].contains(s) {
+            throw fail(v, "'classifierSigma' must be lognormal or loguniform, got '\(s)'")
+        }
+        return c
+    }
+
+    /// A data spec: the string `--data` takes, or the object form of earlier config.json files.
+    func dataSpec(_ node: Node) throws -> DataSpec {
+        if let s = node.scalar, !ConfigNodeReader.isNull(s) {
+            do { return try DataSpec.parse(s.string) } catch { throw fail(node, "'data': \(error)") }
+        }
+        if node.mapping != nil { return try legacy(node, DataSpec.self, key: "data") }
+        throw fail(node, "'data' must be a data source such as fashion-mnist, gmm:dim=8, npy:PATH or dir:PATH, got \(describe(node))")
+    }
+
+    func corruptionSpec(_ node: Node) throws -> CorruptionSpec {
+        if let s = node.scalar {
+            do { return try CorruptionSpec.parse(s.string) } catch { throw fail(node, "'corruption': \(error)") }
+        }
+        if node.mapping != nil { return try legacy(node, CorruptionSpec.self, key: "corruption") }
+        throw fail(node, "'corruption' must be a spec such as noise:0.5 or mask:0.6, got \(describe(node))")
+    }
+
+    /// Decodes the synthesized object form of older run directories through the types' Codable.
+    func legacy<T: Decodable>(_ node: Node, _ type: T.Type, key: String) throws -> T {
+        do {
+            let json = try JSONSerialization.data(withJSONObject: plain(node))
+            return try JSONDecoder().decode(T.self, from: json)
+        } catch {
+            throw fail(node, "'\(key)' is neither a spec string nor the object form of an earlier config.json")
+        }
+    }
+
+    /// A node as Foundation values (numbers for plain numeric scalars), for `legacy`.
+    func plain(_ node: Node) -> Any {
+        switch node {
+        case let .scalar(s):
+            if s.style == .plain || s.style == .any, let i = Int(s.string) { return i }
+            if s.style == .plain || s.style == .any, let d = Double(s.string) { return d }
+            return s.string
+        case let .mapping(m):
+            var d: [String: Any] = [:]
+            for (k, v) in m { d[k.scalar?.string ?? ""] = plain(v) }
+            return d
+        case let .sequence(s): return s.map(plain)
+        }
+    }
+
+    func network(_ node: Node) throws -> NetworkConfig {
+        let e = try entries(node, "model", known: ["arch", "mlp", "unet"])
+        let arch = try e["arch"].map { try required(string($0.value, "model.arch"), $0.value, "model.arch", "mlp or unet") }
+            ?? (e["unet"] != nil ? "unet" : "mlp")
+        switch arch {
+        case "mlp":
+            if let u = e["unet"] { throw fail(u.key, "'model.unet' given but model.arch is mlp") }
+            return .mlp(try mlp(e["mlp"]?.value))
+        case "unet":
+            if let m = e["mlp"] { throw fail(m.key, "'model.mlp' given but model.arch is unet") }
+            return .unet(try unet(e["unet"]?.value))
+        default:
+            throw fail(e["arch"]?.value, "unknown 'model.arch' '\(arch)'; choose mlp or unet")
+        }
+    }
+
+    func mlp(_ node: Node?) throws -> MLPConfig {
+        var m = MLPConfig(dataDimension: 1)
+        guard let node else { return m }
+        let p = "model.mlp."
+        let e = try entries(node, "model.mlp", known: ["dataDimension", "conditioningChannels", "width", "blocks", "embeddingSize", "outputDimension"])
+        if let (_, v) = e["dataDimension"] { m.dataDimension = try required(int(v, p + "dataDimension", min: 1), v, p + "dataDimension", "an integer") }
+        if let (_, v) = e["conditioningChannels"] { m.conditioningChannels = try required(int(v, p + "conditioningChannels", min: 0), v, p + "conditioningChannels", "an integer") }
+        if let (_, v) = e["width"] { m.width = try required(int(v, p + "width", min: 1), v, p + "width", "an integer") }
+        if let (_, v) = e["blocks"] { m.blocks = try required(int(v, p + "blocks", min: 0), v, p + "blocks", "an integer") }
+        if let (_, v) = e["embeddingSize"] { m.embeddingSize = try required(int(v, p + "embeddingSize", min: 2), v, p + "embeddingSize", "an integer") }
+        if let (_, v) = e["outputDimension"] { m.outputDimension = try int(v, p + "outputDimension", min: 1) }
+        return m
+    }
+
+    func unet(_ node: Node?) throws -> UNetConfig {
+        var u = UNetConfig(dataDimension: 1)
+        guard let node else { return u }
+        let p = "model.unet."
+        let e = try entries(node, "model.unet", known: ["dataDimension", "imageChannels", "conditioningChannels", "channels", "blocksPerLevel",
+                                                        "groups", "embeddingSize", "embeddingWidth", "gated", "outputDimension"])
+        func count(_ key: String, min: Int) throws -> Int? {
+            guard let (_, v) = e[key] else { return nil }
+            return try required(int(v, p + key, min: min), v, p + key, "an integer")
+        }
+        u.dataDimension = try count("dataDimension", min: 1) ?? u.dataDimension
+        u.imageChannels = try count("imageChannels", min: 1) ?? u.imageChannels
+        u.conditioningChannels = try count("conditioningChannels", min: 0) ?? u.conditioningChannels
+        if let (_, v) = e["channels"] { u.channels = try ints(v, p + "channels", min: 1) }
+        u.blocksPerLevel = try count("blocksPerLevel", min: 1) ?? u.blocksPerLevel
+        u.groups = try count("groups", min: 1) ?? u.groups
+        u.embeddingSize = try count("embeddingSize", min: 2) ?? u.embeddingSize
+        if let (_, v) = e["embeddingWidth"] { u.embeddingWidth = try int(v, p + "embeddingWidth", min: 1) }
+        if let (_, v) = e["gated"] { u.gated = try required(bool(v, p + "gated"), v, p + "gated", "true or false") }
+        if let (_, v) = e["outputDimension"] { u.outputDimension = try int(v, p + "outputDimension", min: 1) }
+        return u
+    }
+
+    func schedule(_ node: Node) throws -> EDMSchedule {
+        var s = EDMSchedule()
+        let e = try entries(node, "schedule", known: ["sigmaData", "pMean", "pStd", "sigmaMin", "sigmaMax", "rho"])
+        func number(_ key: String, _ range: Range) throws -> Double? {
+            guard let (_, v) = e[key] else { return nil }
+            return try required(double(v, "schedule." + key, range), v, "schedule." + key, "a number")
+        }
+        s.sigmaData = try number("sigmaData", .positive) ?? s.sigmaData
+        s.pMean = try number("pMean", .any) ?? s.pMean
+        s.pStd = try number("pStd", .positive) ?? s.pStd
+        s.sigmaMin = try number("sigmaMin", .positive) ?? s.sigmaMin
+        s.sigmaMax = try number("sigmaMax", .positive) ?? s.sigmaMax
+        s.rho = try number("rho", .positive) ?? s.rho
+        if s.sigmaMin >= s.sigmaMax { throw fail(e["sigmaMin"]?.key ?? e["sigmaMax"]?.key, "'schedule.sigmaMin' (\(s.sigmaMin)) must be below 'schedule.sigmaMax' (\(s.sigmaMax))") }
+        return s
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    var row = Array(0...b.count)
+    for i in 1...a.count {
+        var previous = row[0]
+        row[0] = i
+        for j in stride(from: 1, through: b.count, by: 1) {
+            let old = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+            previous = old
+        }
+    }
+    return row[b.count]
+}
+
+// MARK: Writing
+
+extension ConfigFile {
+    /// The configuration as a YAML file that `load` reads back to the same value: every key,
+    /// `null` for options left at the objective's default, a comment naming each key's
+    /// command-line option.
+    static func yaml(_ c: RunConfig) -> String {
+        var lines: [(String, String)] = []
+        func put(_ indent: Int, _ key: String, _ value: String?, _ comment: String = "") {
+            lines.append((String(repeating: "  ", count: indent) + key + ":" + (value.map { " " + $0 } ?? ""), comment))
+        }
+        func number(_ x: Double?) -> String { x.map { "\($0)" } ?? "null" }
+        func integer(_ x: Int?) -> String { x.map(String.init) ?? "null" }
+        put(0, "data", scalar(c.data.description), "--data: fashion-mnist, gmm[:dim=D,...], npy:PATH or dir:PATH")
+        put(0, "dataSigma", number(c.dataSigma), "--data-sigma: noise level the data already has")
+        put(0, "corruption", c.corruption.map { scalar($0.description) } ?? "null", "--corrupt: noise:S, mask:P, box:S, blur:S, ood:C+C")
+        put(0, "objective", scalar(c.objective), "--objective: " + ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))
+        put(0, "steps", "\(c.steps)", "--steps")
+        put(0, "batch", "\(c.batch)", "--batch: samples per step")
+        put(0, "shards", "\(c.shards)", "--shards: the unit of parallelism; results depend on it")
+        put(0, "seed", "\(c.seed)", "--seed")
+        put(0, "learningRate", number(c.learningRate), "--lr (Adam)")
+        put(0, "warmupSteps", "\(c.warmupSteps)", "--warmup")
+        put(0, "emaDecay", number(c.emaDecay), "--ema")
+        put(0, "ambientSMax", number(c.ambientSMax), "--s-max: buffer b = sqrt(1 + 1/(s_max - 1))")
+        put(0, "logEvery", "\(c.logEvery)", "--log-every: metrics.jsonl line every N steps")
+        put(0, "furtherDelta", number(c.furtherDelta), "--further-delta (masked, O3; null: 0.1)")
+        put(0, "consistencyWeight", number(c.consistencyWeight), "--consistency-weight (consistency, O4; null: 1)")
+        put(0, "splitSigma", number(c.splitSigma), "--split-sigma (split, O6)")
+        put(0, "classifierSigma", c.classifierSigma.map(scalar) ?? "null", "classifier train --sigma-distribution (null: lognormal)")
+        put(0, "observedFraction", number(c.observedFraction), "resolved from the data (masked)")
+        put(0, "samplingFloor", number(c.samplingFloor), "resolved from the data (ambient on a dataset directory)")
+        put(0, "model", nil, "--arch mlp (--width, --blocks) or --arch unet (--channels)")
+        put(1, "arch", c.model.arch)
+        switch c.model {
+        case let .mlp(m):
+            put(1, "mlp", nil)
+            put(2, "dataDimension", "\(m.dataDimension)", "resolved from the data")
+            put(2, "conditioningChannels", "\(m.conditioningChannels)", "resolved from the objective (1 for masked)")
+            put(2, "width", "\(m.width)", "--width")
+            put(2, "blocks", "\(m.blocks)", "--blocks")
+            put(2, "embeddingSize", "\(m.embeddingSize)", "sinusoidal embedding of c_noise")
+            put(2, "outputDimension", integer(m.outputDimension), "resolved from the objective (1 for classifier)")
+        case let .unet(u):
+            put(1, "unet", nil)
+            put(2, "dataDimension", "\(u.dataDimension)", "resolved from the data")
+            put(2, "imageChannels", "\(u.imageChannels)")
+            put(2, "conditioningChannels", "\(u.conditioningChannels)", "resolved from the objective (1 for masked)")
+            put(2, "channels", "[" + u.channels.map(String.init).joined(separator: ", ") + "]", "--channels: feature channels per resolution")
+            put(2, "blocksPerLevel", "\(u.blocksPerLevel)")
+            put(2, "groups", "\(u.groups)", "GroupNorm groups")
+            put(2, "embeddingSize", "\(u.embeddingSize)")
+            put(2, "embeddingWidth", integer(u.embeddingWidth), "null: 4 channels[0]")
+            put(2, "gated", u.gated ? "true" : "false", "gated convolutions")
+            put(2, "outputDimension", integer(u.outputDimension), "resolved from the objective (1 for classifier)")
+        }
+        let s = c.schedule
+        put(0, "schedule", nil, "EDM (SPEC, Conventions)")
+        put(1, "sigmaData", number(s.sigmaData))
+        put(1, "pMean", number(s.pMean), "training sigma = exp(pMean + pStd N(0, 1))")
+        put(1, "pStd", number(s.pStd))
+        put(1, "sigmaMin", number(s.sigmaMin), "sampling range")
+        put(1, "sigmaMax", number(s.sigmaMax))
+        put(1, "rho", number(s.rho), "sampling grid curvature")
+        let width = lines.map(\.0.count).filter { $0 <= 36 }.max() ?? 0   // a long data spec keeps its comment close
+        return lines.map { $0.1.isEmpty ? $0.0 : $0.0.padding(toLength: max(width, $0.0.count) + 2, withPad: " ", startingAt: 0) + "# " + $0.1 }
+            .joined(separator: "\n") + "\n"
+    }
+
+    /// A string as a YAML scalar: plain when that reads back as the same string, else double-quoted.
+    static func scalar(_ s: String) -> String {
+        let safe = s.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "_./-".unicodeScalars.contains($0) }
+        let special = ["", "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n"].contains(s.lowercased())
+        if safe && !special && Double(s) == nil && !s.hasPrefix("-") && !s.hasPrefix(".") { return s }
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 || u.value == 0x7f { out += String(format: "\\x%02x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}
