@@ -80,6 +80,43 @@ public final class InMemoryNetwork: @unchecked Sendable {
         if uplinkLimit != .max && serverInbox.lazy.filter({ $0.0 == peer }).count >= uplinkLimit { throw .full(peer: "server") }
         serverInbox.append((peer, frames))
         lock.broadcast()
+        if wakeFD >= 0 {
+            var one: UInt8 = 1
+            _ = write(wakeFD, &one, 1)
+        }
+    }
+
+    /// A file descriptor written to whenever a client sends (a server that also polls sockets
+    /// waits on it); -1 until `serverWakeDescriptor()` is called.
+    private var wakeFD: Int32 = -1
+    private var wakeReadFD: Int32 = -1
+
+    /// The read end of a non-blocking pipe that becomes readable when a client sends.
+    func serverWakeDescriptor() -> Int32 {
+        lock.lock()
+        defer { lock.unlock() }
+        if wakeReadFD < 0 {
+            var fds: [Int32] = [-1, -1]
+            if pipe(&fds) == 0 {
+                _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+                _ = fcntl(fds[1], F_SETFL, O_NONBLOCK)
+                wakeReadFD = fds[0]
+                wakeFD = fds[1]
+            }
+        }
+        return wakeReadFD
+    }
+
+    /// True if `peer` is a client of this network.
+    func hasClient(_ peer: PeerID) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return clientInboxes[peer] != nil
+    }
+
+    deinit {
+        if wakeFD >= 0 { close(wakeFD) }
+        if wakeReadFD >= 0 { close(wakeReadFD) }
     }
 
     fileprivate func wakeAll() {

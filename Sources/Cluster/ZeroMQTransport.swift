@@ -240,6 +240,14 @@ public final class ZeroMQServer: ServerTransport, @unchecked Sendable {
         try socket.send([peer.bytes] + frames, peerLabel: peer.description)
     }
 
+    /// Like `receive(timeout:)`, but also returns (nil) as soon as `fd` becomes readable.
+    func receive(timeout: Double, orReadable fd: Int32) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])? {
+        if let m = try socket.receiveMultipart() { return Self.split(m) }
+        let (ready, _) = try socket.poll(timeout: timeout, alsoFD: fd)
+        guard ready, let m = try socket.receiveMultipart() else { return nil }
+        return Self.split(m)
+    }
+
     public func close() { close(flushingFor: 0) }
 
     /// Closes the socket but keeps sending what is queued (the shutdown messages of a finished

@@ -4,14 +4,20 @@ import Logging
 import TensorCore
 import Wire
 
-/// `ambient train --workers N`: a coordinator in this process and N `ambient worker`
-/// processes on 127.0.0.1, authenticated with CURVE keys made for this run.
+/// `ambient train --workers N`: a coordinator in this process and N workers on 127.0.0.1:
+/// `ambient worker` processes, authenticated with CURVE keys made for this run (or plaintext
+/// when asked for: the socket is bound to loopback only), and optionally some of the N as
+/// threads of this process (`colocated`), whose traffic never touches the socket.
 public struct LocalCluster {
     public let workers: Int
     public let logLevel: String
     public let logger: Logger
     /// The `ambient` executable the workers run.
     public let executable: String
+    /// No CURVE on the loopback socket (encryption costs CPU on every byte of every gradient).
+    public var plaintext = false
+    /// How many of the workers run in this process (0 ... workers).
+    public var colocated = 0
 
     public init(workers: Int, logLevel: String, logger: Logger, executable: String) {
         self.workers = workers
@@ -45,7 +51,7 @@ public struct LocalCluster {
 
     /// Starts a CURVE-secured server on 127.0.0.1 and the worker processes, runs `body` (the
     /// coordinator), then stops the workers.
-    func withWorkers<R>(limits: WireLimits, _ body: (ZeroMQServer) throws -> R) throws -> R {
+    func withWorkers<R>(limits: WireLimits, _ body: (any ServerTransport) throws -> R) throws -> R {
         let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -55,8 +61,11 @@ public struct LocalCluster {
         try workerKeys.write(directory: keyDir, name: "worker")
         let context = ZMQContext()
         let server = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*",
-                                      security: .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
+                                      security: plaintext ? .plaintext : .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
+        let inProcess = max(0, min(colocated, workers))
+        let network = InMemoryNetwork(queueLimit: 4096)
+        let transport: any ServerTransport = inProcess > 0 ? ColocatedServerTransport(remote: server, local: network) : server
         defer {
             server.close(flushingFor: 2)
             context.terminate()
@@ -64,13 +73,27 @@ public struct LocalCluster {
         // One BLAS thread per worker: the bits of a gradient must not depend on the thread count.
         let threads = 1
         BLAS.setThreads(1)
+        var local: [ColocatedWorker] = []
+        defer { for w in local { w.finish(within: 10, logger: logger) } }
+        for i in 0..<inProcess {
+            let name = "local-\(i)"
+            var options = WorkerOptions(name: name, incarnation: UInt64.random(in: 1...UInt64.max), limits: limits)
+            options.maxReconnectTime = 60
+            var workerLogger = logger
+            workerLogger[metadataKey: "worker"] = "\(name)"
+            let client = network.connect(identity: "\(name)/\(options.incarnation)")
+            let worker = Worker(transport: client, options: options, threads: threads, logger: workerLogger,
+                                factory: DenoiserWorkerWorkload.factory(logger: workerLogger, threads: threads))
+            local.append(ColocatedWorker(worker, network: network, peer: client.peer))
+        }
         var children: [Process] = []
         defer { stopChildren(children) }
-        for i in 0..<workers {
+        for i in inProcess..<workers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = ["worker", "--connect", server.endpoint, "--key", keyDir + "/worker.key",
-                           "--server-key", keyDir + "/coordinator.pub", "--name", "local-\(i)",
+            let security = plaintext ? ["--plaintext"]
+                : ["--key", keyDir + "/worker.key", "--server-key", keyDir + "/coordinator.pub"]
+            p.arguments = ["worker", "--connect", server.endpoint] + security + ["--name", "local-\(i)",
                            "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
                            "--max-reconnect", "60"]
             var env = ProcessInfo.processInfo.environment
@@ -79,8 +102,9 @@ public struct LocalCluster {
             try p.run()
             children.append(p)
         }
-        logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)"])
-        return try body(server)
+        logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)",
+                                                  "in-process": "\(inProcess)", "security": "\(plaintext ? "plaintext" : "curve")"])
+        return try body(transport)
     }
 
     /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.
@@ -89,5 +113,39 @@ public struct LocalCluster {
         while children.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
         for p in children where p.isRunning { kill(p.processIdentifier, SIGKILL) }
         for p in children { p.waitUntilExit() }
+    }
+}
+
+/// A worker running on a thread of the coordinator's process (see `LocalCluster.colocated`).
+final class ColocatedWorker: @unchecked Sendable {
+    private let worker: Worker
+    private let network: InMemoryNetwork
+    private let peer: PeerID
+    private let done = DispatchSemaphore(value: 0)
+    private var outcome: Result<WorkerExit, any Error>?
+
+    init(_ worker: Worker, network: InMemoryNetwork, peer: PeerID) {
+        self.worker = worker
+        self.network = network
+        self.peer = peer
+        let thread = Thread { [self] in
+            outcome = Result { try worker.run() }
+            done.signal()
+        }
+        thread.name = "ambient-colocated-worker"
+        thread.start()
+    }
+
+    /// Waits (bounded) for the worker to read the coordinator's shutdown and return; a worker
+    /// that did not get one (the coordinator failed) is cut off, which ends its loop.
+    func finish(within seconds: Double, logger: Logger) {
+        if done.wait(timeout: .now() + seconds) == .timedOut {
+            network.disconnect(peer)
+            if done.wait(timeout: .now() + 5) == .timedOut {
+                logger.warning("a colocated worker did not stop after the run")
+            }
+            return
+        }
+        if case let .failure(error) = outcome { logger.warning("colocated worker failed", metadata: ["error": "\(error)"]) }
     }
 }

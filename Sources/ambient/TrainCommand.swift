@@ -74,6 +74,12 @@ extension Ambient {
         @Option(name: .customLong("time-limit"), help: "Stop after this many seconds of training and write the final weights (single process; for equal wall-clock comparisons; the step count then depends on the machine).")
         var timeLimit: Double?
 
+        @Option(name: .customLong("colocated-workers"), help: "With --workers N: run this many of the N workers as threads of the coordinator's process; their gradients and updates skip the socket (with 2 workers the coordinator's link then carries half the bytes).")
+        var colocatedWorkers: Int = 0
+
+        @Flag(name: .customLong("plaintext"), help: "With --workers N: no CURVE encryption on the local cluster's loopback socket (it costs CPU on every gradient byte; the socket is bound to 127.0.0.1 only).")
+        var plaintext = false
+
         @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration and its hash, and exit (nothing is written).")
         var dryRun = false
 
@@ -90,6 +96,8 @@ extension Ambient {
             if out == nil && !dryRun { throw ValidationError("--out RUNDIR is required") }
             if let t = timeLimit, !(t > 0) { throw ValidationError("--time-limit must be > 0 seconds") }
             if timeLimit != nil && workers > 0 { throw ValidationError("--time-limit applies to single-process training (no --workers)") }
+            if colocatedWorkers < 0 || colocatedWorkers > workers { throw ValidationError("--colocated-workers must be between 0 and --workers") }
+            if plaintext && workers == 0 { throw ValidationError("--plaintext applies to a local cluster (--workers N)") }
         }
 
         func run() throws {
@@ -112,8 +120,10 @@ extension Ambient {
                     try trainer.run(data: data)
                 } else {
                     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-                    try LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger, executable: me)
-                        .run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
+                    var local = LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger, executable: me)
+                    local.plaintext = plaintext
+                    local.colocated = colocatedWorkers
+                    try local.run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
                 }
             }
         }

@@ -247,6 +247,8 @@ struct ClusterStep: ParsableCommand {
     @Option(help: "Gradient codec.") var codec: String = "lz4"
     @Option(help: "MLP width.") var width: Int = 1024
     @Option(help: "MLP blocks.") var blocks: Int = 4
+    @Flag(help: "No CURVE encryption on the loopback socket.") var plaintext = false
+    @Option(help: "Workers run as threads of the coordinator's process.") var colocated: Int = 0
 
     func run() throws {
         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -269,15 +271,17 @@ struct ClusterStep: ParsableCommand {
         options.showProgress = false
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        try LocalCluster(workers: workers, logLevel: "error", logger: logger, executable: ambient)
-            .run(config: config, data: data, runPath: dir, options: options)
+        var local = LocalCluster(workers: workers, logLevel: "error", logger: logger, executable: ambient)
+        local.plaintext = plaintext
+        local.colocated = colocated
+        try local.run(config: config, data: data, runPath: dir, options: options)
         let rows = String(decoding: (try? FileBytes.contents(of: dir + "/metrics.jsonl")) ?? [], as: UTF8.self)
             .split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             .filter { ($0["step"] as? Int ?? 0) >= warmup }
         func med(_ key: String) -> Double { median(rows.compactMap { $0[key] as? Double }) }
         let step = med("step_seconds"), compute = med("compute_seconds")
         let bytesIn = med("bytes_in"), bytesOut = med("bytes_out")
-        print("cluster: \(workers) workers x 1 thread, \(batchPerWorker) samples each, codec \(codec), \(rows.count) steps timed")
+        print("cluster: \(workers) workers x 1 thread (\(colocated) in the coordinator's process), \(batchPerWorker) samples each, codec \(codec), \(plaintext ? "plaintext" : "CURVE"), \(rows.count) steps timed")
         print(String(format: "step %.1f ms (median), %.1f samples/s", step * 1e3, Double(batchPerWorker * workers) / step))
         print(String(format: "compute per shard %.1f ms, rest of the step (communication, reduction, optimiser) %.1f ms = %.0f%%",
                      compute * 1e3, (step - compute) * 1e3, (step - compute) / step * 100))

@@ -121,6 +121,25 @@ func events(_ run: String) -> [[String: Any]] {
         }
     }
 
+    /// Workers in the coordinator's process (over the in-memory link) and in their own processes
+    /// (over plaintext loopback) compute the same bits: placement never changes the result.
+    @Test func colocatedAndPlaintextWorkersMatchSingleProcess() throws {
+        let dir = try scratchDirectory("colocated")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let opts = Array(Self.runOptions.dropLast(4)) + ["--steps", "60", "--seed", "3"]
+        let ref = try reference(dir, opts)
+        for (w, c) in [(1, 1), (2, 1), (3, 2)] {
+            let out = dir + "/w\(w)c\(c)"
+            let r = try CommandRunner.run(["train"] + opts + ["--workers", String(w), "--colocated-workers", String(c), "--plaintext",
+                                                              "--out", out, "--quiet"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let m = try Data(contentsOf: URL(fileURLWithPath: out + "/model.safetensors"))
+            #expect(m == ref, "\(w) workers, \(c) colocated: weights differ from the single-process run")
+        }
+        let bad = try CommandRunner.run(["train"] + opts + ["--workers", "1", "--colocated-workers", "2", "--out", dir + "/bad"])
+        #expect(bad.status != 0 && bad.stderr.contains("--colocated-workers"), "\(bad.stderr)")
+    }
+
     @Test func killedWorkerDoesNotChangeTheResult() throws {
         let dir = try scratchDirectory("kill-worker")
         defer { try? FileManager.default.removeItem(atPath: dir) }
