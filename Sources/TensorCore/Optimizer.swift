@@ -56,7 +56,13 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
     /// gradient of `range`'s first element. A step may be applied range by range (as the
     /// chunks of a reduced gradient arrive); `advance()` ends it. Elementwise, so the result
     /// is bitwise the same as one whole-buffer update.
-    public func update(params: UnsafeMutablePointer<T>, range: Range<Int>, grads: UnsafePointer<T>, threads: Int = 1) {
+    ///
+    /// `blockDone`, if given, runs on each block of at most `fusedBlock` elements right after
+    /// its update, on the same thread, while the block is still in cache (the EMA update of the
+    /// same parameters: one pass over memory instead of two). It receives the block's range in
+    /// the whole buffer.
+    public func update(params: UnsafeMutablePointer<T>, range: Range<Int>, grads: UnsafePointer<T>, threads: Int = 1,
+                       blockDone: ((Range<Int>) -> Void)? = nil) {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "range \(range) outside 0..<\(count)")
         let t = step + 1
         let lr = learningRate(atStep: step)
@@ -69,11 +75,25 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         let base = range.lowerBound
         let (p, m, v) = (params + base, self.m + base, self.v + base)
         Parallel.forRanges(range.count, threads: threads) { r in
-            let o = r.lowerBound
-            T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
-                         invSqrtC2: invSqrtC2, eps: eps)
+            guard let blockDone else {
+                let o = r.lowerBound
+                T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
+                             invSqrtC2: invSqrtC2, eps: eps)
+                return
+            }
+            var o = r.lowerBound
+            while o < r.upperBound {
+                let e = min(o + Self.fusedBlock, r.upperBound)
+                T.adamUpdate(p + o, grads + o, m + o, v + o, e - o, beta1: b1, beta2: b2, stepSize: stepSize,
+                             invSqrtC2: invSqrtC2, eps: eps)
+                blockDone((base + o)..<(base + e))
+                o = e
+            }
         }
     }
+
+    /// Elements per block of a fused update (p, g, m, v and the EMA: 5 x 32 KiB, within L2).
+    public static var fusedBlock: Int { 8192 }
 
     /// Ends a step applied with `update(params:range:grads:)`.
     public func advance() { step += 1 }
@@ -123,6 +143,13 @@ public final class ParameterEMA<T: Scalar>: @unchecked Sendable {
     }
 
     public func advance() { updates += 1 }
+
+    /// The update of `range` on the calling thread (a block of a fused Adam + EMA pass).
+    public func updateBlock(from params: UnsafePointer<T>, range: Range<Int>) {
+        let t = Double(updates)
+        let d = T(min(decay, (1 + t) / (10 + t)))
+        T.emaUpdate(values + range.lowerBound, params + range.lowerBound, decay: d, range.count)
+    }
 
     public func restore(updates: Int, values source: [T]) {
         precondition(source.count == count)

@@ -1,25 +1,40 @@
 /// Euclidean norm of `n` values: 16 Float lanes over blocks of 4096, accumulated in Double
 /// across blocks (vectorised; accurate enough for logs and non-finite checks).
-public func euclideanNorm(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
+public func euclideanNorm(_ g: UnsafePointer<Float>, _ n: Int, threads: Int = 1) -> Double {
+    let blocks = (n + normBlock - 1) / normBlock
+    if threads <= 1 || blocks < 64 {
+        var acc = 0.0
+        for b in 0..<blocks { acc += Double(blockSumOfSquares(g, b * normBlock, min((b + 1) * normBlock, n))) }
+        return acc.squareRoot()
+    }
+    // The same block partials, computed in parallel and added in block order: the result is
+    // bitwise the one-thread result.
+    let partials = UnsafeMutablePointer<Double>.allocate(capacity: blocks)
+    defer { partials.deallocate() }
+    Parallel.forRanges(blocks, threads: threads, minimumPerThread: 16) { r in
+        for b in r { partials[b] = Double(blockSumOfSquares(g, b * normBlock, min((b + 1) * normBlock, n))) }
+    }
+    var acc = 0.0
+    for b in 0..<blocks { acc += partials[b] }
+    return acc.squareRoot()
+}
+
+private let normBlock = 4096
+
+@inline(__always)
+private func blockSumOfSquares(_ g: UnsafePointer<Float>, _ start: Int, _ end: Int) -> Float {
     typealias V = SIMD16<Float>
     let raw = UnsafeRawPointer(g)
-    var acc = 0.0
-    var j = 0
-    while j < n {
-        let end = min(j + 4096, n)
-        var lanes = V(repeating: 0)
-        var i = j
-        while i + 16 <= end {
-            let x = raw.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-            lanes += x * x
-            i += 16
-        }
-        var part = lanes.sum()
-        while i < end { part += g[i] * g[i]; i += 1 }
-        acc += Double(part)
-        j = end
+    var lanes = V(repeating: 0)
+    var i = start
+    while i + 16 <= end {
+        let x = raw.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+        lanes += x * x
+        i += 16
     }
-    return acc.squareRoot()
+    var part = lanes.sum()
+    while i < end { part += g[i] * g[i]; i += 1 }
+    return part
 }
 
 /// Index of the first NaN or infinity among `n` values, if any. Vectorised: x * 0 is NaN

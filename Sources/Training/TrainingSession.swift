@@ -27,8 +27,15 @@ public final class OptimizerState: ReplicatedState, @unchecked Sendable {
     /// Adam update of the parameters in `range` with `gradient` (the values for the range),
     /// then the EMA update of the same range; `finishStep()` ends the step.
     public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) {
-        adam.update(params: store.values, range: range, grads: gradient, threads: threads)
-        ema?.update(from: store.values, range: range, threads: threads)
+        if let ema {
+            // One pass: each block's EMA update follows its Adam update while it is in cache.
+            let values = UnsafePointer(store.values)
+            adam.update(params: store.values, range: range, grads: gradient, threads: threads) { block in
+                ema.updateBlock(from: values, range: block)
+            }
+        } else {
+            adam.update(params: store.values, range: range, grads: gradient, threads: threads)
+        }
     }
 
     public func finishStep() {
@@ -174,7 +181,7 @@ public final class TrainingSession: @unchecked Sendable {
             loss += r.loss
             for (key, v) in r.terms { terms[key, default: 0] += v }
         }
-        let norm = euclideanNorm(gradient, n)
+        let norm = euclideanNorm(gradient, n, threads: t)
         guard loss.isFinite, norm.isFinite else {
             throw TrainingError("step \(s): the loss or gradient is not finite (loss \(loss), gradient norm \(norm)); " +
                                 "the parameters were not updated. Try a lower --lr or check the data for outliers.")

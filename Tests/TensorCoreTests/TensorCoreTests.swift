@@ -104,6 +104,54 @@ import TensorCore
         x.withUnsafeBufferPointer { ema.update(from: $0.baseAddress!) }
         #expect(abs(ema.values[0] - 0.9) < 1e-6 && abs(ema.values[1] - 1.8) < 1e-6)
     }
+
+    /// The fused pass (each block's EMA update right after its Adam update) gives the bits of
+    /// the two separate passes, for any thread count and an odd-sized range.
+    @Test(arguments: [1, 2, 3])
+    func fusedAdamAndEMAMatchSeparatePasses(threads: Int) {
+        let n = 300_001
+        var rng = CounterRNG(seed: 5, purpose: .evaluation)
+        let p0 = (0..<n).map { _ in Float(rng.normal()) }
+        let grads = (0..<5).map { _ in (0..<n).map { _ in Float(rng.normal()) } }
+        func run(fused: Bool) -> ([Float], [Float]) {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n); defer { p.deallocate() }
+            p0.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: n) }
+            let adam = Adam<Float>(count: n, options: .init(learningRate: 0.01))
+            let ema = ParameterEMA<Float>(copying: p, count: n, decay: 0.99)
+            let range = 7..<(n - 3)
+            for g in grads {
+                g.withUnsafeBufferPointer { gb in
+                    let gp = gb.baseAddress! + range.lowerBound
+                    if fused {
+                        adam.update(params: p, range: range, grads: gp, threads: threads) { ema.updateBlock(from: p, range: $0) }
+                    } else {
+                        adam.update(params: p, range: range, grads: gp, threads: threads)
+                        ema.update(from: p, range: range, threads: threads)
+                    }
+                }
+                adam.advance()
+                ema.advance()
+            }
+            return (Array(UnsafeBufferPointer(start: p, count: n)), ema.snapshot())
+        }
+        let (a, b) = (run(fused: false), run(fused: true))
+        #expect(a.0.map(\.bitPattern) == b.0.map(\.bitPattern))
+        #expect(a.1.map(\.bitPattern) == b.1.map(\.bitPattern))
+    }
+
+    /// The parallel gradient norm adds the same block partials in the same order: the bits of
+    /// the one-thread norm.
+    @Test func parallelNormMatchesSerial() {
+        var rng = CounterRNG(seed: 6, purpose: .evaluation)
+        for n in [0, 1, 4095, 4097, 300_000, 1_000_003] {
+            let g = (0..<n).map { _ in Float(rng.normal()) }
+            g.withUnsafeBufferPointer { b in
+                let base = b.baseAddress ?? UnsafePointer(bitPattern: 16)!
+                let one = euclideanNorm(base, n)
+                for t in [2, 3] { #expect(euclideanNorm(base, n, threads: t).bitPattern == one.bitPattern, "n \(n), \(t) threads") }
+            }
+        }
+    }
 }
 
 @Suite struct ArenaTests {
