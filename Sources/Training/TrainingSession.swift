@@ -120,8 +120,10 @@ public final class TrainingSession: @unchecked Sendable {
     /// - Parameter threads: shards computed at once (default: the core count, at most the shard count).
     public init(config: RunConfig, data: TrainingData, threads: Int? = nil) throws {
         try config.validate()
-        guard config.model.dataDimension == data.dimension else {
-            throw ConfigurationError(message: "model data dimension \(config.model.dataDimension) != data dimension \(data.dimension)")
+        // A crops classifier (SPEC O5) sees C*S*S values of each image.
+        let expected = config.classifierCrop.map { s in (data.imageShape?.first ?? 1) * s * s } ?? data.dimension
+        guard config.model.dataDimension == expected else {
+            throw ConfigurationError(message: "model data dimension \(config.model.dataDimension) != data dimension \(expected)")
         }
         self.config = config
         self.data = data
@@ -225,5 +227,5 @@ public func makeShardComputer(config: RunConfig, data: TrainingData, store: Para
     let classifier = NoiseConditionedClassifier(network: config.model.make(), schedule: config.schedule,
                                                 logUniformTraining: config.classifierSigma == "loguniform")
     return try ClassifierGradientComputer(classifier: classifier, store: store, data: data, globalBatch: config.batch,
-                                          shards: config.shards, seed: config.seed)
+                                          shards: config.shards, seed: config.seed, crop: config.classifierCrop)
 }

@@ -178,7 +178,10 @@ extension Ambient.Classifier {
             Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a \
             sigma drawn log-uniformly over the annotation grid's range [0.002, 80] (default) or from EDM's \
             log-normal (SPEC's wording; it leaves the classifier untrained above sigma ~10, where annotation \
-            still asks it). The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy) \
+            still asks it). With --crops S it is the crops classifier of SPEC O5: each row is one uniformly \
+            placed S x S crop, label 1 for crops of clean samples, 0 for crops of the others (e.g. the \
+            out-of-distribution samples of a dataset made with --corrupt ood:C); ambient annotate \
+            --crops-classifier turns it into sigma_max. The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy) \
             and model.safetensors with ambient.kind = classifier. It takes the options of ambient train \
             (--config, --steps, --width, ...); Ctrl-C stops at a step with a checkpoint and the same command \
             resumes.
@@ -187,6 +190,7 @@ extension Ambient.Classifier {
               ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 \\
                   --out runs/classifier
               ambient classifier train --data data/fm-blur --sigma-distribution lognormal --out runs/c-ln
+              ambient classifier train --data data/fm-ood --crops 7 --steps 2000 --out runs/crops7
             """)
 
         @Option(name: .customLong("sigma-distribution"),
