@@ -208,6 +208,9 @@ extension Ambient.Annotate {
             guard let size = trained.record.config.classifierCrop else {
                 throw DataError(message: "\(run) is not a crops classifier (trained without --crops); use it with --classifier")
             }
+            guard size <= min(shape[1], shape[2]) else {
+                throw DataError(message: "crops classifier \(run) takes \(size) x \(size) crops; the images of \(data) are \(shape[1]) x \(shape[2])")
+            }
             guard trained.classifier.dimension == ImageCrops.dimension(shape: shape, size: size) else {
                 throw DataError(message: "crops classifier \(run) takes \(trained.classifier.dimension) values, \(size) x \(size) crops of \(data) have \(ImageCrops.dimension(shape: shape, size: size))")
             }

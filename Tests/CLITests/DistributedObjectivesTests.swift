@@ -81,8 +81,18 @@ import Testing
         _ = t1
         let config = try String(contentsOfFile: dir + "/o1/config.json", encoding: .utf8)
         #expect(config.contains("crops annotation (60 samples used as clean below their sigma_max"), "\(config)")
-        // A whole-image classifier is not a crops classifier, and the map must fit the images.
+        // Bad inputs: no map, a file that is not a map, a map of other images, a run that is not a crops classifier.
         let bad = try CommandRunner.run(["annotate", "--data", data, "--crops-classifier", dir + "/c1"])
         #expect(bad.status != 0 && bad.stderr.contains("--crop-map"), "\(bad.stderr)")
+        try FileBytes.writeAtomically(Array("{}".utf8), to: dir + "/junk.json")
+        let junk = try CommandRunner.run(["annotate", "--data", data, "--crops-classifier", dir + "/c1", "--crop-map", dir + "/junk.json"])
+        #expect(junk.status != 0 && junk.stderr.contains("not a crop map"), "\(junk.stderr)")
+        let text = try String(contentsOfFile: dir + "/map.json", encoding: .utf8)
+        try FileBytes.writeAtomically(Array(text.replacingOccurrences(of: "\"image_shape\" : [\n    1,\n    8,\n    8\n  ]",
+                                                                          with: "\"image_shape\" : [1, 28, 28]").utf8), to: dir + "/map28.json")
+        let other = try CommandRunner.run(["annotate", "--data", data, "--crops-classifier", dir + "/c1", "--crop-map", dir + "/map28.json"])
+        #expect(other.status != 0 && other.stderr.contains("was measured on images [1, 28, 28]"), "\(other.stderr)")
+        let whole = try CommandRunner.run(["annotate", "--data", data, "--crops-classifier", dir + "/o1", "--crop-map", dir + "/map.json"])
+        #expect(whole.status != 0 && !whole.stderr.contains("Fatal error"), "\(whole.stderr)")
     }
 }
