@@ -4,9 +4,11 @@ import TensorCore
 /// The measured mapping from noise level to the crop size an optimal denoiser needs (SPEC O5
 /// crops; Daras et al. 2025, Section 3.2 and Figs. 16-19 measure it with a trained network).
 ///
-/// `mse[k][j]` is the mean squared error of the posterior mean of a pixel at `sigmas[k]` when
+/// `mse[k][j]` bounds the mean squared error of the posterior mean of a pixel at `sigmas[k]` when
 /// the denoiser sees only the `cropSizes[j]` x `cropSizes[j]` window around it (clipped to the
-/// image; the size `max(H, W)` stands for the whole image). `crop[k]` is the smallest size
+/// image; the size `max(H, W)` stands for the whole image): the smaller held-out error of two
+/// estimators that see only that window, the empirical posterior mean (`mseKernel`) and the
+/// linear (Wiener) one (`mseLinear`). Each is an upper bound of the optimal error. `crop[k]` is the smallest size
 /// whose error is within `tolerance` (relative) of the best size at that sigma, made
 /// non-decreasing in sigma (more noise never needs less context; the raw minimum is `rawCrop`).
 public struct CropMap: Codable, Sendable, Equatable {
@@ -23,8 +25,13 @@ public struct CropMap: Codable, Sendable, Equatable {
     public var sigmas: [Double]
     /// Ascending crop sizes; `max(H, W)` is the whole image.
     public var cropSizes: [Int]
-    /// (sigmas, cropSizes): MSE of the centre pixel, averaged over queries, positions and channels.
+    /// (sigmas, cropSizes): MSE of the centre pixel, averaged over queries, positions and
+    /// channels; the element-wise minimum of the two estimators' when both were measured.
     public var mse: [[Double]]
+    /// The empirical posterior mean's errors (`CropDenoisingMeasurement.measure`).
+    public var mseKernel: [[Double]]?
+    /// The linear estimator's errors (`CropDenoisingMeasurement.measureLinear`).
+    public var mseLinear: [[Double]]?
     /// Relative tolerance of the rule `mse(s) <= (1 + tolerance) min_s' mse(s')`.
     public var tolerance: Double
     /// Per sigma: the smallest crop size within tolerance.
@@ -39,7 +46,10 @@ public struct CropMap: Codable, Sendable, Equatable {
     public var createdBy: String?
 
     public init(source: String, imageShape: [Int], sigmas: [Double], cropSizes: [Int], mse: [[Double]], tolerance: Double,
-                rawCrop: [Int], crop: [Int], database: Int, queries: Int, positions: [[Int]], seed: UInt64, createdBy: String? = nil) {
+                rawCrop: [Int], crop: [Int], database: Int, queries: Int, positions: [[Int]], seed: UInt64, createdBy: String? = nil,
+                mseKernel: [[Double]]? = nil, mseLinear: [[Double]]? = nil) {
+        self.mseKernel = mseKernel
+        self.mseLinear = mseLinear
         self.source = source
         self.imageShape = imageShape
         self.sigmas = sigmas
@@ -84,8 +94,10 @@ public struct CropMap: Codable, Sendable, Equatable {
         guard !cropSizes.isEmpty, zip(cropSizes, cropSizes.dropFirst()).allSatisfy({ $0 < $1 }), cropSizes.first! >= 1 else {
             throw fail("crop_sizes must be >= 1 and strictly ascending")
         }
-        guard mse.count == sigmas.count, mse.allSatisfy({ $0.count == cropSizes.count }) else {
-            throw fail("mse must have one row of \(cropSizes.count) values per sigma (\(sigmas.count) rows)")
+        for (name, table) in [("mse", mse), ("mse_kernel", mseKernel ?? mse), ("mse_linear", mseLinear ?? mse)] {
+            guard table.count == sigmas.count, table.allSatisfy({ $0.count == cropSizes.count && $0.allSatisfy { $0 >= 0 && $0.isFinite } }) else {
+                throw fail("\(name) must have one row of \(cropSizes.count) finite values >= 0 per sigma (\(sigmas.count) rows)")
+            }
         }
         guard crop.count == sigmas.count, rawCrop.count == sigmas.count, crop.allSatisfy({ cropSizes.contains($0) }),
               zip(crop, crop.dropFirst()).allSatisfy({ $0 <= $1 }) else {
@@ -218,6 +230,92 @@ public struct CropDenoisingMeasurement: Sendable {
                     sum[ks][j] += err / Double(q * c)
                 }
                 progress?(pi * cropSizes.count + j + 1, positions.count * cropSizes.count)
+            }
+        }
+        return sum.map { row in row.map { $0 / Double(positions.count) } }
+    }
+
+    /// mse[k][j] of the linear (Wiener) estimate from the window,
+    /// `mu_c + Sigma_cW (Sigma_WW + sigma^2 I)^-1 (y_W - mu_W)`, with the mean and covariance of
+    /// the database, on the same queries and noise as `measure`. The best linear estimator does
+    /// not collapse onto database points: its error can only fall as the window grows (up to
+    /// the covariance's estimation error), which makes it the better bound for large windows at
+    /// low noise, and the worse one wherever the posterior mean is far from linear.
+    public func measureLinear(database: Tensor<Float>, queries: Tensor<Float>) -> [[Double]] {
+        precondition(database.rank == 4 && queries.rank == 4 && Array(database.shape.dropFirst()) == Array(queries.shape.dropFirst()))
+        let (c, h, w) = (database.shape[1], database.shape[2], database.shape[3])
+        let m = database.rows, q = queries.rows, d = c * h * w, side = max(h, w)
+        var mu = [Double](repeating: 0, count: d)
+        database.storage.withUnsafeBufferPointer { src in
+            for i in 0..<m { for v in 0..<d { mu[v] += Double(src[i * d + v]) } }
+        }
+        for v in 0..<d { mu[v] /= Double(m) }
+        // Covariance (d, d), accumulated over chunks of centred rows.
+        var cov = [Double](repeating: 0, count: d * d)
+        let chunk = 1024
+        var block = [Double](repeating: 0, count: chunk * d)
+        var start = 0
+        while start < m {
+            let rows = min(chunk, m - start)
+            database.storage.withUnsafeBufferPointer { src in
+                for r in 0..<rows { for v in 0..<d { block[r * d + v] = Double(src[(start + r) * d + v]) - mu[v] } }
+            }
+            block.withUnsafeBufferPointer { b in cov.withUnsafeMutableBufferPointer { cp in
+                Double.gemm(transA: true, transB: false, m: d, n: d, k: rows, alpha: 1 / Double(m - 1), a: b.baseAddress!, lda: d,
+                            b: b.baseAddress!, ldb: d, beta: 1, c: cp.baseAddress!, ldc: d)
+            } }
+            start += rows
+        }
+        let noise: [Double] = (0..<q).flatMap { i -> [Double] in
+            var rng = CounterRNG(seed: seed, purpose: .evaluation, step: 2, sample: i)
+            return (0..<d).map { _ in rng.normal() }
+        }
+        var sum = [[Double]](repeating: [Double](repeating: 0, count: cropSizes.count), count: sigmas.count)
+        for p in positions {
+            for (j, s) in cropSizes.enumerated() {
+                let last = lastRing(s, side: side)
+                let window = (0..<d).filter { v in
+                    let pixel = v % (h * w)
+                    return Swift.max(abs(pixel / w - p.row), abs(pixel % w - p.col)) <= last
+                }
+                let k = window.count
+                var sww = [Double](repeating: 0, count: k * k)
+                for (a, va) in window.enumerated() { for (b, vb) in window.enumerated() { sww[a * k + b] = cov[va * d + vb] } }
+                let (lambda, vectors) = LAPACK.symmetricEigen(sww, n: k)
+                // Queries and their noise on the window, centred, in the eigenbasis: (q, k).
+                var dq = [Double](repeating: 0, count: q * k), zq = dq
+                queries.storage.withUnsafeBufferPointer { src in
+                    for i in 0..<q { for (a, v) in window.enumerated() { dq[i * k + a] = Double(src[i * d + v]) - mu[v]; zq[i * k + a] = noise[i * d + v] } }
+                }
+                var u = [Double](repeating: 0, count: q * k), t = u
+                vectors.withUnsafeBufferPointer { vp in
+                    dq.withUnsafeBufferPointer { a in u.withUnsafeMutableBufferPointer { o in
+                        Double.gemm(transA: false, transB: true, m: q, n: k, k: k, alpha: 1, a: a.baseAddress!, lda: k, b: vp.baseAddress!, ldb: k,
+                                    beta: 0, c: o.baseAddress!, ldc: k)
+                    } }
+                    zq.withUnsafeBufferPointer { a in t.withUnsafeMutableBufferPointer { o in
+                        Double.gemm(transA: false, transB: true, m: q, n: k, k: k, alpha: 1, a: a.baseAddress!, lda: k, b: vp.baseAddress!, ldb: k,
+                                    beta: 0, c: o.baseAddress!, ldc: k)
+                    } }
+                }
+                for ch in 0..<c {
+                    let centre = (ch * h + p.row) * w + p.col
+                    // V Sigma_Wc: the centre's covariance with the window in the eigenbasis.
+                    let vb = (0..<k).map { e in (0..<k).reduce(0.0) { $0 + vectors[e * k + $1] * cov[window[$1] * d + centre] } }
+                    for (ks, sigma) in sigmas.enumerated() {
+                        let gain = (0..<k).map { vb[$0] / (Swift.max(lambda[$0], 0) + sigma * sigma) }
+                        var err = 0.0
+                        queries.storage.withUnsafeBufferPointer { src in
+                            for i in 0..<q {
+                                var est = mu[centre]
+                                for e in 0..<k { est += gain[e] * (u[i * k + e] + sigma * t[i * k + e]) }
+                                let diff = est - Double(src[i * d + centre])
+                                err += diff * diff
+                            }
+                        }
+                        sum[ks][j] += err / Double(q * c)
+                    }
+                }
             }
         }
         return sum.map { row in row.map { $0 / Double(positions.count) } }

@@ -15,12 +15,14 @@ extension Ambient.Classifier {
             For held-out images (Fashion-MNIST test, or the last --queries samples of a dataset directory) \
             with noise of level sigma, the centre pixel is estimated from the s x s window around it alone, \
             by the posterior mean under the empirical distribution of the same window in --database \
-            training images (weights exp(-||y_W - x_i,W||^2 / 2 sigma^2), Gram matrices by DGEMM). The \
-            mean squared error per (sigma, s) over a grid of centre positions is written to --out with \
-            crop(sigma) = the smallest s within --tolerance (relative) of the best s, made non-decreasing \
-            in sigma. s = 28 (the image side) is the whole image. The database is finite: at low sigma and \
-            large s the estimate degrades to the nearest database window, so the errors there are upper \
-            bounds (docs/results.md). Also writes two SVG charts next to --out.
+            training images (weights exp(-||y_W - x_i,W||^2 / 2 sigma^2), Gram matrices by DGEMM), and by \
+            the linear (Wiener) estimate from the window's mean and covariance in those images. The \
+            smaller of the two mean squared errors per (sigma, s), over a grid of centre positions, is \
+            written to --out (both tables too) with crop(sigma) = the smallest s within --tolerance \
+            (relative) of the best s, made non-decreasing in sigma. s = 28 (the image side) is the whole \
+            image. Both are upper bounds of the optimal error: the first collapses onto the nearest \
+            database window at low sigma and large s, the second misses non-linear structure \
+            (docs/results.md). Also writes two SVG charts next to --out.
 
             Examples:
               ambient classifier crop-map --data fashion-mnist --out crop-map.json
@@ -111,12 +113,14 @@ extension Ambient.Classifier {
                     positions: CropDenoisingMeasurement.gridPositions(positions, height: shape[1], width: shape[2]), seed: seed)
                 let progress = quiet ? nil : ProgressReporter(label: "crop-map", total: measurement.positions.count * measurement.cropSizes.count, unit: "window")
                 let started = Date()
-                let mse = measurement.measure(database: db, queries: held) { done, _ in progress?.update(done) }
+                let kernel = measurement.measure(database: db, queries: held) { done, _ in progress?.update(done) }
+                let linear = measurement.measureLinear(database: db, queries: held)
+                let mse = zip(kernel, linear).map { zip($0, $1).map { min($0, $1) } }
                 let (raw, monotone) = CropMap.crops(mse: mse, cropSizes: measurement.cropSizes, tolerance: tolerance)
                 let map = CropMap(source: source, imageShape: shape, sigmas: grid, cropSizes: measurement.cropSizes, mse: mse,
                                   tolerance: tolerance, rawCrop: raw, crop: monotone, database: db.rows, queries: held.rows,
                                   positions: measurement.positions.map { [$0.row, $0.col] }, seed: seed,
-                                  createdBy: CommandLine.arguments.joined(separator: " "))
+                                  createdBy: CommandLine.arguments.joined(separator: " "), mseKernel: kernel, mseLinear: linear)
                 try map.validate()
                 let base = out.hasSuffix(".json") ? String(out.dropLast(5)) : out
                 try writingOutputs {
@@ -128,8 +132,9 @@ extension Ambient.Classifier {
                 for (k, s) in grid.enumerated() {
                     let best = mse[k].min()!
                     let j = measurement.cropSizes.firstIndex(of: monotone[k])!
-                    lines.append(String(format: "  sigma %8.4f  crop %2d (%2d)  %.3f  %.3f  best mse %.5f", s, monotone[k], raw[k],
-                                        mse[k][j] / best, mse[k][0] / best, best))
+                    let winner = kernel[k].min()! <= linear[k].min()! ? "kernel" : "linear"
+                    lines.append(String(format: "  sigma %8.4f  crop %2d (%2d)  %.3f  %.3f  best mse %.5f (", s, monotone[k], raw[k],
+                                        mse[k][j] / best, mse[k][0] / best, best) + winner + ")")
                 }
                 FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
             }

@@ -53,6 +53,73 @@ import Testing
         } }
     }
 
+    /// The naive linear reference: sample mean and covariance by loops, the Wiener gain by
+    /// Gaussian elimination per window and sigma.
+    static func naiveLinear(_ m: CropDenoisingMeasurement, database: Tensor<Float>, queries: Tensor<Float>) -> [[Double]] {
+        let side = database.shape[2], d = side * side, n = database.rows
+        let mu = (0..<d).map { v in (0..<n).reduce(0.0) { $0 + Double(database.storage[$1 * d + v]) } / Double(n) }
+        func cov(_ a: Int, _ b: Int) -> Double {
+            (0..<n).reduce(0.0) { $0 + (Double(database.storage[$1 * d + a]) - mu[a]) * (Double(database.storage[$1 * d + b]) - mu[b]) } / Double(n - 1)
+        }
+        var out = [[Double]](repeating: [Double](repeating: 0, count: m.cropSizes.count), count: m.sigmas.count)
+        for p in m.positions {
+            let c = p.row * side + p.col
+            for (j, s) in m.cropSizes.enumerated() {
+                let r = s >= side ? side : (s - 1) / 2
+                let window = (0..<d).filter { max(abs($0 / side - p.row), abs($0 % side - p.col)) <= r }
+                let k = window.count
+                for (ks, sigma) in m.sigmas.enumerated() {
+                    // Solve (Sigma_WW + sigma^2 I) g = Sigma_Wc.
+                    var a = (0..<k).map { i in (0..<k).map { jj in cov(window[i], window[jj]) + (i == jj ? sigma * sigma : 0) } + [cov(window[i], c)] }
+                    for col in 0..<k {
+                        let pivot = (col..<k).max { abs(a[$0][col]) < abs(a[$1][col]) }!
+                        a.swapAt(col, pivot)
+                        for row in 0..<k where row != col {
+                            let f = a[row][col] / a[col][col]
+                            for x in col...k { a[row][x] -= f * a[col][x] }
+                        }
+                    }
+                    let g = (0..<k).map { a[$0][k] / a[$0][$0] }
+                    var err = 0.0
+                    for q in 0..<queries.rows {
+                        var rng = CounterRNG(seed: m.seed, purpose: .evaluation, step: 2, sample: q)
+                        let z = (0..<d).map { _ in rng.normal() }
+                        var est = mu[c]
+                        for (e, v) in window.enumerated() { est += g[e] * (Double(queries.storage[q * d + v]) + sigma * z[v] - mu[v]) }
+                        err += (est - Double(queries.storage[q * d + c])) * (est - Double(queries.storage[q * d + c]))
+                    }
+                    out[ks][j] += err / Double(queries.rows) / Double(m.positions.count)
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func linearMeasurementMatchesNaiveReference() {
+        let db = Self.images(60, side: 5, seed: 4), q = Self.images(6, side: 5, seed: 5)
+        let m = CropDenoisingMeasurement(sigmas: [0.05, 0.5, 2], cropSizes: CropDenoisingMeasurement.defaultCropSizes(side: 5),
+                                         positions: [(1, 1), (2, 3)], seed: 8)
+        let fast = m.measureLinear(database: db, queries: q), slow = Self.naiveLinear(m, database: db, queries: q)
+        for k in 0..<3 { for j in 0..<m.cropSizes.count {
+            #expect(abs(fast[k][j] - slow[k][j]) <= 1e-9 + 1e-7 * slow[k][j], "sigma \(m.sigmas[k]) crop \(m.cropSizes[j]): \(fast[k][j]) vs \(slow[k][j])")
+        } }
+    }
+
+    /// dsyevd agrees with the Jacobi reference and reconstructs the matrix.
+    @Test func lapackEigenMatchesJacobi() {
+        var rng = CounterRNG(seed: 6, purpose: .evaluation)
+        let n = 7
+        let b = (0..<(n * n)).map { _ in rng.normal() }
+        let a = (0..<(n * n)).map { i in (0..<n).reduce(0.0) { $0 + b[(i / n) * n + $1] * b[(i % n) * n + $1] } }
+        let (values, vectors) = LAPACK.symmetricEigen(a, n: n)
+        let reference = SymmetricEigen.decompose(a, n: n).values
+        for i in 0..<n { #expect(abs(values[i] - reference[i]) < 1e-9 * max(1, abs(reference[i]))) }
+        for i in 0..<n { for j in 0..<n {
+            let r = (0..<n).reduce(0.0) { $0 + vectors[$1 * n + i] * values[$1] * vectors[$1 * n + j] }
+            #expect(abs(r - a[i * n + j]) < 1e-9 * 10)
+        } }
+    }
+
     /// Images whose pixels copy the centre's row-neighbour: a 3x3 window sees two copies of the
     /// centre value, so at moderate noise it beats the single pixel, and more context adds nothing.
     @Test func redundantNeighboursAreFoundByTheWindow() {
