@@ -9,6 +9,7 @@ import TensorCore
 ///     masks.npy         optional float32, same shape: 1 observed, 0 missing (SPEC O3)
 ///     noise.npy         optional float32 (N,): Gaussian noise level each sample already carries
 ///     annotations.npy   optional float32 (N,): annotated sigma_min per sample (SPEC O5), 0 = clean
+///     sigma-max.npy     optional float32 (N,): crops annotation sigma_max per sample (SPEC O5 crops, version 2)
 ///     labels.npy        optional int64 (N,): class labels
 ///     clean.npy         optional int64 (N,): 1 = sample of the trusted clean set S_G (SPEC O5)
 ///
@@ -16,10 +17,12 @@ import TensorCore
 /// complete; the reader checks hashes, shapes and value ranges and names the file at fault.
 public struct DatasetDirectory: Sendable {
     public static let formatName = "ambient-dataset"
-    public static let formatVersion = 1
+    /// Version 2 added sigma-max.npy and `crop_annotation`; version 1 directories still read.
+    public static let formatVersion = 2
+    public static let readableVersions = [1, 2]
     public static let manifestName = "manifest.json"
     /// The data files a dataset directory may hold.
-    public static let fileNames = ["samples.npy", "masks.npy", "noise.npy", "annotations.npy", "labels.npy", "clean.npy"]
+    public static let fileNames = ["samples.npy", "masks.npy", "noise.npy", "annotations.npy", "sigma-max.npy", "labels.npy", "clean.npy"]
 
     /// One file of the directory: its SHA-256 and byte count.
     public struct FileEntry: Codable, Sendable, Equatable {
@@ -45,6 +48,8 @@ public struct DatasetDirectory: Sendable {
         public var sigmaMax: Double
         /// How the annotations were made, when there are any.
         public var annotation: String?
+        /// How sigma-max.npy was made (crops classifiers, crop map, tau), when present.
+        public var cropAnnotation: String?
         /// The command that wrote the directory.
         public var createdBy: String?
         /// File name to hash and size.
@@ -71,16 +76,20 @@ public struct DatasetDirectory: Sendable {
         public var masks: Tensor<Float>?
         public var noise: [Double]?
         public var annotations: [Double]?
+        /// Per sample: the noise level up to which it is used as clean (SPEC O5 crops); the
+        /// manifest's sigma_max for clean samples, 0 for samples never used so.
+        public var sigmaMax: [Double]?
         public var labels: [Int]?
         public var clean: [Bool]?
 
         public init(manifest: Manifest, samples: Tensor<Float>, masks: Tensor<Float>? = nil, noise: [Double]? = nil,
-                    annotations: [Double]? = nil, labels: [Int]? = nil, clean: [Bool]? = nil) {
+                    annotations: [Double]? = nil, sigmaMax: [Double]? = nil, labels: [Int]? = nil, clean: [Bool]? = nil) {
             self.manifest = manifest
             self.samples = samples
             self.masks = masks
             self.noise = noise
             self.annotations = annotations
+            self.sigmaMax = sigmaMax
             self.labels = labels
             self.clean = clean
         }
@@ -122,6 +131,8 @@ public struct DatasetDirectory: Sendable {
         manifest.count = contents.count
         manifest.sampleShape = Array(contents.samples.shape.dropFirst())
         manifest.files = [:]
+        // Version 2 only when its one addition is present, so older builds read the rest.
+        manifest.formatVersion = contents.sigmaMax == nil && manifest.cropAnnotation == nil ? 1 : 2
         func put(_ name: String, _ bytes: [UInt8]) throws {
             try FileBytes.writeAtomically(bytes, to: file(name))
             manifest.files[name] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
@@ -131,6 +142,7 @@ public struct DatasetDirectory: Sendable {
         if let m = contents.masks { try put("masks.npy", NPY.encode(m)) }
         if let s = contents.noise { try put("noise.npy", NPY.encode(Tensor(shape: [n], storage: s.map { Float($0) }))) }
         if let a = contents.annotations { try put("annotations.npy", NPY.encode(Tensor(shape: [n], storage: a.map { Float($0) }))) }
+        if let a = contents.sigmaMax { try put("sigma-max.npy", NPY.encode(Tensor(shape: [n], storage: a.map { Float($0) }))) }
         if let l = contents.labels { try put("labels.npy", NPY.encode(integers: l, shape: [n])) }
         if let c = contents.clean { try put("clean.npy", NPY.encode(integers: c.map { $0 ? 1 : 0 }, shape: [n])) }
         try writeManifest(manifest)
@@ -149,6 +161,24 @@ public struct DatasetDirectory: Sendable {
         var manifest = contents.manifest
         manifest.files["annotations.npy"] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
         manifest.annotation = note
+        try writeManifest(manifest)
+    }
+
+    /// Replaces the crops annotation sigma_max (SPEC O5 crops) of an existing dataset and records
+    /// how it was made. Writes format version 2.
+    public func writeSigmaMax(_ values: [Double], note: String) throws {
+        var contents = try read()
+        guard values.count == contents.count else {
+            throw DatasetError.badShape(name: file("sigma-max.npy"), expected: "\(contents.count) values", found: "\(values.count)")
+        }
+        contents.sigmaMax = values
+        try Self.validate(contents, name: path)
+        let bytes = NPY.encode(Tensor(shape: [values.count], storage: values.map { Float($0) }))
+        try FileBytes.writeAtomically(bytes, to: file("sigma-max.npy"))
+        var manifest = contents.manifest
+        manifest.files["sigma-max.npy"] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
+        manifest.cropAnnotation = note
+        manifest.formatVersion = Self.formatVersion
         try writeManifest(manifest)
     }
 
@@ -182,9 +212,12 @@ public struct DatasetDirectory: Sendable {
             throw DatasetError.badMagic(name: manifestPath, format: "dataset manifest", expected: "format \"\(Self.formatName)\"",
                                         found: "\"\(manifest.format)\"")
         }
-        guard manifest.formatVersion == Self.formatVersion else {
+        guard Self.readableVersions.contains(manifest.formatVersion) else {
             throw DatasetError.unsupported(name: manifestPath, found: "format version \(manifest.formatVersion)",
-                                           supported: "version \(Self.formatVersion)")
+                                           supported: "versions \(Self.readableVersions.map(String.init).joined(separator: ", "))")
+        }
+        if manifest.formatVersion < 2 && (manifest.files["sigma-max.npy"] != nil || manifest.cropAnnotation != nil) {
+            throw DatasetError.malformed(name: manifestPath, problem: "format version 1 has no sigma-max.npy (crops annotation came with version 2)")
         }
         let known = Self.fileNames
         for name in manifest.files.keys where !known.contains(name) {
@@ -227,7 +260,8 @@ public struct DatasetDirectory: Sendable {
             throw DatasetError.malformed(name: file("clean.npy"), problem: "value \(flags[bad]) at sample \(bad) is not 0 or 1")
         }
         let contents = Contents(manifest: manifest, samples: samples, masks: try floats("masks.npy"), noise: try perSample("noise.npy"),
-                                annotations: try perSample("annotations.npy"), labels: try integers("labels.npy"),
+                                annotations: try perSample("annotations.npy"), sigmaMax: try perSample("sigma-max.npy"),
+                                labels: try integers("labels.npy"),
                                 clean: flags.map { $0.map { $0 == 1 } })
         try Self.validate(contents, name: path)
         return contents
@@ -265,7 +299,7 @@ public struct DatasetDirectory: Sendable {
                                              problem: "value \(masks.storage[bad]) at sample \(bad / max(masks.rowSize, 1)) is not 0 (missing) or 1 (observed)")
             }
         }
-        for (label, values) in [("noise.npy", c.noise), ("annotations.npy", c.annotations)] {
+        for (label, values) in [("noise.npy", c.noise), ("annotations.npy", c.annotations), ("sigma-max.npy", c.sigmaMax)] {
             guard let values else { continue }
             guard values.count == n else {
                 throw DatasetError.badShape(name: file(label), expected: "(\(n),): one value per sample", found: "(\(values.count),)")

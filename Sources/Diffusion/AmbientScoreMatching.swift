@@ -31,10 +31,14 @@ public struct AmbientScoreMatching: TrainingObjective {
         return ObjectiveResult(loss: r.loss, terms: ["denoising": Double(tape.scalar(r.loss))])
     }
 
-    /// Per-row training sigma above `b sigma_n` (purpose trainSigma).
+    /// Per-row training sigma above `b sigma_n` (purpose trainSigma), and at most the row's
+    /// ceiling when it has one (SPEC O5 crops: the low-noise part of the donut).
     func drawSigma<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, batch: ShardBatch<T>) -> Var {
         tape.column(rows: batch.rows) { r in
             var rng = batch.rng(.trainSigma, row: r)
+            if let ceiling = batch.sigmaCeiling?[r], ceiling.isFinite {
+                return denoiser.schedule.sampleSigma(above: buffer * batch.sigmaN[r], below: ceiling, &rng)
+            }
             return denoiser.schedule.sampleSigma(above: buffer * batch.sigmaN[r], &rng)
         }
     }

@@ -46,6 +46,21 @@ public struct EDMSchedule: Codable, Sendable, Equatable {
         return max(lowerBound, Glibc.exp(pMean + pStd * z))
     }
 
+    /// A training sigma from the log-normal conditioned on `lowerBound < sigma <= upperBound`
+    /// (SPEC O5 crops: an out-of-distribution sample is used as clean only up to its sigma_max),
+    /// by inverting the normal CDF between the two tails like `sampleSigma(above:)`.
+    public func sampleSigma(above lowerBound: Double, below upperBound: Double, _ rng: inout CounterRNG) -> Double {
+        guard upperBound.isFinite else { return sampleSigma(above: lowerBound, &rng) }
+        precondition(upperBound > lowerBound, "empty sigma range (\(lowerBound), \(upperBound)]")
+        let a = lowerBound > 0 ? NormalDistribution.upperTail((Glibc.log(lowerBound) - pMean) / pStd) : 1   // P(N > a)
+        let b = NormalDistribution.upperTail((Glibc.log(upperBound) - pMean) / pStd)                       // P(N > b)
+        let u = rng.uniform()
+        if a - b < 1e-300 { return upperBound }
+        let p = b + (a - b) * u                                // in (b, a]
+        let z = NormalDistribution.upperTailQuantile(min(p, 1 - 1e-16))
+        return min(upperBound, max(lowerBound, Glibc.exp(pMean + pStd * z)))
+    }
+
     /// The EDM sampling grid `sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho`,
     /// i = 0..<N, descending, with `sigmaMin` replaced by `stop` when given.
     public func samplingGrid(steps n: Int, from top: Double? = nil, stop: Double? = nil) -> [Double] {

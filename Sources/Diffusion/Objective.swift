@@ -17,6 +17,9 @@ public struct ShardBatch<T: Scalar> {
     /// Dataset index of each row: keys per-sample draws that must stay fixed across steps
     /// (a sample's one noisy copy, SPEC O5/O6), with `RandomPurpose.corruption`.
     public var sampleIndices: UnsafePointer<Int>?
+    /// Per-row upper bound of the training sigma (infinity: none): an out-of-distribution
+    /// sample used as clean only up to its crops annotation sigma_max (SPEC O5 crops).
+    public var sigmaCeiling: UnsafePointer<Double>?
     public var seed: UInt64
     public var step: Int
     public var shard: Int
@@ -28,7 +31,7 @@ public struct ShardBatch<T: Scalar> {
     public var inferenceTape: Tape<T>?
 
     public init(data: UnsafePointer<T>, rows: Int, dimension: Int, sigmaN: UnsafePointer<Double>,
-                mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil,
+                mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil, sigmaCeiling: UnsafePointer<Double>? = nil,
                 seed: UInt64, step: Int, shard: Int, globalBatch: Int, inferenceTape: Tape<T>? = nil) {
         precondition(inferenceTape?.recordsGradients != true, "the inference tape must not record gradients")
         self.inferenceTape = inferenceTape
@@ -38,6 +41,7 @@ public struct ShardBatch<T: Scalar> {
         self.sigmaN = sigmaN
         self.mask = mask
         self.sampleIndices = sampleIndices
+        self.sigmaCeiling = sigmaCeiling
         self.seed = seed
         self.step = step
         self.shard = shard

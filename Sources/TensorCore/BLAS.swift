@@ -30,6 +30,30 @@ public enum BLAS {
     }
 }
 
+/// LAPACK through OpenBLAS.
+public enum LAPACK {
+    /// Eigen-decomposition of the symmetric n x n matrix `a` (row-major): eigenvalues ascending,
+    /// and row i of the returned vectors is the unit eigenvector of eigenvalue i (`dsyevd`).
+    /// `SymmetricEigen` is the slow reference it is tested against.
+    public static func symmetricEigen(_ a: [Double], n: Int) -> (values: [Double], vectors: [Double]) {
+        precondition(a.count == n * n && n >= 1)
+        // Row-major symmetric = column-major symmetric; the eigenvectors come back as columns of
+        // a column-major matrix, i.e. rows of a row-major one.
+        var m = a, w = [Double](repeating: 0, count: n)
+        var jobz = Int8(UInt8(ascii: "V")), uplo = Int8(UInt8(ascii: "U"))
+        var nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        var lwork: Int32 = -1, liwork: Int32 = -1
+        var workSize = 0.0, iworkSize: Int32 = 0
+        dsyevd_(&jobz, &uplo, &nn, &m, &lda, &w, &workSize, &lwork, &iworkSize, &liwork, &info)
+        lwork = Int32(workSize)
+        liwork = iworkSize
+        var work = [Double](repeating: 0, count: Int(lwork)), iwork = [Int32](repeating: 0, count: Int(liwork))
+        dsyevd_(&jobz, &uplo, &nn, &m, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
+        precondition(info == 0, "dsyevd failed (info \(info))")
+        return (w, m)
+    }
+}
+
 /// Reference matrix product, row-major, `C = alpha op(A) op(B) + beta C`, accumulated in
 /// Double. Slow and obviously correct: the oracle for `Scalar.gemm`.
 public func naiveGemm<T: Scalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,

@@ -47,6 +47,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
     /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
     /// [sigma_min, sigma_max] (the annotation grid's range).
     public var classifierSigma: String?
+    /// SPEC O5 crops classifier: the classifier sees random `classifierCrop` x `classifierCrop`
+    /// crops of the images instead of whole samples (nil: whole samples).
+    public var classifierCrop: Int?
 
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
                 objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,
@@ -118,6 +121,10 @@ public struct RunConfig: Codable, Sendable, Equatable {
         }
         if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
             throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")
+        }
+        if let s = classifierCrop {
+            if kind != .classifier { throw fail("--crops applies to the classifier (ambient classifier train)") }
+            if s < 1 { throw fail("--crops must be >= 1, got \(s)") }
         }
         if let d = furtherDelta, !(d >= 0 && d < 1) { throw fail("--further-delta must be in [0, 1), got \(d)") }
         if let w = consistencyWeight, !(w >= 0 && w.isFinite) { throw fail("--consistency-weight must be >= 0, got \(w)") }

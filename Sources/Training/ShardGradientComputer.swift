@@ -48,6 +48,7 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     private var rowsBuffer: [Float] = []
     private var maskBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
+    private var ceilingBuffer: [Double] = []
 
     public init(denoiser: Denoiser, objective: any TrainingObjective, store: ParameterStore<Float>,
                 data: TrainingData, plan: ShardPlan, seed: UInt64) {
@@ -74,6 +75,10 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
             }
         }
         for (r, i) in indices.enumerated() { sigmaBuffer[r] = data.sigmaN[i] }
+        if let ceilings = data.sigmaCeiling {
+            if ceilingBuffer.count != rows { ceilingBuffer = [Double](repeating: 0, count: rows) }
+            for (r, i) in indices.enumerated() { ceilingBuffer[r] = ceilings[i] }
+        }
         if let masks = data.masks {
             if maskBuffer.count != rows * d { maskBuffer = [Float](repeating: 0, count: rows * d) }
             masks.storage.withUnsafeBufferPointer { src in
@@ -89,13 +94,16 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
         tape.reset()
         let result = rowsBuffer.withUnsafeBufferPointer { xp in
             sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in maskBuffer.withUnsafeBufferPointer { mp in
+              ceilingBuffer.withUnsafeBufferPointer { cp in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
                                        mask: data.masks == nil ? nil : mp.baseAddress!, sampleIndices: ip.baseAddress!,
+                                       sigmaCeiling: data.sigmaCeiling == nil ? nil : cp.baseAddress!,
                                        seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch,
                                        inferenceTape: inferenceTape)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
+              }
             } } }
         }
         return result

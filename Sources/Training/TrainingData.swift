@@ -20,6 +20,10 @@ public struct TrainingData: Sendable {
     public var labels: [Int]?
     /// Membership of the trusted clean set S_G (SPEC O5), when the data says.
     public var clean: [Bool]?
+    /// Per row: the highest training sigma of that row (infinity: none), for the rows that use
+    /// an out-of-distribution sample as clean below its crops annotation sigma_max (SPEC O5
+    /// crops); nil when no row has one.
+    public var sigmaCeiling: [Double]?
     public var summary: String
 
     public var count: Int { samples.rows }
@@ -27,8 +31,10 @@ public struct TrainingData: Sendable {
 
     public init(samples: Tensor<Float>, sigmaN: [Double], imageShape: [Int]? = nil,
                 mixture: GaussianMixture? = nil, masks: Tensor<Float>? = nil, labels: [Int]? = nil,
-                clean: [Bool]? = nil, summary: String) {
+                clean: [Bool]? = nil, sigmaCeiling: [Double]? = nil, summary: String) {
         precondition(sigmaN.count == samples.rows, "one sigma_n per sample")
+        precondition(sigmaCeiling == nil || sigmaCeiling!.count == samples.rows, "one sigma ceiling per sample")
+        self.sigmaCeiling = sigmaCeiling
         precondition(masks == nil || masks!.count == samples.count, "masks must have the samples' shape")
         self.samples = samples
         self.sigmaN = sigmaN
@@ -57,6 +63,13 @@ public struct TrainingData: Sendable {
     /// `w_i + a_i z_i` (z_i keyed by its dataset index, stream 3) and is used at
     /// `sigma_n = sqrt(n_i^2 + a_i^2)`, n_i the noise it already carries (noise.npy, else 0);
     /// clean samples (a_i = 0) keep sigma_n = n_i.
+    ///
+    /// With a crops annotation (sigma-max.npy, SPEC O5 crops) a non-clean sample i with
+    /// sigma_max_i > 0 and no noise of its own also gets a row of its stored, un-noised sample
+    /// trained only at `sigma <= sigma_max_i` (O1 inside O2, `sigmaCeiling`); its O2 row above
+    /// sigma_min stays when it has a sigma_min annotation below sigma_max of the manifest. The
+    /// levels in between are not trained on it: the donut of Ambient-Omni Section 3.2. Rows are
+    /// in dataset order, the low-noise row before the O2 row of the same sample.
     public static func fromDirectory(_ c: DatasetDirectory.Contents, path: String, seed: UInt64,
                                      applyAnnotations: Bool) throws -> TrainingData {
         let n = c.count
@@ -78,7 +91,32 @@ public struct TrainingData: Sendable {
             let used = keep.map { a[$0] }.filter { $0 > 0 }
             summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0), \(n - keep.count) at sigma_max dropped)"
         }
-        if keep.count < n {
+        var ceiling: [Double]? = nil
+        if applyAnnotations, let smax = c.sigmaMax {
+            // Rows: (dataset index, use the stored sample below sigma_max?). Clean samples: the
+            // annotation says 0, or without annotations, clean.npy does.
+            let stored = c.samples.reshaped([n, c.samples.rowSize])
+            let isClean = { (i: Int) in c.annotations.map { $0[i] == 0 } ?? (c.clean?[i] ?? false) }
+            var rows: [(index: Int, low: Bool)] = []
+            for i in 0..<n {
+                if isClean(i) { rows.append((i, false)); continue }
+                if smax[i] > 0 && noise[i] == 0 { rows.append((i, true)) }
+                if let a = c.annotations, a[i] < c.manifest.sigmaMax { rows.append((i, false)) }
+            }
+            let low = rows.filter { $0.low }.count, lowLevels = rows.filter { $0.low }.map { smax[$0.index] }.sorted()
+            summary += ", crops annotation (\(low) samples used as clean below their sigma_max, median \(lowLevels.isEmpty ? 0 : lowLevels[low / 2]))"
+            var out = [Float](repeating: 0, count: rows.count * stored.rowSize)
+            let d = stored.rowSize
+            for (r, row) in rows.enumerated() {
+                let src = row.low ? stored : samples
+                for v in 0..<d { out[r * d + v] = src.storage[row.index * d + v] }
+            }
+            let origin = rows.map { $0.index }
+            sigmaN = rows.map { $0.low ? 0 : sigmaN[$0.index] }
+            ceiling = rows.map { $0.low ? smax[$0.index] : Double.infinity }
+            samples = Tensor(shape: [rows.count, d], storage: out)
+            keep = origin
+        } else if keep.count < n {
             samples = samples.gather(rows: keep)
             sigmaN = keep.map { sigmaN[$0] }
         }
@@ -90,7 +128,7 @@ public struct TrainingData: Sendable {
         return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
                             masks: c.masks.map { $0.reshaped([n, $0.rowSize]).gather(rows: keep) },
                             labels: c.labels.map { l in keep.map { l[$0] } }, clean: c.clean.map { f in keep.map { f[$0] } },
-                            summary: summary)
+                            sigmaCeiling: ceiling, summary: summary)
     }
 
     /// Loads and validates the data of `config` and applies its simulated corruption.

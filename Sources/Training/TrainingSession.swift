@@ -127,8 +127,10 @@ public final class TrainingSession: @unchecked Sendable {
     /// - Parameter threads: shards computed at once (default: the core count, at most the shard count).
     public init(config: RunConfig, data: TrainingData, threads: Int? = nil) throws {
         try config.validate()
-        guard config.model.dataDimension == data.dimension else {
-            throw ConfigurationError(message: "model data dimension \(config.model.dataDimension) != data dimension \(data.dimension)")
+        // A crops classifier (SPEC O5) sees C*S*S values of each image.
+        let expected = config.classifierCrop.map { s in (data.imageShape?.first ?? 1) * s * s } ?? data.dimension
+        guard config.model.dataDimension == expected else {
+            throw ConfigurationError(message: "model data dimension \(config.model.dataDimension) != data dimension \(expected)")
         }
         self.config = config
         self.data = data
@@ -218,7 +220,8 @@ extension TrainingSession {
 public func makeShardComputer(config: RunConfig, data: TrainingData, store: ParameterStore<Float>) throws -> any ShardGradientComputing {
     let kind = ObjectiveKind(rawValue: config.objective)!
     if let objective = kind.make(config) {
-        if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) {
+        // Rows with a sigma ceiling (SPEC O5 crops) are a use of annotated data even when clean.
+        if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) && data.sigmaCeiling == nil {
             throw ConfigurationError(message: "--objective \(kind.rawValue) needs noisy data, but every sample of \(data.summary) is clean (sigma_n = 0); use --objective dsm, or annotate the data")
         }
         if kind == .masked && data.masks == nil {
@@ -232,5 +235,5 @@ public func makeShardComputer(config: RunConfig, data: TrainingData, store: Para
     let classifier = NoiseConditionedClassifier(network: config.model.make(), schedule: config.schedule,
                                                 logUniformTraining: config.classifierSigma == "loguniform")
     return try ClassifierGradientComputer(classifier: classifier, store: store, data: data, globalBatch: config.batch,
-                                          shards: config.shards, seed: config.seed)
+                                          shards: config.shards, seed: config.seed, crop: config.classifierCrop)
 }

@@ -22,7 +22,7 @@ extension Ambient {
                   --out runs/classifier
               ambient annotate --data data/fm-blur --classifier runs/classifier
             """,
-            subcommands: [Train.self])
+            subcommands: [Train.self, CropMapCommand.self])
     }
 
     /// `ambient annotate`: per-sample sigma_min (SPEC O5), written into the dataset directory.
@@ -41,9 +41,19 @@ extension Ambient {
             are written only at the end (Ctrl-C before then leaves the dataset as it was). \
             ambient train --data DIR --objective ambient then trains each sample above its own sigma_min.
 
+            With --crops-classifier RUN (repeatable; runs of ambient classifier train --crops S) and --crop-map \
+            FILE (ambient classifier crop-map): the crops annotation sigma_max of each non-clean sample \
+            (Ambient-Omni eq. 3.4), the highest grid sigma at which the mean over --draws crops of size \
+            crop(sigma) (from the map; the narrowest classifier at least that wide) of the sample plus noise \
+            has P(in-distribution) > tau; 0 when no level passes. --per-set gives every non-clean sample the \
+            value of the mean over the whole set. Written to DIR/sigma-max.npy (clean samples: the \
+            manifest's sigma_max); training then uses such a sample as clean below its sigma_max and, when \
+            it also has a sigma_min annotation, with O2 above sigma_min (the donut). Runs in this process.
+
             Examples:
               ambient annotate --data data/fm-blur --classifier runs/classifier
               ambient annotate --data data/fm-blur --fixed-sigma 0.8
+              ambient annotate --data data/fm-ood --crops-classifier runs/crops7 --crop-map crop-map.json --grid 32
             """)
 
         @Option(help: "Dataset directory to annotate (updated in place).")
@@ -55,11 +65,20 @@ extension Ambient {
         @Option(name: .customLong("fixed-sigma"), help: "Annotate every corrupted sample with this sigma_min instead.")
         var fixedSigma: Double?
 
-        @Option(help: "Number of sigma levels of the grid.")
-        var grid: Int = 256
+        @Option(name: .customLong("crops-classifier"), help: "Run directory of a crops classifier (ambient classifier train --crops S); repeat for several sizes. Writes sigma_max.")
+        var cropsClassifiers: [String] = []
 
-        @Option(help: "Noise draws per sample and level.")
-        var draws: Int = 4
+        @Option(name: .customLong("crop-map"), help: "With --crops-classifier: the measured crop map (ambient classifier crop-map).")
+        var cropMap: String?
+
+        @Flag(name: .customLong("per-set"), help: "With --crops-classifier: one sigma_max for all non-clean samples (the mean over the set).")
+        var perSet = false
+
+        @Option(help: "Number of sigma levels of the grid (default 256; 32 with --crops-classifier).")
+        var grid: Int?
+
+        @Option(help: "Noise draws per sample and level (default 4; crops per sample and level with --crops-classifier, default 16).")
+        var draws: Int?
 
         @Option(help: "Span of the exponential moving average along the grid.")
         var span: Double = 32
@@ -94,9 +113,14 @@ extension Ambient {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
-            if (classifier == nil) == (fixedSigma == nil) { throw ValidationError("give exactly one of --classifier RUN and --fixed-sigma S") }
+            if [classifier != nil, fixedSigma != nil, !cropsClassifiers.isEmpty].filter({ $0 }).count != 1 {
+                throw ValidationError("give exactly one of --classifier RUN, --fixed-sigma S and --crops-classifier RUN")
+            }
+            if !cropsClassifiers.isEmpty && cropMap == nil { throw ValidationError("--crops-classifier needs --crop-map FILE (ambient classifier crop-map)") }
+            if cropsClassifiers.isEmpty && (cropMap != nil || perSet) { throw ValidationError("--crop-map and --per-set apply to --crops-classifier") }
+            if !cropsClassifiers.isEmpty && (workers > 0 || bind != nil) { throw ValidationError("--crops-classifier runs in this process; drop --workers/--bind") }
             if let s = fixedSigma, !(s > 0 && s.isFinite) { throw ValidationError("--fixed-sigma must be a positive noise level, got \(s)") }
-            if grid < 2 || draws < 1 || span < 1 { throw ValidationError("--grid must be >= 2, --draws >= 1, --span >= 1") }
+            if (grid ?? 2) < 2 || (draws ?? 1) < 1 || span < 1 { throw ValidationError("--grid must be >= 2, --draws >= 1, --span >= 1") }
             if !(eps >= 0 && eps < 0.5) { throw ValidationError("--eps must be in [0, 0.5)") }
             if shards < 1 { throw ValidationError("--shards must be >= 1") }
             if workers < 0 { throw ValidationError("--workers must be >= 0") }
@@ -118,6 +142,10 @@ extension Ambient {
                 let corrupted = (0..<n).filter { !clean[$0] }
                 var annotations = [Double](repeating: 0, count: n)
                 let note: String
+                if !cropsClassifiers.isEmpty {
+                    try annotateCrops(directory: directory, contents: contents, corrupted: corrupted)
+                    return
+                }
                 if let s = fixedSigma {
                     guard s <= contents.manifest.sigmaMax else { throw DataError(message: "--fixed-sigma \(s) exceeds sigma_max \(contents.manifest.sigmaMax)") }
                     for i in corrupted { annotations[i] = s }
@@ -129,7 +157,7 @@ extension Ambient {
                         throw DataError(message: "classifier \(classifier!) takes samples of \(trained.classifier.dimension) values, \(data) has \(d)")
                     }
                     let spec = AnnotationSpec(dataset: data, classifierConfig: trained.record.config, classifierRun: classifier!,
-                                              classifierHash: trained.record.hash, grid: grid, draws: draws, span: span, eps: eps,
+                                              classifierHash: trained.record.hash, grid: grid ?? 256, draws: draws ?? 4, span: span, eps: eps,
                                               seed: seed, shards: shards)
                     if let bind {
                         let logger = common.makeLogger("ambient.annotate")
@@ -168,6 +196,50 @@ extension Ambient {
     }
 }
 
+extension Ambient.Annotate {
+    /// The crops annotation (SPEC O5 crops): sigma_max per non-clean sample, or one for the set.
+    func annotateCrops(directory: DatasetDirectory, contents: DatasetDirectory.Contents, corrupted: [Int]) throws {
+        let map = try CropMap.read(cropMap!)
+        let shape = Array(contents.samples.shape.dropFirst())
+        guard contents.samples.rank == 4 else { throw DataError(message: "\(data) holds vectors, not images: crops need images") }
+        guard map.imageShape == shape else { throw DataError(message: "crop map \(cropMap!) was measured on images \(map.imageShape), \(data) holds \(shape)") }
+        let sized = try cropsClassifiers.map { run -> CropAnnotator.SizedClassifier in
+            let trained = try TrainedClassifier.load(run: run)
+            guard let size = trained.record.config.classifierCrop else {
+                throw DataError(message: "\(run) is not a crops classifier (trained without --crops); use it with --classifier")
+            }
+            guard size <= min(shape[1], shape[2]) else {
+                throw DataError(message: "crops classifier \(run) takes \(size) x \(size) crops; the images of \(data) are \(shape[1]) x \(shape[2])")
+            }
+            guard trained.classifier.dimension == ImageCrops.dimension(shape: shape, size: size) else {
+                throw DataError(message: "crops classifier \(run) takes \(trained.classifier.dimension) values, \(size) x \(size) crops of \(data) have \(ImageCrops.dimension(shape: shape, size: size))")
+            }
+            return CropAnnotator.SizedClassifier(size: size, classifier: trained.classifier, store: trained.store)
+        }
+        let sigmaMax = contents.manifest.sigmaMax
+        let annotator = CropAnnotator(grid: Annotator.logGrid(count: grid ?? 32, from: 0.002, to: sigmaMax), draws: draws ?? 16, tau: 0.5 - eps)
+        let progress = quiet ? nil : ProgressReporter(label: "crops", total: annotator.grid.count, unit: "level")
+        let result = annotator.annotate(images: contents.samples.gather(rows: corrupted), indices: corrupted, classifiers: sized, map: map,
+                                        seed: seed) { progress?.update($0) }
+        var values = [Double](repeating: sigmaMax, count: contents.count)
+        for (r, i) in corrupted.enumerated() { values[i] = perSet ? result.perSet : result.perSample[r] }
+        let sizes = sized.map { "\($0.size)" }.joined(separator: ",")
+        let note = "ambient annotate --crops-classifier \(cropsClassifiers.joined(separator: " ")) (crop sizes \(sizes)) --crop-map \(cropMap!)" +
+            ", grid \(annotator.grid.count) log-spaced in [0.002, \(sigmaMax)], \(annotator.draws) crops per level, tau \(annotator.tau), seed \(seed)" +
+            (perSet ? ", per set" : ", per sample")
+        try writingOutputs { try directory.writeSigmaMax(values, note: note) }
+        var lines = ["sigma, crop used, mean P(in-distribution) over the \(corrupted.count) non-clean samples:"]
+        for (k, s) in annotator.grid.enumerated() {
+            if let p = result.meanProbability[k], let c = result.cropUsed[k] { lines.append(String(format: "  %9.4f  %2d  %.3f", s, c, p)) }
+        }
+        let per = corrupted.indices.map { result.perSample[$0] }.sorted()
+        lines.append(String(format: "sigma_max: per set %.4f; per sample median %.4f, %d of %d at 0 (never used as clean)", result.perSet,
+                            per.isEmpty ? 0 : per[per.count / 2], per.filter { $0 == 0 }.count, per.count) +
+                     (perSet ? "; written: per set" : "; written: per sample"))
+        FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+}
+
 extension Ambient.Classifier {
     /// `ambient classifier train`.
     struct Train: ParsableCommand {
@@ -178,7 +250,10 @@ extension Ambient.Classifier {
             Batches are balanced: half clean samples (label 1), half corrupted (label 0), each noised at a \
             sigma drawn log-uniformly over the annotation grid's range [0.002, 80] (default) or from EDM's \
             log-normal (SPEC's wording; it leaves the classifier untrained above sigma ~10, where annotation \
-            still asks it). The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy) \
+            still asks it). With --crops S it is the crops classifier of SPEC O5: each row is one uniformly \
+            placed S x S crop, label 1 for crops of clean samples, 0 for crops of the others (e.g. the \
+            out-of-distribution samples of a dataset made with --corrupt ood:C); ambient annotate \
+            --crops-classifier turns it into sigma_max. The run directory holds config.json, metrics.jsonl (term.bce, term.accuracy) \
             and model.safetensors with ambient.kind = classifier. It takes the options of ambient train \
             (--config, --steps, --width, ...); Ctrl-C stops at a step with a checkpoint and the same command \
             resumes.
@@ -187,6 +262,7 @@ extension Ambient.Classifier {
               ambient classifier train --data data/fm-blur --width 256 --blocks 2 --steps 2000 \\
                   --out runs/classifier
               ambient classifier train --data data/fm-blur --sigma-distribution lognormal --out runs/c-ln
+              ambient classifier train --data data/fm-ood --crops 7 --steps 2000 --out runs/crops7
             """)
 
         @Option(name: .customLong("sigma-distribution"),

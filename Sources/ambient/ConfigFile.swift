@@ -111,7 +111,7 @@ struct ConfigNodeReader {
     static let optionNames = ["lr": "learningRate", "warmup": "warmupSteps", "ema": "emaDecay", "s-max": "ambientSMax",
                               "corrupt": "corruption", "data-sigma": "dataSigma", "log-every": "logEvery",
                               "further-delta": "furtherDelta", "consistency-weight": "consistencyWeight",
-                              "split-sigma": "splitSigma", "sigma-distribution": "classifierSigma", "arch": "model",
+                              "split-sigma": "splitSigma", "sigma-distribution": "classifierSigma", "crops": "classifierCrop", "arch": "model",
                               "width": "model", "blocks": "model", "channels": "model"]
 
     // MARK: Scalars
@@ -180,7 +180,7 @@ struct ConfigNodeReader {
 
     static let runKeys = ["data", "dataSigma", "corruption", "objective", "steps", "batch", "shards", "seed", "learningRate",
                           "warmupSteps", "emaDecay", "ambientSMax", "model", "schedule", "logEvery", "furtherDelta",
-                          "observedFraction", "consistencyWeight", "splitSigma", "samplingFloor", "classifierSigma"]
+                          "observedFraction", "consistencyWeight", "splitSigma", "samplingFloor", "classifierSigma", "classifierCrop"]
 
     func runConfig(_ node: Node, dataGiven: Bool) throws -> RunConfig {
         let e = try entries(node, "", known: Self.runKeys)
@@ -219,6 +219,7 @@ struct ConfigNodeReader {
         try value("splitSigma", { try self.double($0, $1, .positive) }, into: { c.splitSigma = $0 })
         try value("samplingFloor", { try self.double($0, $1, .positive) }, into: { c.samplingFloor = $0 })
         try value("classifierSigma", string, into: { c.classifierSigma = $0 })
+        try value("classifierCrop", { try self.int($0, $1, min: 1) }, into: { c.classifierCrop = $0 })
         if let (_, v) = e["model"] { c.model = try network(v) }
         if let (_, v) = e["schedule"] { c.schedule = try schedule(v) }
         if let (_, v) = e["objective"], ObjectiveKind(rawValue: c.objective) == nil {
@@ -390,6 +391,7 @@ extension ConfigFile {
         put(0, "consistencyWeight", number(c.consistencyWeight), "--consistency-weight (consistency, O4; null: 1)")
         put(0, "splitSigma", number(c.splitSigma), "--split-sigma (split, O6)")
         put(0, "classifierSigma", c.classifierSigma.map(scalar) ?? "null", "classifier train --sigma-distribution (null: lognormal)")
+        if let s = c.classifierCrop { put(0, "classifierCrop", "\(s)", "--crops: the crops classifier's crop side (O5 crops)") }
         put(0, "observedFraction", number(c.observedFraction), "resolved from the data (masked)")
         put(0, "samplingFloor", number(c.samplingFloor), "resolved from the data (ambient on a dataset directory)")
         put(0, "model", nil, "--arch mlp (--width, --blocks) or --arch unet (--channels)")

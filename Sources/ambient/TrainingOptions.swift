@@ -71,6 +71,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("split-sigma"), help: "split (O6): the level above which each sample's fixed noisy copy is used.")
     var splitSigma: Double?
 
+    @Option(help: "classifier (O5 crops): train on one random S x S crop of each image instead of the whole image (MLP only).")
+    var crops: Int?
+
     /// The resolved configuration: file (or defaults), then the options given, then the data
     /// dimension from the data itself. Returns the loaded data too (validated).
     func resolve() throws -> (RunConfig, TrainingData) {
@@ -101,6 +104,7 @@ struct TrainingOptions: ParsableArguments {
         if let furtherDelta { config.furtherDelta = furtherDelta }
         if let consistencyWeight { config.consistencyWeight = consistencyWeight }
         if let splitSigma { config.splitSigma = splitSigma }
+        if let crops { config.classifierCrop = crops }
         let unetChannels = try parseArchitecture(configured: config.model.arch)
         if arch == "mlp", case .unet = config.model { config.model = .mlp(MLPConfig(dataDimension: 1)) }
         if width != nil || blocks != nil {
@@ -137,6 +141,14 @@ struct TrainingOptions: ParsableArguments {
             config.model = .unet(u)
         } else {
             config.model.dataDimension = trainingData.dimension
+        }
+        // The crops classifier (SPEC O5 crops) takes C*S*S values of each image.
+        if let s = config.classifierCrop {
+            guard case .mlp = config.model else { throw ConfigurationError(message: "--crops trains an MLP on the flattened crops; drop --arch unet") }
+            guard let shape = trainingData.imageShape, s >= 1, s <= min(shape[1], shape[2]) else {
+                throw ConfigurationError(message: "--crops \(s) needs images of at least \(s) x \(s) pixels; \(trainingData.summary)")
+            }
+            config.model.dataDimension = ImageCrops.dimension(shape: shape, size: s)
         }
         // Derived from the data: recomputed, never taken from a file, so that a printed
         // configuration resolves to itself.

@@ -152,4 +152,68 @@ import TensorCore
         try FileBytes.writeAtomically(Array("{\"format\": \"other\"}".utf8), to: path + "/manifest.json")
         #expect { try DatasetDirectory(path: path).read() } throws: { "\($0)".contains("manifest") }
     }
+
+    /// Format version 2 (SPEC O5 crops): sigma-max.npy round-trips, is written as version 2, and
+    /// a directory without it stays version 1 (still read, by this and older builds).
+    @Test func sigmaMaxRoundTripsAndVersions() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("set")
+        try DatasetDirectory(path: path).write(contents())
+        #expect(try DatasetDirectory(path: path).read().manifest.formatVersion == 1)
+        let values: [Double] = [80, 80, 80, 0, 0.5, 2.25]
+        try DatasetDirectory(path: path).writeSigmaMax(values, note: "crops test")
+        let back = try DatasetDirectory(path: path).read()
+        #expect(back.sigmaMax == values && back.manifest.cropAnnotation == "crops test" && back.manifest.formatVersion == 2)
+        #expect(back.annotations == contents().annotations, "the sigma_min annotations stay")
+        // Replacing sigma_min keeps sigma_max, and the other way round.
+        try DatasetDirectory(path: path).writeAnnotations([0, 0, 0, 1, 2, 3], note: "again")
+        #expect(try DatasetDirectory(path: path).read().sigmaMax == values)
+        // Written in one go.
+        var c = contents()
+        c.sigmaMax = values
+        let path2 = dir.file("set2")
+        try DatasetDirectory(path: path2).write(c)
+        let again = try DatasetDirectory(path: path2).read()
+        #expect(again.sigmaMax == values && again.manifest.formatVersion == 2)
+    }
+
+    @Test func rejectsBadSigmaMax() throws {
+        var c = contents()
+        c.sigmaMax = [0, 0, 0, 0, 0, 81]
+        expectRejected(c, mentions: "outside [0, sigma_max")
+        c.sigmaMax = [0, 0, 0, 0, 0, -1]
+        expectRejected(c, mentions: "sigma-max.npy")
+        c.sigmaMax = [0, 0, 0]
+        expectRejected(c, mentions: "sigma-max.npy")
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("set")
+        try DatasetDirectory(path: path).write(contents())
+        #expect { try DatasetDirectory(path: path).writeSigmaMax([1, 2], note: "x") } throws: { "\($0)".contains("sigma-max.npy") }
+        #expect { try DatasetDirectory(path: path).writeSigmaMax([0, 0, 0, 0, 0, 100], note: "x") } throws: { "\($0)".contains("outside") }
+        // A file of the wrong shape, with a matching hash: the shape check names it.
+        try DatasetDirectory(path: path).writeSigmaMax([0, 0, 0, 0, 0, 1], note: "x")
+        let bytes = NPY.encode(Tensor<Float>(shape: [3, 2], storage: [0, 0, 0, 0, 0, 1]))
+        try FileBytes.writeAtomically(bytes, to: path + "/sigma-max.npy")
+        var manifest = try DatasetDirectory(path: path).readManifestForTest()
+        manifest.files["sigma-max.npy"] = .init(sha256: SHA256.hex(bytes), bytes: bytes.count)
+        try DatasetDirectory(path: path).writeManifest(manifest)
+        #expect { try DatasetDirectory(path: path).read() } throws: { "\($0)".contains("sigma-max.npy") && "\($0)".contains("one value per sample") }
+        // Version 1 cannot hold sigma-max.npy; unknown versions are refused.
+        manifest.formatVersion = 1
+        try DatasetDirectory(path: path).writeManifest(manifest)
+        #expect { try DatasetDirectory(path: path).read() } throws: { "\($0)".contains("version 1") }
+        manifest.formatVersion = 3
+        try DatasetDirectory(path: path).writeManifest(manifest)
+        #expect { try DatasetDirectory(path: path).read() } throws: { "\($0)".contains("format version 3") }
+    }
+}
+
+extension DatasetDirectory {
+    func readManifestForTest() throws -> Manifest {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(Manifest.self, from: Data(try FileBytes.contents(of: manifestPath)))
+    }
 }
