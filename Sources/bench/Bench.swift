@@ -79,12 +79,12 @@ struct Step: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Training throughput of one process (samples/s) and its fraction of the sgemm peak.",
         discussion: """
-        Uses random data of dimension 784 (28x28) and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does.
-        Ambient computes --shards shards per step, --threads at once, each with one BLAS thread (the
-        determinism rule); the peak is sgemm with --threads BLAS threads, measured in the same run.
-        GFLOPS counts the network's GEMM work (convolutions and linear layers, forward and backward:
-        DenoiserNetwork.trainingMACsPerSample); normalisation and elementwise work is not counted.
-        --profile adds one line per tape primitive (forward and backward ms per step) from a second,
+        Uses random data of dimension 784 (28x28) and the ambient objective, as ../shared/peers/torch_ddp_ambient.py does. \
+        Ambient computes --shards shards per step, --threads at once, each with one BLAS thread (the \
+        determinism rule); the peak is sgemm with --threads BLAS threads, measured in the same run. \
+        GFLOPS counts the network's GEMM work (convolutions and linear layers, forward and backward: \
+        DenoiserNetwork.trainingMACsPerSample); normalisation and elementwise work is not counted. \
+        --profile adds one line per tape primitive (forward and backward ms per step) from a second, \
         timed-per-primitive run of the same steps.
         """)
     @Option(help: "Compute threads (shards at once).") var threads: Int = 2
@@ -183,8 +183,8 @@ struct Codecs: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Gradient codecs: compression ratio and single-core MB/s, and checksum speed.",
         discussion: """
-        --source training (default) takes the gradient of a real training step of the reference MLP
-        (ambient objective on Fashion-MNIST with sigma_n = 0.5 if installed, else on random data) after
+        --source training (default) takes the gradient of a real training step of the reference MLP \
+        (ambient objective on Fashion-MNIST with sigma_n = 0.5 if installed, else on random data) after \
         --train-steps steps; --source synthetic uses Gaussian layers with scales in [1e-5, 1e-1].
         """)
     @Option(help: "training or synthetic.") var source: String = "training"
@@ -235,9 +235,9 @@ struct ClusterStep: ParsableCommand {
         commandName: "cluster",
         abstract: "Throughput of a loopback cluster: a coordinator here and N `ambient worker` processes.",
         discussion: """
-        Trains the reference MLP on a synthetic Gaussian mixture of dimension 784 (every process generates
-        it), one shard per worker, one BLAS thread per worker, and reports medians after --warmup steps:
-        step time, samples/s, worker compute time per shard, the rest of the step (communication,
+        Trains the reference MLP on a synthetic Gaussian mixture of dimension 784 (every process generates \
+        it), one shard per worker, one BLAS thread per worker, and reports medians after --warmup steps: \
+        step time, samples/s, worker compute time per shard, the rest of the step (communication, \
         reduction, optimiser), and bytes moved. Needs the `ambient` executable beside `bench`.
         """)
     @Option(help: "Worker processes.") var workers: Int = 2
