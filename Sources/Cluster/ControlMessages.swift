@@ -31,6 +31,11 @@ public struct WelcomeBody: Codable, Sendable {
     /// Start of each gradient chunk in the parameter buffer (the first is 0); gradients and
     /// updates travel one message per chunk.
     public var chunkOffsets: [Int]
+    /// Lossy codecs with checkpoints: where workers write the error-feedback residuals of the
+    /// shards they compute before a checkpoint step (ResidualFile), and every how many steps.
+    /// Nil: residuals are not checkpointed.
+    public var residualDirectory: String? = nil
+    public var checkpointEvery: Int? = nil
 }
 
 /// `reject` (coordinator → worker). `rejoin` true: register again (the coordinator does not

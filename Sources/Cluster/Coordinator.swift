@@ -24,6 +24,9 @@ public struct CoordinatorOptions: Sendable {
     public var noWorkerTimeout: Double = 300
     /// Checkpoint every this many steps (0: only at the end).
     public var checkpointEvery: Int = 0
+    /// Where workers write error-feedback residuals before checkpoint steps (lossy codecs
+    /// only; see WelcomeBody.residualDirectory). Nil: residuals are not checkpointed.
+    public var residualDirectory: String?
     /// A shard whose gradient is rejected (non-finite) this many times stops the run.
     public var maxShardAttempts: Int = 3
     /// After the shutdown messages, wait at most this long for the workers to leave.
@@ -496,10 +499,14 @@ public final class Coordinator: @unchecked Sendable {
                 record.pending = []
                 if !owed.isEmpty { reassign(owed, reason: "\(record.label) registers again") }
             }
-            let welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
+            var welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
                                       datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
                                       heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout,
                                       chunkOffsets: chunks.map(\.lowerBound))
+            if !codec.isLossless, options.checkpointEvery > 0, let dir = options.residualDirectory {
+                welcome.residualDirectory = dir
+                welcome.checkpointEvery = options.checkpointEvery
+            }
             sendControl(.welcome, welcome, to: peer, label: record.label)
         case .join:
             guard body.runID == options.runID else {
@@ -805,10 +812,22 @@ public final class Coordinator: @unchecked Sendable {
     private func writeCheckpoint(_ store: CheckpointStore) throws {
         let start = clock.now()
         let path = try store.write(workload.checkpointSnapshot(), step: workload.version)
+        pruneResiduals(keeping: Set(store.list().map(\.step)))
         count { $0.checkpoints += 1 }
         logger.info("checkpoint", metadata: ["path": "\(path)", "step": "\(workload.version)",
                                              "seconds": "\(String(format: "%.2f", clock.now() - start))"])
         event(.checkpoint, "\(path)")
+    }
+
+    /// Removes the residual directories of checkpoints that are no longer kept (and of steps
+    /// that never got a checkpoint, such as the step a crash interrupted).
+    private func pruneResiduals(keeping steps: Set<Int>) {
+        guard let dir = options.residualDirectory,
+              let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.hasPrefix("step-") {
+            guard let step = Int(name.dropFirst(5)), !steps.contains(step), step < workload.version else { continue }
+            try? FileManager.default.removeItem(atPath: dir + "/" + name)
+        }
     }
 
     // MARK: Liveness

@@ -107,12 +107,16 @@ public final class Worker: @unchecked Sendable {
     private var pendingUpdate: [Float] = []
     /// Error-feedback residuals of lossy codecs, per (shard, chunk): they follow the shard as
     /// long as this worker keeps it. Rules: a residual whose shard was not computed here at the
-    /// previous step starts again from 0 (the shard moved), and every residual is dropped when
-    /// the parameters are replaced by a full copy (a restart or a repair). Residuals are not
-    /// checkpointed.
+    /// previous step is read from the checkpoint's residual file of this step if there is one
+    /// (a restart from that checkpoint, or a shard that moved at a checkpoint step), else starts
+    /// again from 0 (the shard moved); every residual in memory is dropped when the parameters
+    /// are replaced by a full copy (a restart or a repair). Before each checkpoint step the
+    /// worker that computes a shard writes its residuals (ResidualFile) to the welcome's
+    /// `residualDirectory`, before the shard's last chunk leaves.
     private let feedbackLock = NSLock()
     private var feedbacks: [Int: FeedbackBox] = [:]
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
+
     private var gradientBuffer: [UInt8] = []
 
     public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
@@ -483,10 +487,11 @@ public final class Worker: @unchecked Sendable {
     private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
                                 welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
         let buffer = workload.gradientBuffer(slot: slot)
+        if !codec.isLossless { restoreResiduals(shard: k, step: step, chunks: chunks, welcome: welcome) }
         do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
-            func send(_ c: Int, meta: GradientMeta?) {
+            func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
                 var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
                                       coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
                                       senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
@@ -510,14 +515,78 @@ public final class Worker: @unchecked Sendable {
                         box.state.reset()
                     }
                 }
-                post(.send(m.frames()))
+                return m.frames()
             }
+            func send(_ c: Int, meta: GradientMeta?) { post(.send(encode(c, meta: meta))) }
             var held: Int?
             let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
                 if let previous = held { send(previous, meta: nil) }
                 held = c
             }
-            if let last = held { send(last, meta: meta) }
+            if let last = held {
+                if !codec.isLossless, let dir = welcome.residualDirectory, let every = welcome.checkpointEvery,
+                   every > 0, (step + 1) % every == 0 {
+                    // The last chunk's encoding finalises the shard's residuals; they are on disk
+                    // before that chunk leaves, so a committed checkpoint always has them.
+                    let frames = encode(last, meta: meta)
+                    saveResiduals(shard: k, step: step + 1, chunks: chunks, directory: dir)
+                    post(.send(frames))
+                } else {
+                    send(last, meta: meta)
+                }
+            }
+        }
+    }
+
+    /// Writes the residuals of `shard` for checkpoint step `step` (every chunk of the shard has
+    /// been encoded).
+    private func saveResiduals(shard k: Int, step: Int, chunks: [Range<Int>], directory: String) {
+        var file = ResidualFile(step: step, shard: k, chunks: [])
+        feedbackLock.lock()
+        for (c, r) in chunks.enumerated() {
+            guard let box = feedbacks[k << 20 | c], box.state.count == r.count else { continue }
+            file.chunks.append(.init(offset: r.lowerBound, values: box.state.residual))
+        }
+        feedbackLock.unlock()
+        let path = ResidualFile.path(directory: directory, step: step, shard: k)
+        do {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            try FileBytes.writeAtomically(file.encode(), to: path)
+        } catch {
+            logger.warning("cannot write error-feedback residuals: a restart from this checkpoint resets them",
+                           metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// Brings back the residuals of `shard` for `step` from the checkpoint's residual file when
+    /// this worker did not compute the shard at the previous step.
+    private func restoreResiduals(shard k: Int, step: Int, chunks: [Range<Int>], welcome: WelcomeBody) {
+        guard let dir = welcome.residualDirectory else { return }
+        feedbackLock.lock()
+        let current = chunks.indices.allSatisfy { c in
+            feedbacks[k << 20 | c].map { $0.lastStep == step - 1 || $0.lastStep == step } ?? false
+        }
+        feedbackLock.unlock()
+        if current { return }
+        let path = ResidualFile.path(directory: dir, step: step, shard: k)
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        do {
+            let file = try ResidualFile.decode(FileBytes.contents(of: path))
+            guard file.step == step, file.shard == k, file.chunks.map(\.offset) == chunks.map(\.lowerBound),
+                  zip(file.chunks, chunks).allSatisfy({ $0.values.count == $1.count }) else {
+                throw ClusterError("it does not match this run's chunk plan")
+            }
+            feedbackLock.lock()
+            for (c, chunk) in file.chunks.enumerated() {
+                var state = ErrorFeedback(count: chunk.values.count)
+                state.restore(chunk.values)
+                feedbacks[k << 20 | c] = FeedbackBox(state: state, lastStep: step - 1)
+            }
+            feedbackLock.unlock()
+            logger.info("restored error-feedback residuals", metadata: ["shard": "\(k)", "step": "\(step)"])
+        } catch {
+            logger.warning("unreadable error-feedback residuals: starting them from 0", metadata: ["path": "\(path)", "error": "\(error)"])
         }
     }
 

@@ -76,6 +76,9 @@ public enum ClusterTraining {
         copts.noWorkerTimeout = options.noWorkerTimeout
         copts.initialStepDeadline = options.initialStepDeadline
         copts.checkpointEvery = options.checkpointEvery
+        // Lossy codecs: workers write their shards' error-feedback residuals next to the
+        // checkpoints (an absolute path: workers on other hosts need the same shared mount).
+        copts.residualDirectory = URL(fileURLWithPath: dir.checkpointsPath + "/residuals").standardizedFileURL.path
         let coordinator = try Coordinator(workload: workload, transport: transport, options: copts, checkpoints: store,
                                           incarnation: lock.incarnation, logger: logger)
         let events = try EventLog(path: dir.eventsPath)

@@ -33,6 +33,12 @@ public struct ErrorFeedback: Sendable {
 
     public var count: Int { residual.count }
 
+    /// Sets the residual (from a checkpoint's residual file); `values.count` must equal `count`.
+    public mutating func restore(_ values: [Float]) {
+        precondition(values.count == residual.count, "residual of \(values.count) values for a state of \(residual.count)")
+        residual = values
+    }
+
     /// Drops the residual (for example after a membership change reassigned the key range).
     public mutating func reset() {
         residual.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }

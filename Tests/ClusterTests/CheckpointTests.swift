@@ -101,3 +101,24 @@ import Wire
         b.release()
     }
 }
+
+@Suite struct ResidualFileTests {
+    @Test func roundTrip() throws {
+        let f = ResidualFile(step: 100, shard: 3, chunks: [.init(offset: 0, values: [1, -2.5, .leastNonzeroMagnitude]),
+                                                           .init(offset: 3, values: []), .init(offset: 3, values: [7])])
+        let back = try ResidualFile.decode(f.encode())
+        #expect(back == f)
+        #expect(ResidualFile.path(directory: "/d", step: 100, shard: 3) == "/d/step-00000100/shard-0003.residual")
+    }
+
+    @Test func badInputIsRefused() throws {
+        let good = ResidualFile(step: 5, shard: 1, chunks: [.init(offset: 0, values: [1, 2, 3, 4])]).encode()
+        var flipped = good
+        flipped[30] ^= 0x10
+        var wrongMagic = good
+        wrongMagic[0] = 0
+        for bad in [[], Array(good.prefix(20)), Array(good.dropLast(1)), flipped, wrongMagic, good + [0]] {
+            #expect(throws: ClusterError.self) { try ResidualFile.decode(bad) }
+        }
+    }
+}

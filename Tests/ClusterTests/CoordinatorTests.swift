@@ -254,6 +254,54 @@ import Wire
 
     /// A restarted coordinator resumes from its newest checkpoint; the worker notices the new
     /// incarnation and re-registers by itself; the result is exact.
+    /// A lossy codec with error feedback: the workers write each shard's residuals before every
+    /// checkpoint step, so a coordinator restart from a checkpoint continues the run exactly as
+    /// if nothing happened. Without residual files the restarted run differs (the residuals
+    /// start from 0), which shows the check can fail.
+    @Test func lossyRunResumesExactlyWithCheckpointedResiduals() throws {
+        let steps = 16, shards = 2
+        func run(crashAt: Int?, residuals: Bool) throws -> [Float] {
+            let dir = NSTemporaryDirectory() + "ambient-residuals-\(UInt32.random(in: 0...UInt32.max))"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let net = InMemoryNetwork()
+            let store = try CheckpointStore(directory: dir, keep: 2)
+            var o = coordinatorOptions()
+            o.codec = "topk:0.1"
+            o.checkpointEvery = 4
+            o.residualDirectory = residuals ? dir + "/residuals" : nil
+            let first = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+            let worker = WorkerThread(transport: net.connect(identity: "w/1"), name: "w", n: n, shards: shards, maxReconnect: 15, delay: 0.005)
+            let c1 = try Coordinator(workload: first, transport: net.server(), options: o, checkpoints: store, incarnation: 1, logger: silentLogger())
+            if let crashAt {
+                let killer = Thread {
+                    while first.version < crashAt { usleep(500) }
+                    c1.requestAbort()
+                }
+                killer.start()
+            }
+            try c1.run()
+            guard crashAt != nil else {
+                #expect((try? worker.wait()?.get()) == .finished)
+                return first.state.p
+            }
+            let crashedAt = first.version
+            #expect(crashedAt >= 6 && crashedAt < steps, "crashed at \(crashedAt)")
+            if residuals {
+                #expect(FileManager.default.fileExists(atPath: ResidualFile.path(directory: dir + "/residuals", step: 4, shard: 1)))
+            }
+            let second = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards)
+            let c2 = try Coordinator(workload: second, transport: net.server(), options: o, checkpoints: store, incarnation: 2, logger: silentLogger())
+            try c2.run()
+            #expect((try? worker.wait()?.get()) == .finished)
+            return second.state.p
+        }
+        let uninterrupted = try run(crashAt: nil, residuals: true)
+        let resumed = try run(crashAt: 6, residuals: true)
+        #expect(bits(resumed) == bits(uninterrupted), "a restart changed a lossy run despite its checkpointed residuals")
+        let withoutFiles = try run(crashAt: 6, residuals: false)
+        #expect(bits(withoutFiles) != bits(uninterrupted), "residuals reset at the restart should change the result")
+    }
+
     @Test func coordinatorRestartResumesFromCheckpoint() throws {
         let steps = 16, shards = 2
         let dir = NSTemporaryDirectory() + "ambient-ckpt-\(UInt32.random(in: 0...UInt32.max))"
