@@ -8,6 +8,11 @@ import Cluster
 /// The `ambient` command: train diffusion models from corrupted data.
 @main
 struct Ambient: ParsableCommand {
+    static func main() {
+        MallocTuning.keepLargeBuffers()
+        Self.main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "ambient",
         abstract: "Train diffusion models from noisy, masked or otherwise corrupted data.",

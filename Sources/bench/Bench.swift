@@ -9,6 +9,11 @@ import Logging
 /// Benchmarks that print ratios measured in one run (docs/benchmarks.md).
 @main
 struct Bench: ParsableCommand {
+    static func main() {
+        MallocTuning.keepLargeBuffers()
+        Self.main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Ambient benchmarks: sgemm peak and training-step throughput.",
