@@ -18,7 +18,14 @@ public struct EvaluationReport: Codable, Sendable {
         public var classFractions: [Double]
         /// Total variation distance of `classFractions` from uniform (0 = balanced).
         public var classBalanceTotalVariation: Double
+        /// Samples with a value beyond +-`divergedThreshold` (the data lies in [-1, 1]): a sampler
+        /// trajectory that diverged. One such sample can make the Frechet distance meaningless,
+        /// so it is counted here rather than hidden (nil in reports written before it existed).
+        public var samplesDiverged: Int?
     }
+
+    /// The magnitude past which a generated 28x28 sample counts as diverged.
+    public static let divergedThreshold: Float = 10
     public struct Memorization: Codable, Sendable {
         /// What the samples were compared with.
         public var reference: String
@@ -85,7 +92,20 @@ public enum Evaluation {
         return .init(frechetDistance: Metrics.frechetDistance(generated, testFeatures),
                      frechetDistanceOfTrainingImages: Metrics.frechetDistance(realFeatures, testFeatures),
                      evaluatorPath: evaluator.path, evaluatorVersion: FashionEvaluator.version, evaluatorTestAccuracy: evaluator.testAccuracy,
-                     classFractions: fractions, classBalanceTotalVariation: fractions.reduce(0) { $0 + abs($1 - 0.1) } / 2)
+                     classFractions: fractions, classBalanceTotalVariation: fractions.reduce(0) { $0 + abs($1 - 0.1) } / 2,
+                     samplesDiverged: divergedSamples(samples))
+    }
+
+    /// Rows of `samples` with a value beyond +-`EvaluationReport.divergedThreshold` (or not finite).
+    public static func divergedSamples(_ samples: Tensor<Float>) -> Int {
+        let d = samples.storage.count / max(samples.rows, 1)
+        guard d > 0 else { return 0 }
+        var n = 0
+        for r in 0..<samples.rows {
+            let row = samples.storage[(r * d)..<((r + 1) * d)]
+            if row.contains(where: { !(abs($0) <= EvaluationReport.divergedThreshold) }) { n += 1 }
+        }
+        return n
     }
 
     /// Nearest-neighbour cosine similarity of samples to `reference` (mean-centred pixel space).

@@ -112,3 +112,24 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         #expect(metrics.split(separator: "\n").count == referenceMetrics.split(separator: "\n").count, "\(metrics)")
     }
 }
+
+@Suite struct EvaluationReportTests {
+    /// A diverged sample (one huge or non-finite value) is counted; samples in or near the data
+    /// range are not; old reports without the field still decode.
+    @Test func divergedSamplesAreCounted() throws {
+        var values = [Float](repeating: 0.5, count: 4 * 784)
+        values[784 + 17] = -2.7          // outside [-1, 1] but a plausible sample
+        values[2 * 784 + 3] = 9.8e7      // diverged
+        values[3 * 784 + 700] = .nan     // diverged
+        let samples = Tensor<Float>(shape: [4, 784], storage: values)
+        #expect(Evaluation.divergedSamples(samples) == 2)
+        let old = Data("""
+            {"class_balance_total_variation": 0, "class_fractions": [], "evaluator_path": "e", "evaluator_test_accuracy": 0.9,
+             "evaluator_version": 1, "frechet_distance": 1, "frechet_distance_of_training_images": 1}
+            """.utf8)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let q = try decoder.decode(EvaluationReport.ImageQuality.self, from: old)
+        #expect(q.samplesDiverged == nil)
+    }
+}
