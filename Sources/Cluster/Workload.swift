@@ -103,3 +103,21 @@ extension ReplicatedState {
         Checksum.of(UnsafeBufferPointer(start: parameters, count: parameterCount))
     }
 }
+
+/// A workload whose replicated state is one `ReplicatedState` object: every member of the
+/// protocol forwards to `replica` (a type may still implement one itself, e.g. a `restore` that
+/// also refreshes a derived copy).
+public protocol ForwardsReplicatedState: ReplicatedState {
+    associatedtype Replica: ReplicatedState
+    var replica: Replica { get }
+}
+
+extension ForwardsReplicatedState {
+    public var parameterCount: Int { replica.parameterCount }
+    public var parameters: UnsafePointer<Float> { replica.parameters }
+    public var version: Int { replica.version }
+    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { replica.apply(gradient: gradient, range: range) }
+    public func finishStep() { replica.finishStep() }
+    public func replicaSnapshot() -> StateSnapshot { replica.replicaSnapshot() }
+    public func restore(replica snapshot: StateSnapshot) throws { try replica.restore(replica: snapshot) }
+}

@@ -55,7 +55,7 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
 }
 
 /// The state every replica holds: classifier weights, then one annotation slot per sample.
-final class AnnotationState: @unchecked Sendable {
+public final class AnnotationState: ReplicatedState, @unchecked Sendable {
     let weights: Int
     let samples: Int
     var values: [Float]
@@ -84,6 +84,15 @@ final class AnnotationState: @unchecked Sendable {
         values = v
         steps = st
     }
+
+    // ReplicatedState: the classifier's weights and the annotations, summed over shards.
+    public var parameterCount: Int { count }
+    public var parameters: UnsafePointer<Float> { values.withUnsafeBufferPointer { $0.baseAddress! } }
+    public var version: Int { steps }
+    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { add(gradient, range: range) }
+    public func finishStep() { steps += 1 }
+    public func replicaSnapshot() -> StateSnapshot { snapshot() }
+    public func restore(replica: StateSnapshot) throws { try restore(replica) }
 }
 
 /// The shard of the corrupted samples each of S shards annotates: a contiguous share.
@@ -92,7 +101,7 @@ func annotationShare(_ corrupted: [Int], shard k: Int, of s: Int) -> ArraySlice<
 }
 
 /// The coordinator's side of an annotation job.
-public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
+public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, ForwardsReplicatedState, @unchecked Sendable {
     public let spec: AnnotationSpec
     let state: AnnotationState
     let directory: DatasetDirectory
@@ -129,13 +138,7 @@ public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, @unchecke
         // The weights in one chunk, the annotations in another.
         [0..<state.weights, state.weights..<state.count].filter { !$0.isEmpty }
     }
-    public var parameterCount: Int { state.count }
-    public var parameters: UnsafePointer<Float> { state.values.withUnsafeBufferPointer { $0.baseAddress! } }
-    public var version: Int { state.steps }
-    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.add(gradient, range: range) }
-    public func finishStep() { state.steps += 1 }
-    public func replicaSnapshot() -> StateSnapshot { state.snapshot() }
-    public func restore(replica: StateSnapshot) throws { try state.restore(replica) }
+    public var replica: AnnotationState { state }
     public func checkpointSnapshot() -> StateSnapshot { state.snapshot() }
     public func restore(checkpoint: StateSnapshot) throws { try state.restore(checkpoint) }
     public func stepCompleted(_ summary: StepSummary) throws { progress?.update(1) }
@@ -149,7 +152,7 @@ public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, @unchecke
 }
 
 /// A worker's side of an annotation job.
-public final class AnnotationWorkerWorkload: WorkerWorkload, @unchecked Sendable {
+public final class AnnotationWorkerWorkload: WorkerWorkload, ForwardsReplicatedState, @unchecked Sendable {
     let spec: AnnotationSpec
     let state: AnnotationState
     let contents: DatasetDirectory.Contents
@@ -182,12 +185,7 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, @unchecked Sendable
         return String(h.finalize(), radix: 16)
     }
 
-    public var parameterCount: Int { state.count }
-    public var parameters: UnsafePointer<Float> { state.values.withUnsafeBufferPointer { $0.baseAddress! } }
-    public var version: Int { state.steps }
-    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.add(gradient, range: range) }
-    public func finishStep() { state.steps += 1 }
-    public func replicaSnapshot() -> StateSnapshot { state.snapshot() }
+    public var replica: AnnotationState { state }
     public func restore(replica: StateSnapshot) throws {
         try state.restore(replica)
         state.values.withUnsafeBufferPointer { classifierStore.values.update(from: $0.baseAddress!, count: classifierStore.count) }

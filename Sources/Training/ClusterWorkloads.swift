@@ -34,7 +34,7 @@ extension RunConfig {
 
 /// A worker's side of a run (any objective, the classifier too): a replica of the optimiser
 /// state (no EMA) and the shard gradient computer, the very one the single-process trainer uses.
-public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
+public final class DenoiserWorkerWorkload: WorkerWorkload, ForwardsReplicatedState, @unchecked Sendable {
     let state: OptimizerState
     /// One computer per compute slot; slot 0 writes into the state's own store.
     let computers: [any ShardGradientComputing]
@@ -79,13 +79,7 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         }
     }
 
-    public var parameterCount: Int { state.parameterCount }
-    public var parameters: UnsafePointer<Float> { state.parameters }
-    public var version: Int { state.version }
-    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
-    public func finishStep() { state.finishStep() }
-    public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
-    public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+    public var replica: OptimizerState { state }
 
     public var parallelism: Int { computers.count }
 
@@ -112,7 +106,7 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, @unchecked Sendable {
 
 /// The coordinator's side of a denoiser run: master state with EMA, the run directory's
 /// metrics, and the final weights.
-public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
+public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsReplicatedState, @unchecked Sendable {
     public let config: RunConfig
     let state: OptimizerState
     let network: any DenoiserNetwork
@@ -146,13 +140,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, @unchecked 
         return Array((try? encoder.encode(WorkloadSpec(config: config))) ?? Data())
     }
 
-    public var parameterCount: Int { state.parameterCount }
-    public var parameters: UnsafePointer<Float> { state.parameters }
-    public var version: Int { state.version }
-    public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
-    public func finishStep() { state.finishStep() }
-    public func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
-    public func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
+    public var replica: OptimizerState { state }
     public var chunkRanges: [Range<Int>] { GradientChunks.plan(network.layout) }
 
     public func checkpointSnapshot() -> StateSnapshot {
