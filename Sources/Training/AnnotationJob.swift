@@ -219,11 +219,8 @@ extension ClusterTraining {
     public static func annotate(spec: AnnotationSpec, transport: any ServerTransport, options: Options, logger: Logger,
                                 stop: StopSignal? = nil) throws -> [Double] {
         let workload = try AnnotationCoordinatorWorkload(spec: spec, showProgress: options.showProgress)
-        var copts = CoordinatorOptions(runID: XXH64.hash(workload.workloadSpec) | 1, limits: limits(parameters: workload.parameterCount))
-        copts.codec = options.codec
-        copts.minWorkers = options.minWorkers
-        copts.heartbeatTimeout = options.heartbeatTimeout
-        copts.noWorkerTimeout = options.noWorkerTimeout
+        var copts = options.coordinatorOptions(runID: XXH64.hash(workload.workloadSpec) | 1,
+                                               limits: limits(parameters: workload.parameterCount))
         // Annotating a share takes much longer than a training shard: no timing yet for the deadline.
         copts.initialStepDeadline = max(options.initialStepDeadline, 3600)
         let coordinator = try Coordinator(workload: workload, transport: transport, options: copts, checkpoints: nil,

@@ -19,6 +19,21 @@ public enum ClusterTraining {
         public var initialStepDeadline: Double = 60
         public var showProgress = true
         public init() {}
+
+        /// The coordinator's options for a run with these settings (checkpoints are enabled by
+        /// passing a store to the coordinator; `checkpointEvery` says how often).
+        func coordinatorOptions(runID: UInt64, limits: WireLimits) -> CoordinatorOptions {
+            var o = CoordinatorOptions(runID: runID, limits: limits)
+            o.codec = codec
+            o.minWorkers = minWorkers
+            o.heartbeatInterval = heartbeatInterval
+            o.heartbeatTimeout = heartbeatTimeout
+            o.coordinatorTimeout = coordinatorTimeout
+            o.noWorkerTimeout = noWorkerTimeout
+            o.initialStepDeadline = initialStepDeadline
+            o.checkpointEvery = checkpointEvery
+            return o
+        }
     }
 
     /// The coordinator's limits for a model of `parameters` values: a full state message holds
@@ -67,15 +82,7 @@ public enum ClusterTraining {
         }
         let workload = try DenoiserCoordinatorWorkload(config: config, data: data, directory: dir, logger: logger,
                                                        showProgress: options.showProgress)
-        var copts = CoordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))
-        copts.codec = options.codec
-        copts.minWorkers = options.minWorkers
-        copts.heartbeatInterval = options.heartbeatInterval
-        copts.heartbeatTimeout = options.heartbeatTimeout
-        copts.coordinatorTimeout = options.coordinatorTimeout
-        copts.noWorkerTimeout = options.noWorkerTimeout
-        copts.initialStepDeadline = options.initialStepDeadline
-        copts.checkpointEvery = options.checkpointEvery
+        var copts = options.coordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))
         // Lossy codecs: workers write their shards' error-feedback residuals next to the
         // checkpoints (an absolute path: workers on other hosts need the same shared mount).
         copts.residualDirectory = URL(fileURLWithPath: dir.checkpointsPath + "/residuals").standardizedFileURL.path
