@@ -150,35 +150,34 @@ public struct DatasetDirectory: Sendable {
 
     /// Replaces the annotations (SPEC O5) of an existing dataset and records how they were made.
     public func writeAnnotations(_ annotations: [Double], note: String) throws {
-        var contents = try read()
-        guard annotations.count == contents.count else {
-            throw DatasetError.badShape(name: file("annotations.npy"), expected: "\(contents.count) annotations", found: "\(annotations.count)")
-        }
-        contents.annotations = annotations
-        try Self.validate(contents, name: path)
-        let bytes = NPY.encode(Tensor(shape: [annotations.count], storage: annotations.map { Float($0) }))
-        try FileBytes.writeAtomically(bytes, to: file("annotations.npy"))
-        var manifest = contents.manifest
-        manifest.files["annotations.npy"] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
-        manifest.annotation = note
-        try writeManifest(manifest)
+        try replacePerSampleValues(annotations, file: "annotations.npy", what: "annotations",
+                                   set: { $0.annotations = annotations }, record: { $0.annotation = note })
     }
 
     /// Replaces the crops annotation sigma_max (SPEC O5 crops) of an existing dataset and records
     /// how it was made. Writes format version 2.
     public func writeSigmaMax(_ values: [Double], note: String) throws {
+        try replacePerSampleValues(values, file: "sigma-max.npy", what: "values", set: { $0.sigmaMax = values }) {
+            $0.cropAnnotation = note
+            $0.formatVersion = Self.formatVersion
+        }
+    }
+
+    /// Validates the dataset with one per-sample column replaced (`set`), writes that column's
+    /// NPY atomically, then the manifest with its new hash and what `record` adds.
+    private func replacePerSampleValues(_ values: [Double], file name: String, what: String,
+                                        set: (inout Contents) -> Void, record: (inout Manifest) -> Void) throws {
         var contents = try read()
         guard values.count == contents.count else {
-            throw DatasetError.badShape(name: file("sigma-max.npy"), expected: "\(contents.count) values", found: "\(values.count)")
+            throw DatasetError.badShape(name: file(name), expected: "\(contents.count) \(what)", found: "\(values.count)")
         }
-        contents.sigmaMax = values
+        set(&contents)
         try Self.validate(contents, name: path)
         let bytes = NPY.encode(Tensor(shape: [values.count], storage: values.map { Float($0) }))
-        try FileBytes.writeAtomically(bytes, to: file("sigma-max.npy"))
+        try FileBytes.writeAtomically(bytes, to: file(name))
         var manifest = contents.manifest
-        manifest.files["sigma-max.npy"] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
-        manifest.cropAnnotation = note
-        manifest.formatVersion = Self.formatVersion
+        manifest.files[name] = FileEntry(sha256: SHA256.hex(bytes), bytes: bytes.count)
+        record(&manifest)
         try writeManifest(manifest)
     }
 
