@@ -46,7 +46,7 @@ public enum GaussianCorruption {
 /// sample's index in the whole dataset, so a subset, a shard or a batch sees the same corrupted
 /// copy. Streams: 0 Gaussian noise (`GaussianCorruption`), 1 pixel masks, 2 boxes, 3 the
 /// annotated noisy copy (SPEC O5), 4 the split's noisy copy (SPEC O6).
-public enum CorruptionSpec: Codable, Sendable, Equatable, CustomStringConvertible {
+public enum CorruptionSpec: SpecStringCodable, Sendable, Equatable {
     /// Gaussian noise of standard deviation sigma_n (SPEC O2).
     case noise(Double)
     /// Pixel masks `A_ii ~ Bern(1 - p)`: each pixel is missing with probability p (SPEC O3).
@@ -109,21 +109,8 @@ public enum CorruptionSpec: Codable, Sendable, Equatable, CustomStringConvertibl
     // configuration files. Decoding also reads the synthesized form of earlier versions
     // (`{"noise": {"_0": 0.5}}`), so the config.json of older run directories still loads.
 
-    public init(from decoder: Decoder) throws {
-        if let single = try? decoder.singleValueContainer(), let text = try? single.decode(String.self) {
-            do {
-                self = try Self.parse(text)
-            } catch {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
-            }
-            return
-        }
-        self = try LegacyCorruptionSpec(from: decoder).spec
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(description)
+    public static func decodeLegacy(from decoder: Decoder) throws -> CorruptionSpec {
+        try LegacyCorruptionSpec(from: decoder).spec
     }
 
     /// The corruption applied to `clean` [N, ...]: row r is dataset sample `sampleIndices[r]`

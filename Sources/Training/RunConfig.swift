@@ -167,7 +167,7 @@ public enum ObjectiveKind: String, CaseIterable, Codable, Sendable {
 }
 
 /// Where training data comes from.
-public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
+public enum DataSpec: SpecStringCodable, Sendable, Equatable {
     /// Fashion-MNIST training set from the Debian package.
     case fashionMNIST
     /// A synthetic Gaussian mixture (SPEC Oracles).
@@ -221,21 +221,8 @@ public enum DataSpec: Codable, Sendable, Equatable, CustomStringConvertible {
     // "dir:PATH"). Decoding also reads the synthesized form of earlier versions
     // (`{"fashionMNIST": {}}`, `{"npy": {"path": ...}}`), so older run directories still load.
 
-    public init(from decoder: Decoder) throws {
-        if let single = try? decoder.singleValueContainer(), let text = try? single.decode(String.self) {
-            do {
-                self = try Self.parse(text)
-            } catch {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
-            }
-            return
-        }
-        self = try LegacyDataSpec(from: decoder).spec
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(description)
+    public static func decodeLegacy(from decoder: Decoder) throws -> DataSpec {
+        try LegacyDataSpec(from: decoder).spec
     }
 
     public var description: String {
