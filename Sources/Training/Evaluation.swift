@@ -49,15 +49,30 @@ public struct EvaluationReport: Codable, Sendable {
         public var naiveMSEToOracle: Double?
     }
 
+    /// Denoising error on held-out clean images (image runs): what separates two models per noise
+    /// level, where the Frechet distance only sees the end of sampling.
+    public struct TestDenoising: Codable, Sendable {
+        public var sigma: Double
+        /// Mean squared error per pixel of D(x0 + sigma z, sigma) against the clean test image x0.
+        /// E[X0 | X_sigma] minimises it, so lower is closer to the posterior mean; the floor is the
+        /// minimum MSE of the data distribution at sigma, not 0.
+        public var mse: Double
+    }
+
     public var run: String
     public var objective: String
     public var samples: Int
     public var samplerSteps: Int
     public var samplerStop: Double?
     public var samplerMaskKeep: Double?
+    /// The range every denoised estimate was clamped to while sampling (`--clip-denoised`), nil
+    /// when the sampler did not clamp (the default) or the samples came from a file.
+    public var samplerClip: [Double]?
     public var imageQuality: ImageQuality?
     public var memorization: Memorization?
     public var denoising: [Denoising]?
+    /// Absent for masked runs (D needs masks there) and in reports written before it existed.
+    public var testDenoising: [TestDenoising]?
 
     public init(run: String, objective: String, samples: Int, samplerSteps: Int, samplerStop: Double?, samplerMaskKeep: Double?) {
         self.run = run
@@ -122,6 +137,27 @@ public enum Evaluation {
                      histogramEdges: (0...bins).map { Double($0) / Double(bins) },
                      histogramCounts: Metrics.histogram(s, bins: bins, range: 0...1),
                      testImagesFractionAbove_0_95: t.map { above($0, 0.95) }, testImagesFractionAbove_0_90: t.map { above($0, 0.9) })
+    }
+
+    /// Noise levels of `testDenoising`: a fixed grid from 0.05 to 50, only those at or above the
+    /// level the model was trained down to (its sampler stop), which is itself included.
+    public static func testDenoisingSigmas(floor: Double?) -> [Double] {
+        let grid = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+        guard let floor, floor > 0 else { return grid }
+        return [floor] + grid.filter { $0 > floor * 1.0001 }
+    }
+
+    /// MSE per pixel of D(x0 + sigma z, sigma) against clean held-out images x0 at each sigma
+    /// (noise keyed by `seed` and the sigma's index, so two models see the same noisy inputs).
+    public static func testDenoising(_ model: TrainedModel, images: Tensor<Float>, sigmas: [Double],
+                                     seed: UInt64) -> [EvaluationReport.TestDenoising] {
+        sigmas.enumerated().map { i, sigma in
+            let x = GaussianCorruption.apply(images, sigma: sigma, seed: seed &+ 1000 &+ UInt64(i))
+            let d = model.denoise(x, sigma: sigma)
+            var sum = 0.0
+            for (a, b) in zip(d.storage, images.storage) { sum += Double((a - b) * (a - b)) }
+            return .init(sigma: sigma, mse: sum / Double(max(images.count, 1)))
+        }
     }
 
     /// MSE of the model's D against the mixture's posterior mean on fresh points at each sigma.

@@ -45,6 +45,20 @@ import Training
         let samples = HeunSampler(steps: 4, stop: model.trainedFloor).sample(model.denoiser, model.store, count: 5, seed: 1)
         #expect(samples.shape == [5, 64] && samples.isFinite)
 
+        // Test denoising error: one finite entry per sigma, reproducible, the same noisy inputs
+        // for every model (keyed by seed and sigma index), and the grid starts at the model's floor.
+        let images = data.samples.rows(0..<16)
+        let sigmas = Evaluation.testDenoisingSigmas(floor: model.trainedFloor)
+        #expect(sigmas.first == model.trainedFloor && sigmas.dropFirst().allSatisfy { $0 > model.trainedFloor! })
+        #expect(Evaluation.testDenoisingSigmas(floor: nil).first == 0.05)
+        let errors = Evaluation.testDenoising(model, images: images, sigmas: sigmas, seed: 2)
+        #expect(errors.map(\.sigma) == sigmas && errors.allSatisfy { $0.mse.isFinite && $0.mse > 0 })
+        #expect(Evaluation.testDenoising(model, images: images, sigmas: sigmas, seed: 2).map(\.mse) == errors.map(\.mse))
+        let noisy = GaussianCorruption.apply(images, sigma: sigmas[1], seed: 2 + 1000 + 1)
+        let d = model.denoise(noisy, sigma: sigmas[1])
+        let manual = zip(d.storage, images.storage).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(images.count)
+        #expect(abs(manual - errors[1].mse) <= 1e-9 * manual)
+
         // An edited config.json that no U-Net can have is an error, not a crash.
         let configPath = dir + "/config.json"
         let text = try String(contentsOfFile: configPath, encoding: .utf8)
