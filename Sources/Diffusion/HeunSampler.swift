@@ -6,25 +6,44 @@ import TensorCore
 /// with Heun steps and a final Euler step to 0. With `stop` set (models trained with O2 alone,
 /// which never saw sigma < b sigma_n) the grid ends at `stop` and the result is the one-step
 /// denoised `D(x, stop)`, as the authors' evaluation does (SPEC, Sampling).
+///
+/// With `clip` set, every denoised estimate is clamped to that range before it is used (the
+/// data range, [-1, 1] for images), as DDPM's sampler clips its predicted x0 (Ho et al. 2020,
+/// `clip_denoised`). Off by default (EDM does not clip): it is a guard against trajectories
+/// that a denoiser poorly trained at the highest noise levels sends off, and it changes
+/// samples only where D leaves the data range.
 public struct HeunSampler: Sendable {
     public var steps: Int
     /// Lowest noise level to integrate to (nil: the schedule's sigma_min, then to 0).
     public var stop: Double?
+    /// Range every D(x, sigma) is clamped to (nil: no clamping).
+    public var clip: ClosedRange<Float>?
 
-    public init(steps: Int = 32, stop: Double? = nil) {
+    public init(steps: Int = 32, stop: Double? = nil, clip: ClosedRange<Float>? = nil) {
         self.steps = steps
         self.stop = stop
+        self.clip = clip
     }
+
+    /// The range `--clip-denoised` uses for image data, which Ambient scales to [-1, 1].
+    public static let imageRange: ClosedRange<Float> = -1...1
 
     /// Integrates `x` (rows x d, modified in place) from `grid[0]` down the grid, with
     /// `denoise(x, sigma, out)` writing `D(x, sigma)` for all rows into `out`.
     public func integrate<T: Scalar>(x: UnsafeMutablePointer<T>, rows: Int, dimension d: Int, grid: [Double],
-                                     denoise: (UnsafePointer<T>, Double, UnsafeMutablePointer<T>) -> Void) {
+                                     denoise rawDenoise: (UnsafePointer<T>, Double, UnsafeMutablePointer<T>) -> Void) {
         let n = rows * d
         let den = UnsafeMutablePointer<T>.allocate(capacity: n); defer { den.deallocate() }
         let slope = UnsafeMutablePointer<T>.allocate(capacity: n); defer { slope.deallocate() }
         let next = UnsafeMutablePointer<T>.allocate(capacity: n); defer { next.deallocate() }
         let levels = stop == nil ? grid + [0] : grid
+        let bounds = clip.map { (T($0.lowerBound), T($0.upperBound)) }
+        func denoise(_ at: UnsafePointer<T>, _ s: Double, _ out: UnsafeMutablePointer<T>) {
+            rawDenoise(at, s, out)
+            if let (lo, hi) = bounds {
+                for j in 0..<n { out[j] = min(max(out[j], lo), hi) }
+            }
+        }
         for i in 0..<(levels.count - 1) {
             let (s, sNext) = (levels[i], levels[i + 1])
             denoise(x, s, den)
@@ -88,7 +107,7 @@ public struct HeunSampler: Sendable {
         precondition(observations.rowSize == denoiser.dimension && sigma > 0)
         var out = observations.storage
         if let stop, stop >= sigma {
-            HeunSampler(steps: 2, stop: sigma).run(denoiser, store, x: &out, count: observations.rows, grid: [sigma], seed: seed,
+            HeunSampler(steps: 2, stop: sigma, clip: clip).run(denoiser, store, x: &out, count: observations.rows, grid: [sigma], seed: seed,
                                                    batchSize: batchSize, maskKeep: maskKeep, progress: progress)
         } else {
             let grid = denoiser.schedule.samplingGrid(steps: steps, from: sigma, stop: stop)

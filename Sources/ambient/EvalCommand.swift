@@ -18,7 +18,8 @@ extension Ambient {
             ~/.cache/ambient with its version in the file name), the class balance of the samples, and the \
             nearest-neighbour cosine similarity of each sample to the run's training data in mean-centred \
             pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give the \
-            calibration). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per \
+            calibration), and the denoising error of D on 1000 noisy test images per noise level (MSE to \
+            the clean images, at and above the level the model was trained down to). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per \
             sigma.
 
             The JSON opens with Python's json module or a browser; written as RUNDIR/eval.json, it appears \
@@ -51,6 +52,10 @@ extension Ambient {
         @Option(help: "Also write the first 64 samples as a PNG grid (image runs).")
         var png: String?
 
+        @Flag(name: .customLong("clip-denoised"),
+              help: "Sample with every denoised estimate clamped to the image range [-1, 1] (see ambient sample; image runs).")
+        var clipDenoised = false
+
         @Flag(help: "No progress output.")
         var quiet = false
 
@@ -67,7 +72,10 @@ extension Ambient {
                 let model = try TrainedModel.load(run: runDirectory)
                 let record = try RunDirectory(path: runDirectory).readConfig()
                 let d = model.denoiser.dimension
-                let sampler = HeunSampler(steps: steps, stop: model.trainedFloor)
+                if clipDenoised && record.imageShape == nil {
+                    throw ConfigurationError(message: "--clip-denoised clamps to the image range [-1, 1]; run \(runDirectory) was trained on vectors, whose range Ambient does not know")
+                }
+                let sampler = HeunSampler(steps: steps, stop: model.trainedFloor, clip: clipDenoised ? HeunSampler.imageRange : nil)
                 let log = { (s: String) in if !quiet { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
                 var generated: Tensor<Float>
                 if let samples {
@@ -83,6 +91,7 @@ extension Ambient {
                 try validateFinite(generated, name: "generated samples")
                 var report = EvaluationReport(run: runDirectory, objective: model.config.objective, samples: generated.rows,
                                               samplerSteps: steps, samplerStop: model.trainedFloor, samplerMaskKeep: model.samplingMaskKeep)
+                if clipDenoised && samples == nil { report.samplerClip = [Double(HeunSampler.imageRange.lowerBound), Double(HeunSampler.imageRange.upperBound)] }
                 let data = try TrainingData.load(model.config)
                 if record.imageShape == [1, 28, 28] {
                     var evaluatorBar: ProgressReporter?
@@ -97,6 +106,10 @@ extension Ambient {
                     }
                     let test = try FashionMNIST.load(split: .test)
                     let testImages = test.images.reshaped([test.images.rows, 784]).rows(0..<min(1000, test.images.rows))
+                    if model.samplingMaskKeep == nil {
+                        report.testDenoising = Evaluation.testDenoising(model, images: testImages,
+                                                                        sigmas: Evaluation.testDenoisingSigmas(floor: model.trainedFloor), seed: seed)
+                    }
                     // Compare with the clean images behind the training data when the run's data is simulated or a directory.
                     let reference = try cleanTrainingImages(model.config) ?? data.samples
                     var nearestBar: ProgressReporter?
@@ -123,6 +136,9 @@ extension Ambient {
                 if let q = report.imageQuality, let m = report.memorization {
                     log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))
+                }
+                if let t = report.testDenoising {
+                    log("denoising MSE on 1000 test images: " + t.map { String(format: "sigma %g: %.4f", $0.sigma, $0.mse) }.joined(separator: ", "))
                 }
                 log("wrote \(out)")
             }

@@ -50,6 +50,9 @@ import Testing
         _ = try ok(["train", "--data", noisy, "--objective", "ambient", "--steps", "3", "--out", dir + "/o2"] + tiny)
         let stopped = try ok(["sample", "--run", dir + "/o2", "--count", "4", "--steps", "4", "--out", dir + "/o2.npy", "--quiet"])
         #expect(stopped.stderr.contains("stopped at sigma 0.46"), "\(stopped.stderr)")
+        // The clamp to [-1, 1] is for images; vectors have no known range.
+        try fails(["sample", "--run", dir + "/o2", "--clip-denoised", "--out", dir + "/c.npy"], mentions: ["--clip-denoised", "vectors"])
+        try fails(["eval", "--run", dir + "/o2", "--clip-denoised", "--out", dir + "/c.json"], mentions: ["--clip-denoised", "vectors"])
 
         // O3 on masks with the fixed-mask sampler, O4, O6; posterior sampling.
         let masked = dir + "/masked"

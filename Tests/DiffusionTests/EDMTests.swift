@@ -93,4 +93,28 @@ import TensorCore
         }
         #expect(abs(lastSigma - 0.6) < 1e-12)
     }
+
+    /// A denoiser that runs off (D = 1e4 x) sends the unclamped trajectory to huge values; with
+    /// `clip` every estimate, and so the stopped sample, stays in range. A denoiser inside the
+    /// range gives bitwise the same samples with and without the clamp.
+    @Test func clipKeepsEstimatesInRangeAndChangesNothingInside() {
+        let grid = EDMSchedule().samplingGrid(steps: 8, stop: 0.5)
+        func run(_ sampler: HeunSampler, _ d: @escaping (Double, Double) -> Double) -> ([Double], Double) {
+            var x = [-3.0, 0.2, 7.5, 40]
+            var largest = 0.0
+            x.withUnsafeMutableBufferPointer { xp in
+                sampler.integrate(x: xp.baseAddress!, rows: 4, dimension: 1, grid: grid) { at, sigma, out in
+                    for i in 0..<4 { out[i] = d(at[i], sigma) }
+                }
+            }
+            largest = x.map(abs).max()!
+            return (x, largest)
+        }
+        let wild = { (x: Double, _: Double) in 1e4 * x }
+        #expect(run(HeunSampler(steps: 8, stop: 0.5), wild).1 > 1e10)
+        let clipped = run(HeunSampler(steps: 8, stop: 0.5, clip: -1...1), wild)
+        #expect(clipped.1 <= 1 && clipped.0.allSatisfy { $0.isFinite })
+        let tame = { (x: Double, sigma: Double) in tanh(x / (1 + sigma)) * 0.9 }
+        #expect(run(HeunSampler(steps: 8, stop: 0.5), tame).0 == run(HeunSampler(steps: 8, stop: 0.5, clip: -1...1), tame).0)
+    }
 }
