@@ -22,6 +22,9 @@ public struct EvaluationReport: Codable, Sendable {
         /// trajectory that diverged. One such sample can make the Frechet distance meaningless,
         /// so it is counted here rather than hidden (nil in reports written before it existed).
         public var samplesDiverged: Int?
+        /// The Frechet distance of the other samples, present only when some diverged: a
+        /// diagnostic of what the rest look like, not a replacement for `frechetDistance`.
+        public var frechetDistanceWithoutDiverged: Double?
     }
 
     /// The magnitude past which a generated 28x28 sample counts as diverged.
@@ -104,23 +107,30 @@ public enum Evaluation {
         let classes = evaluator.classify(samples)
         var fractions = [Double](repeating: 0, count: 10)
         for c in classes { fractions[c] += 1 / Double(classes.count) }
+        let diverged = divergedRows(samples)
+        let kept = (0..<samples.rows).filter { !diverged.contains($0) }
         return .init(frechetDistance: Metrics.frechetDistance(generated, testFeatures),
                      frechetDistanceOfTrainingImages: Metrics.frechetDistance(realFeatures, testFeatures),
                      evaluatorPath: evaluator.path, evaluatorVersion: FashionEvaluator.version, evaluatorTestAccuracy: evaluator.testAccuracy,
                      classFractions: fractions, classBalanceTotalVariation: fractions.reduce(0) { $0 + abs($1 - 0.1) } / 2,
-                     samplesDiverged: divergedSamples(samples))
+                     samplesDiverged: diverged.count,
+                     frechetDistanceWithoutDiverged: diverged.isEmpty || kept.count < 2 ? nil
+                        : Metrics.frechetDistance(evaluator.features(samples.gather(rows: kept)), testFeatures))
     }
 
     /// Rows of `samples` with a value beyond +-`EvaluationReport.divergedThreshold` (or not finite).
-    public static func divergedSamples(_ samples: Tensor<Float>) -> Int {
+    public static func divergedSamples(_ samples: Tensor<Float>) -> Int { divergedRows(samples).count }
+
+    /// The indices of those rows.
+    public static func divergedRows(_ samples: Tensor<Float>) -> Set<Int> {
         let d = samples.storage.count / max(samples.rows, 1)
-        guard d > 0 else { return 0 }
-        var n = 0
+        guard d > 0 else { return [] }
+        var rows = Set<Int>()
         for r in 0..<samples.rows {
             let row = samples.storage[(r * d)..<((r + 1) * d)]
-            if row.contains(where: { !(abs($0) <= EvaluationReport.divergedThreshold) }) { n += 1 }
+            if row.contains(where: { !(abs($0) <= EvaluationReport.divergedThreshold) }) { rows.insert(r) }
         }
-        return n
+        return rows
     }
 
     /// Nearest-neighbour cosine similarity of samples to `reference` (mean-centred pixel space).

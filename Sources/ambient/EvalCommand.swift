@@ -102,7 +102,7 @@ extension Ambient {
                     }
                     report.imageQuality = try Evaluation.imageQuality(generated, evaluator: evaluator, seed: seed)
                     if let bad = report.imageQuality?.samplesDiverged, bad > 0 {
-                        FileHandle.standardError.write(Data("warning: \(bad) of \(generated.rows) samples diverged (a value beyond +-\(Int(EvaluationReport.divergedThreshold)); the data lies in [-1, 1]): the Frechet distance is dominated by them; look at the samples (ambient sample) before comparing FDs\n".utf8))
+                        FileHandle.standardError.write(Data("warning: \(bad) of \(generated.rows) samples diverged (a value beyond +-\(Int(EvaluationReport.divergedThreshold)); the data lies in [-1, 1]): the Frechet distance is dominated by them (FD of the other samples: \(String(format: "%.3f", report.imageQuality?.frechetDistanceWithoutDiverged ?? .nan))); look at the samples (ambient sample) before comparing FDs, or sample with --clip-denoised\n".utf8))
                     }
                     let test = try FashionMNIST.load(split: .test)
                     let testImages = test.images.reshaped([test.images.rows, 784]).rows(0..<min(1000, test.images.rows))

@@ -122,7 +122,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         values[2 * 784 + 3] = 9.8e7      // diverged
         values[3 * 784 + 700] = .nan     // diverged
         let samples = Tensor<Float>(shape: [4, 784], storage: values)
-        #expect(Evaluation.divergedSamples(samples) == 2)
+        #expect(Evaluation.divergedSamples(samples) == 2 && Evaluation.divergedRows(samples) == [2, 3])
         let old = Data("""
             {"class_balance_total_variation": 0, "class_fractions": [], "evaluator_path": "e", "evaluator_test_accuracy": 0.9,
              "evaluator_version": 1, "frechet_distance": 1, "frechet_distance_of_training_images": 1}
