@@ -197,6 +197,17 @@ public struct RunReport {
                     return
                 }
                 for k in d.keys.sorted() { walk(prefix.isEmpty ? k : prefix + "." + k, d[k]!) }
+            } else if let rows = v as? [[String: Any]], let first = rows.first {
+                // A list of records (denoising error per sigma): one table, a column per key.
+                let keys = first.keys.sorted { ($0 == "sigma" ? 0 : 1, $0) < ($1 == "sigma" ? 0 : 1, $1) }
+                html += "<h3>\(escapeHTML(prefix))</h3><table><tr>" + keys.map { "<th>\(escapeHTML($0))</th>" }.joined() + "</tr>"
+                for r in rows {
+                    html += "<tr>" + keys.map { k in
+                        let cell = (r[k] as? NSNumber).map { String(format: "%.5g", $0.doubleValue) } ?? (r[k].map { "\($0)" } ?? "")
+                        return "<td>\(escapeHTML(cell))</td>"
+                    }.joined() + "</tr>"
+                }
+                html += "</table>"
             } else if let n = v as? NSNumber {
                 scalars.append((prefix, "\(n)"))
             } else if let s = v as? String {

@@ -15,9 +15,15 @@ import Testing
                                        "--steps", "12", "--batch", "32", "--checkpoint-every", "6", "--workers", "2",
                                        "--out", run, "--quiet"])
         #expect(t.status == 0, "\(t.stderr)")
+        // An eval.json with a list of records (the denoising error per sigma) renders as a table.
+        try Data(#"{"frechet_distance": 41.5, "test_denoising": [{"mse": 0.0312, "sigma": 0.577}, {"mse": 0.2101, "sigma": 5}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: run + "/eval.json"))
         let r = try CommandRunner.run(["report", "--run", run, "--samples", "4"])
         #expect(r.status == 0, "\(r.stderr)")
         let html = try String(contentsOfFile: run + "/report.html", encoding: .utf8)
+        #expect(html.contains("<h3>test_denoising</h3><table><tr><th>sigma</th><th>mse</th></tr><tr><td>0.577</td><td>0.0312</td></tr>"),
+                "eval.json's per-sigma table is missing")
+        #expect(html.contains("<td>frechet_distance</td><td>41.5</td>"))
         #expect(html.range(of: #"(src|href)\s*=\s*"(https?:)?//"#, options: .regularExpression) == nil && !html.contains("url(http"),
                 "the report must not load network resources")
         for needle in ["Loss", "Throughput", "Samples", "Cluster events", "<svg", "data:image/png;base64,"] {
