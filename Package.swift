@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // Ambient: distributed data-parallel training of diffusion models from corrupted data.
 // Layers (docs/architecture.md): ambient (CLI) -> Training -> Cluster -> Wire
-//                                                 └-> Diffusion -> TensorCore -> COpenBLAS
+//                                                 └-> Diffusion -> TensorCore -> COpenBLAS, CKernels
 //                                                 └-> Datasets  -> TensorCore, CZlib
 import PackageDescription
 
@@ -33,8 +33,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
 
+        // Hand-written C kernels BLAS lacks (the direct 3x3 convolution, AVX2 chosen at run time).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
         // Tensors, BLAS, kernels, the tape, RNG, parameters and optimiser.
-        .target(name: "TensorCore", dependencies: ["COpenBLAS"], swiftSettings: optimizedKernels),
+        .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimizedKernels),
         // EDM preconditioning, networks, objectives (SPEC O1-O6), samplers, oracles.
         .target(name: "Diffusion", dependencies: ["TensorCore"], swiftSettings: optimizedKernels),
         // Loaders, formats (IDX, NPY, PNG), synthetic data, corruption.

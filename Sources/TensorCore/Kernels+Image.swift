@@ -57,6 +57,19 @@ public protocol ImageKernels {
     /// `dx += dy y (1 - y)` from the forward output y.
     static func sigmoidBackward(_ y: UnsafePointer<Self>, _ dy: UnsafePointer<Self>,
                                 _ dx: UnsafeMutablePointer<Self>, _ n: Int)
+    /// True when `directConv3x3Forward`/`Backward` exist for this type on this CPU
+    /// (`DirectConvolution`: Float with AVX2 + FMA); false: the im2col path only.
+    static var hasDirectConv3x3: Bool { get }
+    /// Workspace elements of the direct 3x3 convolution's forward and backward passes over `samples` images.
+    static func directConv3x3Workspace(input: ImageShape, outChannels: Int, samples: Int) -> Int
+    /// `y = conv3x3(x, w) + bias` over `samples` images (only when `hasDirectConv3x3`).
+    static func directConv3x3Forward(_ x: UnsafePointer<Self>, _ w: UnsafePointer<Self>, bias: UnsafePointer<Self>?,
+                                     _ y: UnsafeMutablePointer<Self>, input: ImageShape, outChannels: Int, samples: Int,
+                                     workspace: UnsafeMutablePointer<Self>)
+    /// Accumulates dx and dw of the direct 3x3 convolution (only when `hasDirectConv3x3`).
+    static func directConv3x3Backward(_ x: UnsafePointer<Self>, _ w: UnsafePointer<Self>, _ dy: UnsafePointer<Self>,
+                                      dx: UnsafeMutablePointer<Self>?, dw: UnsafeMutablePointer<Self>?,
+                                      input: ImageShape, outChannels: Int, samples: Int, workspace: UnsafeMutablePointer<Self>)
 }
 
 extension ImageKernels where Self: Scalar {
@@ -334,6 +347,22 @@ extension ImageKernels where Self: Scalar {
     public static func sigmoidBackward(_ y: UnsafePointer<Self>, _ dy: UnsafePointer<Self>,
                                        _ dx: UnsafeMutablePointer<Self>, _ n: Int) {
         for i in 0..<n { dx[i] += dy[i] * y[i] * (1 - y[i]) }
+    }
+
+    // No direct convolution by default (Double: the gradient checks run the im2col path);
+    // Float's is in DirectConvolution.swift.
+    public static var hasDirectConv3x3: Bool { false }
+    public static func directConv3x3Workspace(input: ImageShape, outChannels: Int, samples: Int) -> Int { 0 }
+    public static func directConv3x3Forward(_ x: UnsafePointer<Self>, _ w: UnsafePointer<Self>, bias: UnsafePointer<Self>?,
+                                            _ y: UnsafeMutablePointer<Self>, input: ImageShape, outChannels: Int, samples: Int,
+                                            workspace: UnsafeMutablePointer<Self>) {
+        preconditionFailure("no direct 3x3 convolution for \(Self.self)")
+    }
+    public static func directConv3x3Backward(_ x: UnsafePointer<Self>, _ w: UnsafePointer<Self>, _ dy: UnsafePointer<Self>,
+                                             dx: UnsafeMutablePointer<Self>?, dw: UnsafeMutablePointer<Self>?,
+                                             input: ImageShape, outChannels: Int, samples: Int,
+                                             workspace: UnsafeMutablePointer<Self>) {
+        preconditionFailure("no direct 3x3 convolution for \(Self.self)")
     }
 }
 

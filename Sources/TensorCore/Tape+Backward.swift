@@ -192,6 +192,11 @@ extension Tape {
             for n in 0..<rows { T.accumulateRowSums(dy + n * shape.output.count, db, alpha: 1, rows: cout, cols: s) }
         }
         guard dx != nil || dw != nil else { return }
+        if usesDirectConvolution(shape) {
+            T.directConv3x3Backward(nodes[x].value, nodes[w].value, dy, dx: dx, dw: dw, input: input, outChannels: cout,
+                                    samples: rows, workspace: workspace(T.directConv3x3Workspace(input: input, outChannels: cout, samples: rows)))
+            return
+        }
         let chunk = convolutionChunk(shape, rows: rows)
         // col (K, chunk S) | dY as (Cout, chunk S) | dcol (K, chunk S)
         let col = workspace(chunk * s * (2 * k + cout))

@@ -2,6 +2,11 @@
 /// (NCHW flattened); the (C, H, W) geometry travels in each op's payload. A per-sample
 /// concatenation along channels is `concatColumns` (the channels of a sample are contiguous).
 extension Tape {
+    /// Whether a convolution of this shape runs the direct kernel instead of im2col + GEMM.
+    func usesDirectConvolution(_ shape: ConvShape) -> Bool {
+        usesDirectConvolution && shape.kernel == 3 && T.hasDirectConv3x3
+    }
+
     /// Samples per im2col chunk for a convolution: as many as fit `convolutionWorkspaceLimit`.
     func convolutionChunk(_ shape: ConvShape, rows: Int) -> Int {
         let perSample = shape.patchSize * shape.input.spatial
@@ -25,11 +30,18 @@ extension Tape {
         if let b { precondition(nodes[b.id].count == outChannels, "conv2d: bias size \(nodes[b.id].count), expected \(outChannels)") }
         let y = b.map { output(rows: rows, cols: shape.output.count, inputs: x, w, $0) }
             ?? output(rows: rows, cols: shape.output.count, inputs: x, w)
+        let xp = value(x), wp = value(w), yp = value(y), bp = b.map { UnsafePointer(value($0)) }
+        if usesDirectConvolution(shape) {
+            T.directConv3x3Forward(xp, wp, bias: bp, yp, input: input, outChannels: outChannels, samples: rows,
+                                   workspace: workspace(T.directConv3x3Workspace(input: input, outChannels: outChannels, samples: rows)))
+            stopTimer("conv2d", t0)
+            record(.conv2d(x: x.id, w: w.id, b: b?.id ?? -1, y: y.id, shape: shape), output: y)
+            return y
+        }
         let s = input.spatial, k = shape.patchSize
         let chunk = convolutionChunk(shape, rows: rows)
         let col = workspace(chunk * s * (k + outChannels))
         let out = col + chunk * s * k            // (Cout, chunk S)
-        let xp = value(x), wp = value(w), yp = value(y), bp = b.map { UnsafePointer(value($0)) }
         var n0 = 0
         while n0 < rows {
             let bc = min(chunk, rows - n0), ld = bc * s

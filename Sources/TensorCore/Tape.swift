@@ -87,6 +87,10 @@ public final class Tape<T: Scalar> {
     /// Largest im2col patch matrix (elements) a convolution builds at once; a convolution
     /// processes as many samples per GEMM as fit (at least one).
     public var convolutionWorkspaceLimit = 1 << 20
+    /// 3x3 convolutions use the direct kernel (`DirectConvolution`) where the scalar type and
+    /// the CPU have one; false forces the im2col + GEMM path (the reference; `bench conv`
+    /// compares the two).
+    public var usesDirectConvolution = true
     /// Scratch shared by the primitives that need temporary buffers (im2col), reused by
     /// each of them in turn and released by `reset()`.
     var workspaceBase: UnsafeMutablePointer<T>?

@@ -43,6 +43,12 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
         get { tape.convolutionWorkspaceLimit }
         set { tape.convolutionWorkspaceLimit = newValue }
     }
+    /// Whether 3x3 convolutions use the direct kernel where available (false: im2col + GEMM),
+    /// for benchmarks that compare the two.
+    public var usesDirectConvolution: Bool {
+        get { tape.usesDirectConvolution }
+        set { tape.usesDirectConvolution = newValue; inferenceTape.usesDirectConvolution = newValue }
+    }
     /// For the objectives' no-gradient passes (SPEC O4 sampler steps), kept across steps.
     private let inferenceTape = Tape<Float>(recordsGradients: false)
     private var rowsBuffer: [Float] = []

@@ -61,6 +61,7 @@ import TensorCore
         let b: [T] = (0..<cout).map { _ in T(rng.normal()) }
         let tape = Tape<T>(recordsGradients: false)
         tape.convolutionWorkspaceLimit = limit
+        tape.usesDirectConvolution = false   // this test is about im2col; DirectConvolutionTests has the other
         let xv = x.withUnsafeBufferPointer { tape.constant($0.baseAddress!, rows: rows, cols: input.count) }
         let wv = w.withUnsafeBufferPointer { tape.constant($0.baseAddress!, rows: cout, cols: shape.patchSize) }
         let bv = b.withUnsafeBufferPointer { tape.constant($0.baseAddress!, rows: 1, cols: cout) }
