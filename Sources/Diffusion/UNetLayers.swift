@@ -59,6 +59,8 @@ struct ConvLayer: Sendable {
 
     var output: ImageShape { shape.output }
     var macsPerSample: Int { shape.macsPerSample * (gate == nil ? 1 : 2) }
+    /// The convolutions it runs: its own, and the gate's.
+    var convolutions: [ConvShape] { gate == nil ? [shape] : [shape, shape] }
 
     /// Uniform +-1/sqrt(fan_in), or zero (output layers: training starts from D = c_skip x).
     /// A gate is never zeroed: sigmoid(0) = 1/2 would just halve the feature.
@@ -131,6 +133,7 @@ struct ResidualBlock: Sendable {
     var macsPerSample: Int {
         conv1.macsPerSample + conv2.macsPerSample + embedding.macsPerSample + (skip?.macsPerSample ?? 0)
     }
+    var convolutions: [ConvShape] { conv1.convolutions + conv2.convolutions + (skip?.convolutions ?? []) }
 
     func initialize<T: Scalar>(_ store: ParameterStore<T>, _ rng: inout CounterRNG) {
         norm1.initialize(store)
@@ -210,6 +213,9 @@ struct UNetEncoder: Sendable {
     var output: ImageShape { middle.output }
     var macsPerSample: Int {
         embedding.macsPerSample + input.macsPerSample + levels.joined().reduce(0) { $0 + $1.macsPerSample } + middle.macsPerSample
+    }
+    var convolutions: [ConvShape] {
+        input.convolutions + levels.joined().flatMap(\.convolutions) + middle.convolutions
     }
     /// Multiply-accumulates of the layers whose input is a constant (the data, the sinusoidal
     /// embedding): their input gradient is never computed.

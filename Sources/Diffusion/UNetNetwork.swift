@@ -58,6 +58,12 @@ public struct UNetNetwork: DenoiserNetwork {
 
     public var trainingMACsPerSample: Int { 3 * forwardMACsPerSample - encoder.constantInputMACsPerSample }
 
+    /// Every convolution of one forward pass, in order (a gated one twice): what `bench conv`
+    /// times shape by shape.
+    public var convolutions: [ConvShape] {
+        encoder.convolutions + decoder.reversed().joined().flatMap(\.convolutions) + output.convolutions
+    }
+
     /// PyTorch-style uniform initialisation, GroupNorm gain 1 and bias 0, the second
     /// convolution of every residual block and the output convolution zero (training starts
     /// from D = c_skip x, as the MLP does).

@@ -100,11 +100,13 @@ struct Step: ParsableCommand {
     @Option(help: "Network: mlp or unet.") var arch: String = "mlp"
     @Option(help: "MLP width.") var width: Int = 1024
     @Option(help: "MLP blocks.") var blocks: Int = 4
-    @Option(help: "U-Net channels per resolution, comma-separated.") var channels: String = "32,64"
+    @Option(help: "U-Net channels per resolution, comma-separated (default: the U-Net's default, 16,32,64).") var channels: String = UNetConfig.defaultChannels.map(String.init).joined(separator: ",")
     @Flag(help: "U-Net with gated convolutions.") var gated = false
     @Option(help: "Objective: ambient or dsm.") var objective: String = "ambient"
     @Option(help: "im2col workspace limit in elements (default: the tape's).") var workspace: Int?
     @Flag(help: "Also time every tape primitive.") var profile = false
+    @Flag(help: "Run 3x3 convolutions through im2col + GEMM even where the direct kernel exists (the baseline).")
+    var im2col = false
 
     func model(dimension d: Int) throws -> NetworkConfig {
         switch arch {
@@ -125,7 +127,10 @@ struct Step: ParsableCommand {
         let config = RunConfig(data: .npy(path: "-"), dataSigma: 0.5, objective: objective, steps: warmup + steps, batch: batch,
                                shards: shards ?? threads, model: try model(dimension: d))
         let session = try TrainingSession(config: config, data: data, threads: threads)
-        if let workspace { for c in session.computers { (c as? ShardGradientComputer)?.tapeWorkspaceLimit = workspace } }
+        for case let c as ShardGradientComputer in session.computers {
+            if let workspace { c.tapeWorkspaceLimit = workspace }
+            c.usesDirectConvolution = !im2col
+        }
         for _ in 0..<warmup { try session.step() }
         var times: [Double] = [], cpu: [Double] = []
         for _ in 0..<steps {
@@ -141,6 +146,9 @@ struct Step: ParsableCommand {
         BLAS.setThreads(threads)
         let peak = sgemmGFLOPS(m: 2048, n: 2048, k: 2048)
         print("openblas: \(BLAS.configuration), peak measured with \(BLAS.threads) BLAS threads")
+        if arch == "unet" {
+            print("3x3 convolutions: " + (!im2col && DirectConvolution.isAvailable ? "direct kernel (AVX2)" : "im2col + GEMM"))
+        }
         print("model: \(arch) \(arch == "unet" ? "channels \(channels)\(gated ? " gated" : "")" : "width \(width) blocks \(blocks)"), " +
               "\(network.layout.count) parameters, \(String(format: "%.1f", Double(network.forwardMACsPerSample) / 1e6)) M MACs/sample forward, " +
               "\(String(format: "%.3f", flopsPerSample / 1e9)) GFLOP/sample per training step")
