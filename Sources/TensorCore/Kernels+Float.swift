@@ -1,3 +1,5 @@
+import CKernels
+
 /// Float versions of the memory-bound optimiser loops, written with explicit SIMD vectors.
 ///
 /// The generic bodies in Kernels.swift do not vectorise: the compiler cannot prove the four
@@ -106,12 +108,18 @@ extension Float {
         return p * Float(bitPattern: UInt32(bitPattern: e))
     }
 
+    /// The C kernel (8 wide with FMA, `Sources/CKernels/activations.c`) runs where the CPU has
+    /// AVX2: Swift here is compiled for baseline x86-64, 4 wide without FMA.
+    static let hasVectorSiLU = ambient_silu_available() != 0
+
     public static func siluForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        if hasVectorSiLU { return ambient_silu_forward(x, y, n) }
         for i in 0..<n { y[i] = x[i] / (1 + fastExp(-x[i])) }
     }
 
     public static func siluBackward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
                                     _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
+        if hasVectorSiLU { return ambient_silu_backward(x, dy, dx, n) }
         for i in 0..<n {
             let v = x[i]
             let s = 1 / (1 + fastExp(-v))

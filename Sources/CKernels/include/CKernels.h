@@ -1,6 +1,6 @@
 // Hand-written CPU kernels that BLAS does not provide: the direct 3x3 convolution of the
-// U-Net (forward, input gradient, weight gradient), in float, with AVX2 + FMA chosen at run
-// time. TensorCore calls them through `DirectConvolution` and keeps its im2col + GEMM path
+// U-Net (forward, input gradient, weight gradient) and SiLU, in float, with AVX2 + FMA chosen
+// at run time. TensorCore calls them through `DirectConvolution` and keeps its im2col + GEMM path
 // as the reference and the fallback (no AVX2, other kernel sizes, Double).
 //
 // Layout shared by every function ("padded planes"): an image plane of H x W values is stored
@@ -58,6 +58,16 @@ void ambient_conv3x3_forward(const float *p, const float *wpacked, const float *
 /// cin padded planes of the input; dw is (cout, cin, 3, 3).
 void ambient_conv3x3_weight_gradient(const float *pdy, const float *p, float *dw,
                                      int cin, int cout, int height, int width, int samples);
+
+/// 1 when `ambient_silu_forward` and `ambient_silu_backward` run here (AVX2 and FMA); they
+/// must not be called otherwise (TensorCore keeps its Swift loops for that case).
+int ambient_silu_available(void);
+
+/// y = x sigmoid(x), for n values.
+void ambient_silu_forward(const float *x, float *y, size_t n);
+
+/// dx += dy sigmoid(x) (1 + x (1 - sigmoid(x))), for n values.
+void ambient_silu_backward(const float *x, const float *dy, float *dx, size_t n);
 
 /// The same two functions, always with the portable C loops (what a CPU without AVX2 runs):
 /// for the tests that compare both paths on one machine.
