@@ -66,27 +66,13 @@ static void silu_backward_avx2(const float *x, const float *dy, float *dx, size_
     }
 }
 
-static int has_avx2_fma(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #endif
 
-int ambient_silu_available(void) {
-#if defined(__x86_64__)
-    return has_avx2_fma();
-#else
-    return 0;
-#endif
-}
+int ambient_silu_available(void) { return ambient_has_avx2_fma(); }
 
 void ambient_silu_forward(const float *x, float *y, size_t n) {
 #if defined(__x86_64__)
-    if (has_avx2_fma()) { silu_forward_avx2(x, y, n); return; }
+    if (ambient_has_avx2_fma()) { silu_forward_avx2(x, y, n); return; }
 #endif
     (void)x; (void)y; (void)n;
     __builtin_trap();   // callers check ambient_silu_available()
@@ -94,7 +80,7 @@ void ambient_silu_forward(const float *x, float *y, size_t n) {
 
 void ambient_silu_backward(const float *x, const float *dy, float *dx, size_t n) {
 #if defined(__x86_64__)
-    if (has_avx2_fma()) { silu_backward_avx2(x, dy, dx, n); return; }
+    if (ambient_has_avx2_fma()) { silu_backward_avx2(x, dy, dx, n); return; }
 #endif
     (void)x; (void)dy; (void)dx; (void)n;
     __builtin_trap();

@@ -237,24 +237,14 @@ static void weight_gradient_avx2(const float *pdy, const float *p, float *dw, in
     }
 }
 
-static int has_avx2_fma(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
-#else
-static int has_avx2_fma(void) { return 0; }
 #endif
 
-int ambient_conv3x3_available(void) { return has_avx2_fma(); }
+int ambient_conv3x3_available(void) { return ambient_has_avx2_fma(); }
 
 static void forward(const float *p, const float *wpacked, const float *bias, float *out,
                     int cin, int cout, int height, int width, int accumulate, float *scratch, int vector) {
 #if defined(__x86_64__)
-    if (vector && has_avx2_fma()) {
+    if (vector && ambient_has_avx2_fma()) {
         forward_tiles_avx2(p, wpacked, bias, cin, cout, height, width, scratch);
     } else
 #endif
@@ -290,7 +280,7 @@ void ambient_conv3x3_forward_portable(const float *p, const float *wpacked, cons
 void ambient_conv3x3_weight_gradient(const float *pdy, const float *p, float *dw,
                                      int cin, int cout, int height, int width, int samples) {
 #if defined(__x86_64__)
-    if (has_avx2_fma()) {
+    if (ambient_has_avx2_fma()) {
         weight_gradient_avx2(pdy, p, dw, cin, cout, height, width, samples);
         return;
     }

@@ -20,7 +20,10 @@
 extern "C" {
 #endif
 
-/// 1 when this CPU runs the direct kernels (x86-64 with AVX2 and FMA), else 0.
+/// 1 on x86-64 CPUs with AVX2 and FMA (the vector paths of every kernel here), else 0.
+int ambient_has_avx2_fma(void);
+
+/// 1 when this CPU runs the direct kernels' vector path (ambient_has_avx2_fma), else 0.
 int ambient_conv3x3_available(void);
 
 /// Values per padded plane of an H x W image (a multiple of 8, with room for the kernels'

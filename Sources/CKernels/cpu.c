@@ -1,0 +1,18 @@
+// Which vector path this CPU runs. One answer for every kernel, computed once.
+
+#include "CKernels.h"
+
+int ambient_has_avx2_fma(void) {
+#if defined(__x86_64__)
+    static int cached = -1;   // -1 unknown, else the answer; every thread computes the same value
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
