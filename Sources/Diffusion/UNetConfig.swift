@@ -11,7 +11,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     public var imageChannels: Int = 1
     /// Extra input images of size d (the mask channels of SPEC O3), concatenated to the input.
     public var conditioningChannels: Int = 0
-    /// Feature channels per resolution: [32, 64] works at 28 and 14, [32, 64, 128] at 28, 14, 7.
+    /// Feature channels per resolution: [16, 32, 64] works at 28, 14 and 7, [32, 64] at 28 and 14.
     /// Each further entry halves the side, which must stay even.
     public var channels: [Int] = UNetConfig.defaultChannels
     /// Residual blocks per resolution in the encoder (and in the decoder).
@@ -29,8 +29,26 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// logits (1 for the Ambient-Omni clean/corrupted classifier).
     public var outputDimension: Int?
 
-    /// Two resolutions, 28x28 at 32 channels and 14x14 at 64 for Fashion-MNIST.
-    public static let defaultChannels = [32, 64]
+    /// Three resolutions, 16 channels at 28x28, 32 at 14x14 and 64 at 7x7 for Fashion-MNIST.
+    ///
+    /// Three, not two: at the highest noise levels D must produce a whole garment from almost
+    /// pure noise, which needs information about where in the image a pixel is. Convolutions
+    /// get it only from the zero padding at the border, and at 7x7 the border is a few pixels
+    /// from everywhere. Two resolutions (28, 14) sampled shapeless blobs at equal training time
+    /// (docs/results.md, issue 8). Narrow, because on a CPU the number of steps in the budget
+    /// matters more than width (16,32,64 is 4x cheaper per sample than 32,64,128).
+    public static let defaultChannels = [16, 32, 64]
+
+    /// The default for images of side `side`: the first entries of `defaultChannels`, as many
+    /// as the side halves into while staying even (28: all three; 30: [16, 32]; 15: [16]).
+    public static func defaultChannels(side: Int) -> [Int] {
+        var levels = 1, s = side
+        while levels < defaultChannels.count, s > 0, s % 2 == 0 {
+            levels += 1
+            s /= 2
+        }
+        return Array(defaultChannels.prefix(levels))
+    }
 
     public init(dataDimension: Int, imageChannels: Int = 1, conditioningChannels: Int = 0, channels: [Int] = UNetConfig.defaultChannels,
                 blocksPerLevel: Int = 1, groups: Int = 8, embeddingSize: Int = 64, embeddingWidth: Int? = nil,
@@ -76,7 +94,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
                       "the U-Net needs square images, use --arch mlp for vectors")
         }
         if conditioningChannels < 0 { throw bad("conditioning channels must be >= 0, got \(conditioningChannels)") }
-        if channels.isEmpty { throw bad("channels must list at least one resolution, e.g. [32, 64]") }
+        if channels.isEmpty { throw bad("channels must list at least one resolution, e.g. [16, 32, 64]") }
         if groups < 1 { throw bad("groups must be >= 1, got \(groups)") }
         for c in channels where c < 1 || c % groups != 0 {
             throw bad("every channel count must be a positive multiple of the \(groups) GroupNorm groups; got \(c) in \(channels)")

@@ -172,7 +172,7 @@ struct ConfigNodeReader {
     }
 
     func ints(_ node: Node, _ key: String, min: Int) throws -> [Int] {
-        guard let seq = node.sequence else { throw fail(node, "'\(key)' must be a list of integers such as [32, 64], got \(describe(node))") }
+        guard let seq = node.sequence else { throw fail(node, "'\(key)' must be a list of integers such as [16, 32, 64], got \(describe(node))") }
         return try seq.enumerated().map { i, n in try required(int(n, "\(key)[\(i)]", min: min), n, "\(key)[\(i)]", "an integer") }
     }
 

@@ -47,7 +47,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Network: mlp or unet (default mlp).")
     var arch: String?
 
-    @Option(help: "U-Net feature channels per resolution, comma-separated (default 32,64).")
+    @Option(help: "U-Net feature channels per resolution, comma-separated (default 16,32,64: 28, 14 and 7 px for 28x28 images; fewer resolutions when the side does not halve).")
     var channels: String?
 
     @Option(help: "Width of the MLP (default 1024).")
@@ -129,11 +129,10 @@ struct TrainingOptions: ParsableArguments {
         try config.validate()
         let trainingData = try TrainingData.load(config)
         if arch == "unet", case .mlp = config.model {
-            config.model = .unet(UNetConfig(dataDimension: trainingData.dimension,
-                                            imageChannels: trainingData.imageShape?.first ?? 1,
-                                            conditioningChannels: kind == .masked ? 1 : 0,
-                                            channels: unetChannels ?? UNetConfig.defaultChannels,
-                                            outputDimension: kind == .classifier ? 1 : nil))
+            var u = UNetConfig(dataDimension: trainingData.dimension, imageChannels: trainingData.imageShape?.first ?? 1,
+                               conditioningChannels: kind == .masked ? 1 : 0, outputDimension: kind == .classifier ? 1 : nil)
+            u.channels = unetChannels ?? UNetConfig.defaultChannels(side: u.side)
+            config.model = .unet(u)
         } else if case var .unet(u) = config.model {
             u.dataDimension = trainingData.dimension
             u.imageChannels = trainingData.imageShape?.first ?? u.imageChannels
@@ -174,7 +173,7 @@ struct TrainingOptions: ParsableArguments {
         let parts = channels.split(separator: ",", omittingEmptySubsequences: false)
         let values = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 > 0 }) else {
-            throw ConfigurationError(message: "--channels needs positive integers separated by commas (e.g. 32,64), got '\(channels)'")
+            throw ConfigurationError(message: "--channels needs positive integers separated by commas (e.g. 16,32,64), got '\(channels)'")
         }
         return values
     }

@@ -41,6 +41,17 @@ import Testing
         #expect(d.status == 0, "\(d.stderr)")
     }
 
+    /// Without --channels the U-Net takes as many of the default resolutions (16, 32, 64
+    /// channels) as the image side halves into: 8x8 -> 8, 4, 2; 6x6 -> 6, 3.
+    @Test(arguments: [(64, "[16,32,64]"), (36, "[16,32]")])
+    func unetDefaultChannelsFollowTheImageSide(dimension: Int, channels: String) throws {
+        let r = try CommandRunner.run(["train", "--arch", "unet", "--data", "gmm:dim=\(dimension),count=50", "--corrupt", "noise:0.5",
+                                       "--dry-run", "--dry-run-format", "json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let compact = r.stdout.filter { !$0.isWhitespace }
+        #expect(compact.contains("\"channels\":\(channels)"), "\(r.stdout)")
+    }
+
     @Test(arguments: [[], ["train"], ["sample"], ["denoise"]])
     func helpIsComplete(_ command: [String]) throws {
         let r = try CommandRunner.run(command + ["--help"])

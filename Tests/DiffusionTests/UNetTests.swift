@@ -104,10 +104,10 @@ func perturbedStore(_ net: any DenoiserNetwork, seed: UInt64, scale: Double = 0.
         #expect(tape.shape(logits) == (2, 3))
     }
 
-    /// Parameter count and multiply-accumulates of the default 28x28 U-Net, counted
-    /// independently of the network code (docs/unet.md quotes these numbers).
-    @Test func defaultSizes() {
-        let net = UNetNetwork(UNetConfig(dataDimension: 784))
+    /// Parameter count and multiply-accumulates of the two-resolution 28x28 U-Net (channels
+    /// 32,64), counted independently of the network code (docs/unet.md quotes these numbers).
+    @Test func twoResolutionSizes() {
+        let net = UNetNetwork(UNetConfig(dataDimension: 784, channels: [32, 64]))
         // conv: Cout Cin 9 + Cout; GroupNorm: 2 C; dense: in out + out; embedding width 128.
         func conv(_ i: Int, _ o: Int, _ k: Int = 3) -> Int { o * i * k * k + o }
         func block(_ i: Int, _ o: Int) -> Int {
@@ -126,6 +126,54 @@ func perturbedStore(_ net: any DenoiserNetwork, seed: UInt64, scale: Double = 0.
             + 9 * 32 * 784
         #expect(net.forwardMACsPerSample == forward)
         #expect(net.trainingMACsPerSample == 3 * forward - 9 * 32 * 784 - 64 * 128)
+    }
+
+    /// The same count for the default U-Net (channels 16,32,64 at 28, 14 and 7 pixels;
+    /// embedding width 4 x 16 = 64), and its list of convolutions against the MAC count.
+    @Test func defaultSizes() {
+        let net = UNetNetwork(UNetConfig(dataDimension: 784))
+        #expect(net.config.channels == [16, 32, 64])
+        func conv(_ i: Int, _ o: Int, _ k: Int = 3) -> Int { o * i * k * k + o }
+        func block(_ i: Int, _ o: Int) -> Int {
+            2 * i + conv(i, o) + (64 * o + o) + 2 * o + conv(o, o) + (i == o ? 0 : conv(i, o, 1))
+        }
+        let params = (64 * 64 + 64) + (64 * 64 + 64) + conv(1, 16)
+            + block(16, 16) + block(16, 32) + block(32, 64) + block(64, 64)   // encoder, middle
+            + block(128, 64) + block(96, 32) + block(48, 16)                   // decoder
+            + 2 * 16 + conv(16, 1)
+        #expect(net.layout.count == params)
+        func macs(_ i: Int, _ o: Int, _ px: Int) -> Int {
+            (9 * i * o + 9 * o * o + (i == o ? 0 : i * o)) * px + 64 * o
+        }
+        let forward = 64 * 64 + 64 * 64 + 9 * 1 * 16 * 784
+            + macs(16, 16, 784) + macs(16, 32, 196) + macs(32, 64, 49) + macs(64, 64, 49)
+            + macs(128, 64, 49) + macs(96, 32, 196) + macs(48, 16, 784)
+            + 9 * 16 * 784
+        #expect(net.forwardMACsPerSample == forward)
+        #expect(net.trainingMACsPerSample == 3 * forward - 9 * 1 * 16 * 784 - 64 * 64)
+        // Convolutions: input, 7 blocks of two 3x3 (and a 1x1 skip where channels change), output.
+        let convolutions = net.convolutions
+        #expect(convolutions.count == 1 + 7 * 2 + 5 + 1)
+        #expect(convolutions.first == ConvShape(input: ImageShape(channels: 1, height: 28, width: 28), outChannels: 16, kernel: 3))
+        #expect(convolutions.last == ConvShape(input: ImageShape(channels: 16, height: 28, width: 28), outChannels: 1, kernel: 3))
+        let dense = 64 * 64 + 64 * 64 + 64 * (16 + 32 + 64 + 64 + 64 + 32 + 16)
+        #expect(convolutions.reduce(0) { $0 + $1.macsPerSample } == forward - dense)
+        let gated = UNetNetwork(UNetConfig(dataDimension: 784, gated: true)).convolutions
+        #expect(gated.count == convolutions.count + 1 + 7 * 2)   // every 3x3 but the output one has a gate
+    }
+
+    /// The default channels follow how often the image side halves.
+    @Test func defaultChannelsFollowTheSide() {
+        #expect(UNetConfig.defaultChannels(side: 28) == [16, 32, 64])
+        #expect(UNetConfig.defaultChannels(side: 32) == [16, 32, 64])
+        #expect(UNetConfig.defaultChannels(side: 30) == [16, 32])
+        #expect(UNetConfig.defaultChannels(side: 15) == [16])
+        #expect(UNetConfig.defaultChannels(side: 0) == [16])
+        for side in [4, 6, 8, 14, 28, 30, 64] {
+            var c = UNetConfig(dataDimension: side * side)
+            c.channels = UNetConfig.defaultChannels(side: side)
+            #expect(throws: Never.self) { try c.validate() }
+        }
     }
 }
 
