@@ -1,8 +1,15 @@
 /// Central finite differences against the tape's reverse pass, in Double.
 ///
+/// The numeric derivative is the fourth-order stencil
+/// `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h` with h = 3e-4. With the second-order
+/// stencil at h = 1e-5 the rounding noise of the evaluations (about 4e-14 of a loss near 100,
+/// divided by h) was 2e-6 of the smallest checked components, over the 1e-6 the tests ask for, on
+/// one OpenBLAS kernel set (Prescott) and within 3% of it on another (SkylakeX). Over the 42
+/// checks of the suite the worst relative error is now 8.8e-8 on both.
+///
 /// `build` must construct a scalar from the given leaves (and, optionally, the parameters of
-/// `store`) on the tape it is handed; it is called once with gradients recorded and then twice
-/// per checked element with one input perturbed by +-h.
+/// `store`) on the tape it is handed; it is called once with gradients recorded and then four
+/// times per checked element with one input moved by -2h, -h, +h and +2h.
 public enum GradientCheck {
     public struct Report: CustomStringConvertible, Sendable {
         /// Largest `|analytic - numeric| / max(|analytic| + |numeric|, floor)` over all elements.
@@ -34,7 +41,7 @@ public enum GradientCheck {
     ///   - leaves: differentiable inputs.
     ///   - store: parameters to check as well (may be nil).
     ///   - maxElementsPerTensor: checks at most this many elements of each tensor (spread evenly).
-    public static func run(leaves: [Leaf], store: ParameterStore<Double>? = nil, h: Double = 1e-5,
+    public static func run(leaves: [Leaf], store: ParameterStore<Double>? = nil, h: Double = 3e-4,
                            floor: Double = 1e-7, maxElementsPerTensor: Int = 64,
                            build: (Tape<Double>, [Var]) -> Var) -> Report {
         let tape = Tape<Double>()
@@ -67,6 +74,11 @@ public enum GradientCheck {
             }
             report.maxAbsoluteError = Swift.max(report.maxAbsoluteError, abs)
         }
+        /// Fourth-order central difference: truncation error O(h^4), so h can be large enough
+        /// that the rounding noise of the evaluations (which grows as 1/h) stays small.
+        func derivative(_ f: (Double) -> Double) -> Double {
+            (8 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12 * h)
+        }
         func indices(_ n: Int) -> [Int] {
             if n <= maxElementsPerTensor { return Array(0..<n) }
             let stride = Double(n) / Double(maxElementsPerTensor)
@@ -75,12 +87,12 @@ public enum GradientCheck {
 
         for (li, leaf) in leaves.enumerated() {
             for i in indices(leaf.values.count) {
-                var plus = leaves, minus = leaves
-                plus[li].values[i] += h
-                minus[li].values[i] -= h
-                let fp = evaluate(plus, record: false).value
-                let fm = evaluate(minus, record: false).value
-                compare(analyticLeaves[li][i], (fp - fm) / (2 * h), "\(leaf.name)[\(i)]")
+                let numeric = derivative { delta in
+                    var moved = leaves
+                    moved[li].values[i] += delta
+                    return evaluate(moved, record: false).value
+                }
+                compare(analyticLeaves[li][i], numeric, "\(leaf.name)[\(i)]")
             }
         }
         if let store {
@@ -88,12 +100,12 @@ public enum GradientCheck {
                 for j in indices(slot.count) {
                     let i = slot.offset + j
                     let saved = store.values[i]
-                    store.values[i] = saved + h
-                    let fp = evaluate(leaves, record: false).value
-                    store.values[i] = saved - h
-                    let fm = evaluate(leaves, record: false).value
+                    let numeric = derivative { delta in
+                        store.values[i] = saved + delta
+                        return evaluate(leaves, record: false).value
+                    }
                     store.values[i] = saved
-                    compare(analyticParams[i], (fp - fm) / (2 * h), "\(slot.name)[\(j)]")
+                    compare(analyticParams[i], numeric, "\(slot.name)[\(j)]")
                 }
             }
         }
