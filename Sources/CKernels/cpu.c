@@ -16,3 +16,15 @@ int ambient_has_avx2_fma(void) {
     return 0;
 #endif
 }
+
+int ambient_cpu_vector_level(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512cd") && ambient_has_avx2_fma()) return 3;
+    if (ambient_has_avx2_fma()) return 2;
+    if (__builtin_cpu_supports("avx")) return 1;
+#endif
+    return 0;
+}

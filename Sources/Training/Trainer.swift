@@ -63,7 +63,7 @@ public struct Trainer {
         logger.info("training", metadata: ["run": "\(runPath)", "data": "\(data.summary)",
                                            "objective": "\(config.objective)", "steps": "\(config.steps)",
                                            "batch": "\(config.batch)", "parameters": "\(session.state.store.count)",
-                                           "threads": "\(session.computers.count)"])
+                                           "threads": "\(session.computers.count)", "blas": "\(BLASCore.name)"])
         func checkpoint() throws -> String {
             var s = session.state.fullSnapshot()
             s.metadata = ["config_hash": config.hash, "objective": config.objective]

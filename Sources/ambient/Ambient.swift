@@ -9,6 +9,7 @@ import Cluster
 @main
 struct Ambient: ParsableCommand {
     static func main() {
+        BLASCore.restartWithPreferredCoreIfNeeded()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }

@@ -10,6 +10,7 @@ import Logging
 @main
 struct Bench: ParsableCommand {
     static func main() {
+        BLASCore.restartWithPreferredCoreIfNeeded()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }

@@ -21,13 +21,16 @@ enum CommandRunner {
     static var ambient: String { productsDirectory.appendingPathComponent("ambient").path }
 
     /// Runs `ambient args` and waits at most `timeout` seconds (then kills it and records 124).
-    static func run(_ args: [String], environment: [String: String] = [:], timeout: Double = 120) throws -> CommandResult {
+    /// `unsetting` names variables of this process's environment the child must not inherit.
+    static func run(_ args: [String], environment: [String: String] = [:], unsetting: [String] = [],
+                    timeout: Double = 120) throws -> CommandResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: ambient)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = "1"
         for (k, v) in environment { env[k] = v }
+        for k in unsetting { env[k] = nil }
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TensorCore
 
 /// The README's workflow on a tiny synthetic problem: train, sample, denoise.
 @Suite struct EndToEndTests {
@@ -22,6 +23,28 @@ import Testing
         // --png on vector data is a clear error.
         let p = try CommandRunner.run(["sample", "--run", run, "--count", "4", "--out", dir + "/p.npy", "--png", dir + "/p.png"])
         #expect(p.status != 0 && p.stderr.contains("image data"), "\(p.stderr)")
+    }
+
+    /// `ambient` runs OpenBLAS's vector kernels even where OpenBLAS's own detection falls back to
+    /// its SSE3 ones (BLASCore): the training log names the core, which must use the CPU's vector
+    /// level, unless the user pinned a core, which is kept.
+    @Test func blasCoreMatchesTheCPU() throws {
+        let dir = try scratchDirectory("blas-core")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["train", "--data", "gmm:dim=3,count=100", "--corrupt", "noise:0.5", "--steps", "2", "--batch", "8",
+                    "--width", "8", "--blocks", "1"]
+        func core(_ r: CommandResult) -> String? {
+            r.stderr.split(separator: " ").first { $0.hasPrefix("blas=") }.map { String($0.dropFirst(5)) }
+        }
+        let auto = try CommandRunner.run(args + ["--out", dir + "/auto"], unsetting: ["OPENBLAS_CORETYPE"])
+        #expect(auto.status == 0, "\(auto.stderr)")
+        let chosen = try #require(core(auto), "no blas= in the log: \(auto.stderr)")
+        if BLASCore.cpuVectorLevel > 0, let level = BLASCore.vectorLevel(ofCore: chosen) {
+            #expect(level > 0, "OpenBLAS runs \(chosen) on a CPU of vector level \(BLASCore.cpuVectorLevel)")
+        }
+        let pinned = try CommandRunner.run(args + ["--out", dir + "/pinned"], environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        #expect(pinned.status == 0, "\(pinned.stderr)")
+        #expect(core(pinned)?.lowercased() == "prescott", "\(pinned.stderr)")
     }
 
     /// The same workflow with the U-Net on 8x8 "images" (a 64-dimensional mixture).

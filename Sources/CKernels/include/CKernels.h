@@ -23,6 +23,11 @@ extern "C" {
 /// 1 on x86-64 CPUs with AVX2 and FMA (the vector paths of every kernel here), else 0.
 int ambient_has_avx2_fma(void);
 
+/// The widest x86-64 vector level this CPU (and its OS) supports: 3 for AVX-512 F, BW, DQ, VL
+/// and CD (OpenBLAS's SkylakeX kernels), 2 for AVX2 + FMA (Haswell), 1 for AVX (Sandybridge),
+/// 0 otherwise and on other architectures.
+int ambient_cpu_vector_level(void);
+
 /// 1 when this CPU runs the direct kernels' vector path (ambient_has_avx2_fma), else 0.
 int ambient_conv3x3_available(void);
 
