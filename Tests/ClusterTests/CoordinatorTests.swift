@@ -37,29 +37,33 @@ import Wire
         options.shutdownGrace = 1.5
         let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
                                 incarnation: 1, logger: silentLogger())
-        let lock = NSLock()
-        nonisolated(unsafe) var shutdownAt: Date?
-        nonisolated(unsafe) var done = false
+        // Shared with the straggler's thread, every access under the lock.
+        final class Shared: @unchecked Sendable {
+            let lock = NSLock()
+            var shutdownAt: Date?
+            var done = false
+        }
+        let shared = Shared()
         let hello = try JSONDecoder().decode(HelloBody.self, from: Data("""
             {"phase":"probe","workerName":"s","host":"test","pid":1,"protocolVersion":\(clusterProtocolVersion),"threads":1}
             """.utf8))
         let t = Thread {
             try? straggler.send(Message.control(MessageHeader(type: .hello), body: hello).frames())
             while true {
-                lock.lock(); let stop = done; let seen = shutdownAt; lock.unlock()
+                shared.lock.lock(); let stop = shared.done; let seen = shared.shutdownAt; shared.lock.unlock()
                 if stop { return }
                 if let seen, let linger, Date().timeIntervalSince(seen) > linger { return }
                 try? straggler.send(Message(header: MessageHeader(type: .heartbeat, runID: 42)).frames())
                 if let f = try? straggler.receive(timeout: 0.05), let m = try? Message.decode(frames: f, limits: toyLimits),
                    m.header.type == .shutdown {
-                    lock.lock(); if shutdownAt == nil { shutdownAt = Date() }; lock.unlock()
+                    shared.lock.lock(); if shared.shutdownAt == nil { shared.shutdownAt = Date() }; shared.lock.unlock()
                 }
             }
         }
         t.start()
         try c.run()
         let returned = Date()
-        lock.lock(); done = true; let seen = shutdownAt; lock.unlock()
+        shared.lock.lock(); shared.done = true; let seen = shared.shutdownAt; shared.lock.unlock()
         #expect((try? worker.wait()?.get()) == .finished)
         let waited = try #require(seen).distance(to: returned)
         if let linger {
