@@ -2,6 +2,10 @@
 
 #include "CKernels.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 int ambient_has_avx2_fma(void) {
 #if defined(__x86_64__)
     static int cached = -1;   // -1 unknown, else the answer; every thread computes the same value
@@ -27,4 +31,19 @@ int ambient_cpu_vector_level(void) {
     if (__builtin_cpu_supports("avx")) return 1;
 #endif
     return 0;
+}
+
+int ambient_flush_denormals(int on) {
+#if defined(__x86_64__)
+    // MXCSR bit 15 flushes subnormal results to zero (FTZ), bit 6 reads subnormal inputs as
+    // zero (DAZ). Per thread; returns the previous state of both bits (1 when both were set).
+    unsigned int csr = _mm_getcsr(), bits = (1u << 15) | (1u << 6);
+    int was = (csr & bits) == bits;
+    unsigned int next = on ? (csr | bits) : (csr & ~bits);
+    if (next != csr) _mm_setcsr(next);
+    return was;
+#else
+    (void)on;
+    return 0;
+#endif
 }

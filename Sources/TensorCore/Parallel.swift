@@ -9,14 +9,19 @@ import Dispatch
 /// split). Either way the bits do not depend on the number of threads.
 public enum Parallel {
     /// Runs `body(i)` for every i in 0..<count, concurrently, and returns when all are done.
+    /// Every iteration runs with the process's handling of subnormal floats (`Denormals`),
+    /// whichever thread it lands on.
     public static func forEach(_ count: Int, _ body: (Int) -> Void) {
         if count <= 1 {
-            if count == 1 { body(0) }
+            if count == 1 { Denormals.applyToCurrentThread(); body(0) }
             return
         }
         withoutActuallyEscaping(body) { b in
             let box = UncheckedBox(b)
-            DispatchQueue.concurrentPerform(iterations: count) { i in box.value(i) }
+            DispatchQueue.concurrentPerform(iterations: count) { i in
+                Denormals.applyToCurrentThread()
+                box.value(i)
+            }
         }
     }
 

@@ -10,6 +10,7 @@ import Cluster
 struct Ambient: ParsableCommand {
     static func main() {
         BLASCore.restartWithPreferredCoreIfNeeded()
+        Denormals.applyToCurrentThread()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }

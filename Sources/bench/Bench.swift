@@ -11,6 +11,7 @@ import Logging
 struct Bench: ParsableCommand {
     static func main() {
         BLASCore.restartWithPreferredCoreIfNeeded()
+        Denormals.applyToCurrentThread()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }
