@@ -6,19 +6,23 @@
 // the shifted input rows are read straight from the padded planes, and a register tile of
 // 4 output channels x 16 positions reuses every load 4 times.
 //
-// Every function has a portable C body; on x86-64 CPUs with AVX2 and FMA the three hot loops
-// run an 8-wide version chosen at run time (the binary stays runnable on any x86-64).
-// Results are deterministic: a fixed order of additions for a given CPU path.
+// Every function has a portable C body; on x86-64 CPUs with AVX2 and FMA the hot loops run an
+// 8-wide version, with AVX-512 a 16-wide one that gives the same bits, chosen at run time (the
+// binary stays runnable on any x86-64). Results are deterministic: a fixed order of additions
+// for a given CPU path, and the same for the AVX2 and AVX-512 paths.
 
 #include "CKernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
-enum { TILE = 16, BLOCK = 4 };   // positions and output channels of a register tile
+// Output positions are computed in tiles of TILE (the AVX-512 tile; AVX2 and portable loops
+// take 16 at a time) and output channels in blocks of BLOCK.
+enum { TILE = 32, BLOCK = 4 };
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -84,12 +88,12 @@ static void forward_tiles_portable(const float *p, const float *wp, const float 
     int blocks = (cout + BLOCK - 1) / BLOCK;
     for (int b = 0; b < blocks; b++) {
         const float *wb = wp + (size_t)b * cin * 9 * BLOCK;
-        for (size_t q0 = 0; q0 < qr; q0 += TILE) {
-            float acc[BLOCK][TILE];
+        for (size_t q0 = 0; q0 < qr; q0 += 16) {
+            float acc[BLOCK][16];
             for (int c = 0; c < BLOCK; c++) {
                 int o = b * BLOCK + c;
                 float init = (bias && o < cout) ? bias[o] : 0.0f;
-                for (int j = 0; j < TILE; j++) acc[c][j] = init;
+                for (int j = 0; j < 16; j++) acc[c][j] = init;
             }
             for (int ci = 0; ci < cin; ci++) {
                 const float *src = p + (size_t)ci * ps + q0;
@@ -98,7 +102,7 @@ static void forward_tiles_portable(const float *p, const float *wp, const float 
                     const float *s = src + offs[t];
                     for (int c = 0; c < BLOCK; c++) {
                         float wv = wc[t * BLOCK + c];
-                        for (int j = 0; j < TILE; j++) acc[c][j] += wv * s[j];
+                        for (int j = 0; j < 16; j++) acc[c][j] += wv * s[j];
                     }
                 }
             }
@@ -237,19 +241,158 @@ static void weight_gradient_avx2(const float *pdy, const float *p, float *dw, in
     }
 }
 
+// AVX-512 bodies: twice the width, and bitwise the same results as the AVX2 bodies, so that
+// machines with and without AVX-512 train the same bits. The forward tile is 4 outputs x 32
+// positions; every output value receives the same fused multiply-adds in the same order as in
+// the 16-position AVX2 tile. The weight gradient keeps the AVX2 body's 8-lane partial sums (lane
+// j sums positions j, j+8, j+16, ... of every sample in order) and puts two output channels in
+// the two halves of each 16-lane register; the horizontal sums are the AVX2 ones, per half.
+#define FORWARD_TAP512(t, off)                                                                    \
+    do {                                                                                          \
+        __m512 x0 = _mm512_loadu_ps(src + (off)), x1 = _mm512_loadu_ps(src + (off) + 16), w;      \
+        w = _mm512_set1_ps(wc[(t) * BLOCK + 0]);                                                  \
+        a00 = _mm512_fmadd_ps(w, x0, a00); a01 = _mm512_fmadd_ps(w, x1, a01);                    \
+        w = _mm512_set1_ps(wc[(t) * BLOCK + 1]);                                                  \
+        a10 = _mm512_fmadd_ps(w, x0, a10); a11 = _mm512_fmadd_ps(w, x1, a11);                    \
+        w = _mm512_set1_ps(wc[(t) * BLOCK + 2]);                                                  \
+        a20 = _mm512_fmadd_ps(w, x0, a20); a21 = _mm512_fmadd_ps(w, x1, a21);                    \
+        w = _mm512_set1_ps(wc[(t) * BLOCK + 3]);                                                  \
+        a30 = _mm512_fmadd_ps(w, x0, a30); a31 = _mm512_fmadd_ps(w, x1, a31);                    \
+    } while (0)
+
+__attribute__((target("avx512f,avx512dq,avx2,fma")))
+static void forward_tiles_avx512(const float *p, const float *wp, const float *bias, int cin, int cout,
+                                 int height, int width, float *scratch) {
+    size_t ps = ambient_conv3x3_plane_stride(height, width), qr = ambient_conv3x3_output_stride(height, width);
+    const ptrdiff_t r1 = width + 2, r2 = 2 * r1;
+    int blocks = (cout + BLOCK - 1) / BLOCK;
+    for (int b = 0; b < blocks; b++) {
+        const float *wb = wp + (size_t)b * cin * 9 * BLOCK;
+        float init[BLOCK];
+        for (int c = 0; c < BLOCK; c++) {
+            int o = b * BLOCK + c;
+            init[c] = (bias && o < cout) ? bias[o] : 0.0f;
+        }
+        float *ob = scratch + (size_t)b * BLOCK * qr;
+        for (size_t q0 = 0; q0 < qr; q0 += 32) {
+            __m512 a00 = _mm512_set1_ps(init[0]), a01 = a00;
+            __m512 a10 = _mm512_set1_ps(init[1]), a11 = a10;
+            __m512 a20 = _mm512_set1_ps(init[2]), a21 = a20;
+            __m512 a30 = _mm512_set1_ps(init[3]), a31 = a30;
+            const float *src = p + q0;
+            const float *wc = wb;
+            for (int ci = 0; ci < cin; ci++, src += ps, wc += 9 * BLOCK) {
+                FORWARD_TAP512(0, 0); FORWARD_TAP512(1, 1); FORWARD_TAP512(2, 2);
+                FORWARD_TAP512(3, r1); FORWARD_TAP512(4, r1 + 1); FORWARD_TAP512(5, r1 + 2);
+                FORWARD_TAP512(6, r2); FORWARD_TAP512(7, r2 + 1); FORWARD_TAP512(8, r2 + 2);
+            }
+            float *o0 = ob + q0, *o1 = o0 + qr, *o2 = o1 + qr, *o3 = o2 + qr;
+            _mm512_storeu_ps(o0, a00); _mm512_storeu_ps(o0 + 16, a01);
+            _mm512_storeu_ps(o1, a10); _mm512_storeu_ps(o1 + 16, a11);
+            _mm512_storeu_ps(o2, a20); _mm512_storeu_ps(o2 + 16, a21);
+            _mm512_storeu_ps(o3, a30); _mm512_storeu_ps(o3 + 16, a31);
+        }
+    }
+}
+#undef FORWARD_TAP512
+
+// Two 8-value rows as one 16-lane register: lo in lanes 0-7, hi in lanes 8-15.
+__attribute__((target("avx512f,avx512dq,avx2,fma")))
+static inline __m512 load_pair(const float *lo, const float *hi) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(lo)), _mm256_loadu_ps(hi), 1);
+}
+
+// The three kernel rows in one pass over the chunk: 4 outputs x 9 taps = 36 partial sums, as
+// 18 registers of two outputs each. The AVX2 body passes over the chunk once per kernel row (it
+// has 16 registers), and at 7 loads per 12 FMAs it is bound by the L2 cache, not by arithmetic;
+// here each output-gradient vector is loaded once for 18 FMAs. Each partial sum still adds the
+// same products in the same order as the AVX2 body.
+#define WG_TAPS(ky, a0, a1, a2, b0, b1, b2)                                                         \
+    do {                                                                                            \
+        const float *xk = xr + (ky) * wpitch + q;                                                   \
+        __m512 x;                                                                                   \
+        x = _mm512_broadcast_f32x8(_mm256_loadu_ps(xk));                                            \
+        a0 = _mm512_fmadd_ps(y01, x, a0); b0 = _mm512_fmadd_ps(y23, x, b0);                          \
+        x = _mm512_broadcast_f32x8(_mm256_loadu_ps(xk + 1));                                        \
+        a1 = _mm512_fmadd_ps(y01, x, a1); b1 = _mm512_fmadd_ps(y23, x, b1);                          \
+        x = _mm512_broadcast_f32x8(_mm256_loadu_ps(xk + 2));                                        \
+        a2 = _mm512_fmadd_ps(y01, x, a2); b2 = _mm512_fmadd_ps(y23, x, b2);                          \
+    } while (0)
+
+__attribute__((target("avx512f,avx512dq,avx2,fma")))
+static void weight_gradient_avx512(const float *pdy, const float *p, float *dw, int cin, int cout,
+                                   int height, int width, int samples) {
+    size_t ps = ambient_conv3x3_plane_stride(height, width), qr = ambient_conv3x3_output_stride(height, width);
+    size_t wpitch = (size_t)width + 2;
+    size_t dy_sample = round_up((size_t)cout, BLOCK) * ps, x_sample = (size_t)cin * ps;
+    int blocks = (cout + BLOCK - 1) / BLOCK;
+    for (int ci = 0; ci < cin; ci++) {
+        for (int b = 0; b < blocks; b++) {
+            // p<ky><kx>: outputs 0 and 1 of the block (lanes 0-7, 8-15); r<ky><kx>: outputs 2 and 3.
+            __m512 p00 = _mm512_setzero_ps(), p01 = p00, p02 = p00, p10 = p00, p11 = p00, p12 = p00;
+            __m512 p20 = p00, p21 = p00, p22 = p00;
+            __m512 r00 = p00, r01 = p00, r02 = p00, r10 = p00, r11 = p00, r12 = p00, r20 = p00, r21 = p00, r22 = p00;
+            for (int n = 0; n < samples; n++) {
+                const float *xr = p + n * x_sample + (size_t)ci * ps;
+                const float *d0 = pdy + n * dy_sample + (size_t)(b * BLOCK) * ps + wpitch + 1;
+                const float *d1 = d0 + ps, *d2 = d1 + ps, *d3 = d2 + ps;
+                for (size_t q = 0; q < qr; q += 8) {
+                    __m512 y01 = load_pair(d0 + q, d1 + q), y23 = load_pair(d2 + q, d3 + q);
+                    WG_TAPS(0, p00, p01, p02, r00, r01, r02);
+                    WG_TAPS(1, p10, p11, p12, r10, r11, r12);
+                    WG_TAPS(2, p20, p21, p22, r20, r21, r22);
+                }
+            }
+            __m512 pairs[2][9] = {{p00, p01, p02, p10, p11, p12, p20, p21, p22},
+                                  {r00, r01, r02, r10, r11, r12, r20, r21, r22}};
+            for (int c = 0; c < BLOCK; c++) {
+                int co = b * BLOCK + c;
+                if (co >= cout) break;
+                float *d = dw + ((size_t)co * cin + ci) * 9;
+                for (int t = 0; t < 9; t++) {
+                    __m512 v = pairs[c / 2][t];
+                    __m256 half = (c % 2 == 0) ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1);
+                    d[t] += hsum_avx2(half);
+                }
+            }
+        }
+    }
+}
+#undef WG_TAPS
+
 #endif
+
+// The vector level the kernels run at here: 3 AVX-512 (unless AMBIENT_CONV3X3_AVX512=0, for
+// measuring the difference; the results are the same bits), 2 AVX2 + FMA, 0 portable.
+int ambient_conv3x3_level(void) {
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        int cpu = ambient_cpu_vector_level();
+        const char *env = getenv("AMBIENT_CONV3X3_AVX512");
+        int allow512 = !(env && env[0] == '0');
+        v = (cpu >= 3 && allow512) ? 3 : (cpu >= 2 ? 2 : 0);
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
 
 int ambient_conv3x3_available(void) { return ambient_has_avx2_fma(); }
 
-static void forward(const float *p, const float *wpacked, const float *bias, float *out,
-                    int cin, int cout, int height, int width, int accumulate, float *scratch, int vector) {
+// `level` is capped at what this CPU runs (ambient_conv3x3_level).
+static int usable(int level) {
+    int best = ambient_conv3x3_level();
+    return level < best ? (level >= 3 ? 3 : (level >= 2 ? 2 : 0)) : best;
+}
+
+void ambient_conv3x3_forward_at(const float *p, const float *wpacked, const float *bias, float *out,
+                                int cin, int cout, int height, int width, int accumulate, float *scratch, int level) {
+    switch (usable(level)) {
 #if defined(__x86_64__)
-    if (vector && ambient_has_avx2_fma()) {
-        forward_tiles_avx2(p, wpacked, bias, cin, cout, height, width, scratch);
-    } else
+    case 3: forward_tiles_avx512(p, wpacked, bias, cin, cout, height, width, scratch); break;
+    case 2: forward_tiles_avx2(p, wpacked, bias, cin, cout, height, width, scratch); break;
 #endif
-    {
-        forward_tiles_portable(p, wpacked, bias, cin, cout, height, width, scratch);
+    default: forward_tiles_portable(p, wpacked, bias, cin, cout, height, width, scratch); break;
     }
     size_t qr = ambient_conv3x3_output_stride(height, width), wpitch = (size_t)width + 2;
     for (int co = 0; co < cout; co++) {
@@ -269,26 +412,21 @@ static void forward(const float *p, const float *wpacked, const float *bias, flo
 
 void ambient_conv3x3_forward(const float *p, const float *wpacked, const float *bias, float *out,
                              int cin, int cout, int height, int width, int accumulate, float *scratch) {
-    forward(p, wpacked, bias, out, cin, cout, height, width, accumulate, scratch, 1);
+    ambient_conv3x3_forward_at(p, wpacked, bias, out, cin, cout, height, width, accumulate, scratch, 3);
 }
 
-void ambient_conv3x3_forward_portable(const float *p, const float *wpacked, const float *bias, float *out,
-                                      int cin, int cout, int height, int width, int accumulate, float *scratch) {
-    forward(p, wpacked, bias, out, cin, cout, height, width, accumulate, scratch, 0);
+void ambient_conv3x3_weight_gradient_at(const float *pdy, const float *p, float *dw,
+                                        int cin, int cout, int height, int width, int samples, int level) {
+    switch (usable(level)) {
+#if defined(__x86_64__)
+    case 3: weight_gradient_avx512(pdy, p, dw, cin, cout, height, width, samples); break;
+    case 2: weight_gradient_avx2(pdy, p, dw, cin, cout, height, width, samples); break;
+#endif
+    default: weight_gradient_portable(pdy, p, dw, cin, cout, height, width, samples); break;
+    }
 }
 
 void ambient_conv3x3_weight_gradient(const float *pdy, const float *p, float *dw,
                                      int cin, int cout, int height, int width, int samples) {
-#if defined(__x86_64__)
-    if (ambient_has_avx2_fma()) {
-        weight_gradient_avx2(pdy, p, dw, cin, cout, height, width, samples);
-        return;
-    }
-#endif
-    weight_gradient_portable(pdy, p, dw, cin, cout, height, width, samples);
-}
-
-void ambient_conv3x3_weight_gradient_portable(const float *pdy, const float *p, float *dw,
-                                              int cin, int cout, int height, int width, int samples) {
-    weight_gradient_portable(pdy, p, dw, cin, cout, height, width, samples);
+    ambient_conv3x3_weight_gradient_at(pdy, p, dw, cin, cout, height, width, samples, 3);
 }

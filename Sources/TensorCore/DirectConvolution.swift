@@ -1,7 +1,7 @@
 import CKernels
 
-/// The direct 3x3 convolution of `CKernels` (AVX2 + FMA, Float): what `Tape.conv2d` runs for
-/// 3x3 kernels when the CPU has it, instead of im2col + GEMM.
+/// The direct 3x3 convolution of `CKernels` (AVX2 + FMA or AVX-512, Float): what `Tape.conv2d`
+/// runs for 3x3 kernels when the CPU has AVX2, instead of im2col + GEMM.
 ///
 /// Why: a 3x3 im2col copies every input value 9 times and the GEMM then packs the copy again;
 /// with the U-Net's 16-64 channels a copied value feeds only 2 Cout FLOPs, so the copies cost
@@ -14,6 +14,19 @@ import CKernels
 public enum DirectConvolution {
     /// True on x86-64 CPUs with AVX2 and FMA.
     public static let isAvailable: Bool = ambient_conv3x3_available() != 0
+
+    /// The kernels' vector paths. AVX2 and AVX-512 give bitwise the same results (every value
+    /// receives the same operations in the same order), so machines with and without AVX-512
+    /// train the same bits; the portable C loops add in another order.
+    public enum Kernel: Int32, Sendable, CaseIterable, CustomStringConvertible {
+        case portable = 0, avx2 = 2, avx512 = 3
+        public var description: String {
+            switch self { case .portable: "portable C"; case .avx2: "AVX2"; case .avx512: "AVX-512" }
+        }
+    }
+
+    /// The path this CPU runs (AVX-512 where available unless `AMBIENT_CONV3X3_AVX512=0`).
+    public static let fastest: Kernel = Kernel(rawValue: ambient_conv3x3_level()) ?? .portable
 
     /// Floats of workspace `forward` needs.
     public static func forwardWorkspace(input: ImageShape, outChannels: Int) -> Int {
@@ -49,12 +62,12 @@ public enum DirectConvolution {
     }
 
     /// y (samples, Cout H W) = conv3x3(x (samples, Cin H W), w (Cout, Cin, 3, 3)) + bias.
-    /// `portable` runs the plain C loops even where AVX2 exists (tests compare the two).
+    /// `kernel` chooses a slower path than this CPU's fastest (tests compare them); a faster one
+    /// than the CPU has runs the fastest it has.
     public static func forward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                _ y: UnsafeMutablePointer<Float>, input: ImageShape, outChannels: Int, samples: Int,
-                               workspace: UnsafeMutablePointer<Float>, portable: Bool = false) {
+                               workspace: UnsafeMutablePointer<Float>, kernel: Kernel = fastest) {
         let (cin, cout, h, wd) = (Int32(input.channels), Int32(outChannels), Int32(input.height), Int32(input.width))
-        let convolve = portable ? ambient_conv3x3_forward_portable : ambient_conv3x3_forward
         let padded = workspace
         let scratch = padded + input.channels * ambient_conv3x3_plane_stride(h, wd)
         let packed = scratch + roundUp4(outChannels) * ambient_conv3x3_output_stride(h, wd)
@@ -62,7 +75,7 @@ public enum DirectConvolution {
         let outCount = outChannels * input.spatial
         for n in 0..<samples {
             ambient_conv3x3_pad(x + n * input.count, padded, cin, h, wd)
-            convolve(padded, packed, bias, y + n * outCount, cin, cout, h, wd, 0, scratch)
+            ambient_conv3x3_forward_at(padded, packed, bias, y + n * outCount, cin, cout, h, wd, 0, scratch, kernel.rawValue)
         }
     }
 
@@ -72,11 +85,9 @@ public enum DirectConvolution {
     public static func backward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
                                 dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>?,
                                 input: ImageShape, outChannels: Int, samples: Int,
-                                workspace: UnsafeMutablePointer<Float>, portable: Bool = false) {
+                                workspace: UnsafeMutablePointer<Float>, kernel: Kernel = fastest) {
         guard dx != nil || dw != nil else { return }
         let (cin, cout, h, wd) = (Int32(input.channels), Int32(outChannels), Int32(input.height), Int32(input.width))
-        let convolve = portable ? ambient_conv3x3_forward_portable : ambient_conv3x3_forward
-        let weightGradient = portable ? ambient_conv3x3_weight_gradient_portable : ambient_conv3x3_weight_gradient
         let stride = ambient_conv3x3_plane_stride(h, wd)
         let chunk = backwardChunk(input: input, outChannels: outChannels, samples: samples)
         let dyPlanes = roundUp4(outChannels)                   // per sample; the planes beyond Cout stay zero
@@ -99,11 +110,12 @@ public enum DirectConvolution {
                 ambient_conv3x3_pad(dy + n * outCount, pdy, cout, h, wd)
                 if let dx {
                     // The adjoint is a convolution from Cout planes to Cin planes with flipped kernels.
-                    convolve(pdy, packed, nil, dx + n * input.count, cout, cin, h, wd, 1, scratch)
+                    ambient_conv3x3_forward_at(pdy, packed, nil, dx + n * input.count, cout, cin, h, wd, 1, scratch,
+                                               kernel.rawValue)
                 }
                 if dw != nil { ambient_conv3x3_pad(x + n * input.count, paddedX + i * input.channels * stride, cin, h, wd) }
             }
-            if let dw { weightGradient(paddedDY, paddedX, dw, cin, cout, h, wd, Int32(count)) }
+            if let dw { ambient_conv3x3_weight_gradient_at(paddedDY, paddedX, dw, cin, cout, h, wd, Int32(count), kernel.rawValue) }
             n0 += count
         }
     }

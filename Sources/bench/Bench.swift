@@ -149,7 +149,7 @@ struct Step: ParsableCommand {
         let peak = sgemmGFLOPS(m: 2048, n: 2048, k: 2048)
         print("openblas: \(BLAS.configuration), peak measured with \(BLAS.threads) BLAS threads")
         if arch == "unet" {
-            print("3x3 convolutions: " + (!im2col && DirectConvolution.isAvailable ? "direct kernel (AVX2)" : "im2col + GEMM"))
+            print("3x3 convolutions: " + (!im2col && DirectConvolution.isAvailable ? "direct kernel (\(DirectConvolution.fastest))" : "im2col + GEMM"))
         }
         print("model: \(arch) \(arch == "unet" ? "channels \(channels)\(gated ? " gated" : "")" : "width \(width) blocks \(blocks)"), " +
               "\(network.layout.count) parameters, \(String(format: "%.1f", Double(network.forwardMACsPerSample) / 1e6)) M MACs/sample forward, " +

@@ -40,7 +40,7 @@ struct Conv: ParsableCommand {
         print("openblas: \(BLAS.configuration), threads \(BLAS.threads); batch \(batch), U-Net \(channels), " +
               (threads == 1 ? "process CPU time" : "wall clock"))
         let direct = DirectConvolution.isAvailable
-        print("direct 3x3 kernel: " + (direct ? "available (AVX2 + FMA): 3x3 rows show direct and im2col" : "not available on this CPU"))
+        print("direct 3x3 kernel: " + (direct ? "\(DirectConvolution.fastest): 3x3 rows show direct and im2col" : "not available on this CPU"))
         print("Cin  Cout k side runs  path    fwd ms  fwd GFLOPS  bwd ms  bwd GFLOPS  GEMM-only fwd/bwd GFLOPS")
         var rng = CounterRNG(seed: 1, purpose: .syntheticData)
         var totals: [Bool: (flops: Double, fwd: Double, bwd: Double)] = [:]

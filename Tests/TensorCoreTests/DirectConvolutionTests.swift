@@ -40,18 +40,18 @@ import TensorCore
             [Float](repeating: .nan, count: Float.directConv3x3Workspace(input: input, outChannels: cout, samples: samples))
         }
 
-        func direct(portable: Bool) -> [Float] {
+        func direct(_ kernel: DirectConvolution.Kernel) -> [Float] {
             var y = [Float](repeating: .nan, count: samples * cout * input.spatial), ws = workspace()
             DirectConvolution.forward(x, w, bias: b, &y, input: input, outChannels: cout, samples: samples, workspace: &ws,
-                                      portable: portable)
+                                      kernel: kernel)
             return y
         }
 
         /// (dx, dw) accumulated onto the starting values 1 (so "accumulates" is checked too).
-        func directGradients(portable: Bool) -> ([Float], [Float]) {
+        func directGradients(_ kernel: DirectConvolution.Kernel) -> ([Float], [Float]) {
             var dx = [Float](repeating: 1, count: x.count), dw = [Float](repeating: 1, count: w.count), ws = workspace()
             DirectConvolution.backward(x, w, dy, dx: &dx, dw: &dw, input: input, outChannels: cout, samples: samples,
-                                       workspace: &ws, portable: portable)
+                                       workspace: &ws, kernel: kernel)
             return (dx, dw)
         }
 
@@ -99,14 +99,38 @@ import TensorCore
         return a.indices.map { abs(Double(a[$0]) - b[$0]) / (1 + abs(b[$0])) }.max() ?? 0
     }
 
+    /// The paths this CPU can run (a path above the CPU's would silently run a lower one).
+    static let kernels = DirectConvolution.Kernel.allCases.filter { $0.rawValue <= DirectConvolution.fastest.rawValue }
+
+    /// AVX2 and AVX-512 give the same bits, forward and both gradients (what lets machines with
+    /// and without AVX-512 train bitwise the same weights). Needs an AVX-512 CPU to compare
+    /// anything; elsewhere it records that it was skipped.
+    @Test(arguments: shapes)
+    func avx512MatchesAVX2Bitwise(input: ImageShape, cout: Int) throws {
+        try #require(DirectConvolution.fastest == .avx512, "this CPU has no AVX-512 (or AMBIENT_CONV3X3_AVX512=0): nothing to compare")
+        let c = Case(input, cout, samples: 20)
+        /// nil when bitwise equal, else how many values differ and the first of them.
+        func difference(_ a: [Float], _ b: [Float]) -> String? {
+            let differing = a.indices.filter { a[$0].bitPattern != b[$0].bitPattern }
+            guard let i = differing.first else { return nil }
+            return "\(differing.count) of \(a.count) values differ, first at \(i): \(a[i]) vs \(b[i])"
+        }
+        let forward = difference(c.direct(.avx512), c.direct(.avx2))
+        #expect(forward == nil, "forward \(input) -> \(cout): \(forward ?? "")")
+        let (dx512, dw512) = c.directGradients(.avx512), (dx2, dw2) = c.directGradients(.avx2)
+        let dx = difference(dx512, dx2), dw = difference(dw512, dw2)
+        #expect(dx == nil, "dx \(input) -> \(cout): \(dx ?? "")")
+        #expect(dw == nil, "dw \(input) -> \(cout): \(dw ?? "")")
+    }
+
     @Test(arguments: shapes)
     func forwardMatchesNaive(input: ImageShape, cout: Int) {
         let c = Case(input, cout)
         let reference = c.naiveForward()
         let tolerance = Self.tolerance(terms: 9 * input.channels)
-        for portable in [false, true] {
-            let e = Self.error(c.direct(portable: portable), reference)
-            #expect(e < tolerance, "\(input) -> \(cout), portable \(portable): \(e)")
+        for kernel in Self.kernels {
+            let e = Self.error(c.direct(kernel), reference)
+            #expect(e < tolerance, "\(input) -> \(cout), \(kernel): \(e)")
         }
     }
 
@@ -114,12 +138,12 @@ import TensorCore
     func gradientsMatchNaive(input: ImageShape, cout: Int) {
         let c = Case(input, cout)
         let (dxRef, dwRef) = c.naiveGradients()
-        for portable in [false, true] {
-            let (dx, dw) = c.directGradients(portable: portable)
+        for kernel in Self.kernels {
+            let (dx, dw) = c.directGradients(kernel)
             let ex = Self.error(dx, dxRef), ew = Self.error(dw, dwRef)
-            #expect(ex < Self.tolerance(terms: 9 * cout), "dx \(input) -> \(cout), portable \(portable): \(ex)")
+            #expect(ex < Self.tolerance(terms: 9 * cout), "dx \(input) -> \(cout), \(kernel): \(ex)")
             // dw sums samples x H x W products.
-            #expect(ew < Self.tolerance(terms: c.samples * input.spatial), "dw \(input) -> \(cout), portable \(portable): \(ew)")
+            #expect(ew < Self.tolerance(terms: c.samples * input.spatial), "dw \(input) -> \(cout), \(kernel): \(ew)")
         }
     }
 
@@ -128,10 +152,10 @@ import TensorCore
     @Test func gradientsOverSeveralChunks() {
         let c = Case(ImageShape(channels: 8, height: 28, width: 28), 8, samples: 20)
         let (dxRef, dwRef) = c.naiveGradients()
-        for portable in [false, true] {
-            let (dx, dw) = c.directGradients(portable: portable)
-            #expect(Self.error(dx, dxRef) < Self.tolerance(terms: 9 * 8), "portable \(portable)")
-            #expect(Self.error(dw, dwRef) < Self.tolerance(terms: 20 * 784), "portable \(portable)")
+        for kernel in Self.kernels {
+            let (dx, dw) = c.directGradients(kernel)
+            #expect(Self.error(dx, dxRef) < Self.tolerance(terms: 9 * 8), "\(kernel)")
+            #expect(Self.error(dw, dwRef) < Self.tolerance(terms: 20 * 784), "\(kernel)")
         }
     }
 

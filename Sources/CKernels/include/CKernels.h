@@ -1,6 +1,6 @@
 // Hand-written CPU kernels that BLAS does not provide: the direct 3x3 convolution of the
-// U-Net (forward, input gradient, weight gradient) and SiLU, in float, with AVX2 + FMA chosen
-// at run time. TensorCore calls them through `DirectConvolution` and keeps its im2col + GEMM path
+// U-Net (forward, input gradient, weight gradient) and SiLU, in float, with AVX2 + FMA (and for
+// the convolution AVX-512, with the same bits) chosen at run time. TensorCore calls them through `DirectConvolution` and keeps its im2col + GEMM path
 // as the reference and the fallback (no AVX2, other kernel sizes, Double).
 //
 // Layout shared by every function ("padded planes"): an image plane of H x W values is stored
@@ -36,7 +36,7 @@ int ambient_flush_denormals(int on);
 int ambient_conv3x3_available(void);
 
 /// Values per padded plane of an H x W image (a multiple of 8, with room for the kernels'
-/// vector over-reads).
+/// vector over-reads). Output positions are computed in tiles of 32 (ambient_conv3x3_output_stride).
 size_t ambient_conv3x3_plane_stride(int height, int width);
 
 /// Output positions per plane the kernels compute: H * (W + 2) rounded up to the tile size.
@@ -81,12 +81,18 @@ void ambient_silu_forward(const float *x, float *y, size_t n);
 /// dx += dy sigmoid(x) (1 + x (1 - sigmoid(x))), for n values.
 void ambient_silu_backward(const float *x, const float *dy, float *dx, size_t n);
 
-/// The same two functions, always with the portable C loops (what a CPU without AVX2 runs):
-/// for the tests that compare both paths on one machine.
-void ambient_conv3x3_forward_portable(const float *p, const float *wpacked, const float *bias, float *out,
-                                      int cin, int cout, int height, int width, int accumulate, float *scratch);
-void ambient_conv3x3_weight_gradient_portable(const float *pdy, const float *p, float *dw,
-                                              int cin, int cout, int height, int width, int samples);
+/// The vector level the two functions above run at on this CPU: 3 AVX-512 (F and DQ), 2 AVX2 +
+/// FMA, 0 portable C. `AMBIENT_CONV3X3_AVX512=0` caps it at 2, for measuring; levels 2 and 3
+/// give bitwise the same results.
+int ambient_conv3x3_level(void);
+
+/// The same two functions at a chosen level (0 portable, 2 AVX2, 3 AVX-512), capped at
+/// ambient_conv3x3_level(): for the tests that compare the paths on one machine.
+void ambient_conv3x3_forward_at(const float *p, const float *wpacked, const float *bias, float *out,
+                                int cin, int cout, int height, int width, int accumulate, float *scratch,
+                                int level);
+void ambient_conv3x3_weight_gradient_at(const float *pdy, const float *p, float *dw,
+                                        int cin, int cout, int height, int width, int samples, int level);
 
 #ifdef __cplusplus
 }
