@@ -36,14 +36,24 @@ int ambient_cpu_vector_level(void) {
 int ambient_flush_denormals(int on) {
 #if defined(__x86_64__)
     // MXCSR bit 15 flushes subnormal results to zero (FTZ), bit 6 reads subnormal inputs as
-    // zero (DAZ). Per thread; returns the previous state of both bits (1 when both were set).
+    // zero (DAZ). Per thread; returns the previous state of those two bits, for
+    // ambient_restore_denormals.
     unsigned int csr = _mm_getcsr(), bits = (1u << 15) | (1u << 6);
-    int was = (csr & bits) == bits;
     unsigned int next = on ? (csr | bits) : (csr & ~bits);
     if (next != csr) _mm_setcsr(next);
-    return was;
+    return (int)(csr & bits);
 #else
     (void)on;
     return 0;
+#endif
+}
+
+void ambient_restore_denormals(int previous) {
+#if defined(__x86_64__)
+    unsigned int csr = _mm_getcsr(), bits = (1u << 15) | (1u << 6);
+    unsigned int next = (csr & ~bits) | ((unsigned int)previous & bits);
+    if (next != csr) _mm_setcsr(next);
+#else
+    (void)previous;
 #endif
 }

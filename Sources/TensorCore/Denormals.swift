@@ -14,26 +14,38 @@ import Glibc
 /// a result only where a subnormal would have appeared (the first 520 steps of that run are
 /// bitwise the same either way), and the same way on every machine, so runs stay reproducible.
 ///
-/// The mode is a per-thread register (MXCSR), so it is set where computation runs: at the start
-/// of `main` for the main thread, and by `Parallel.forEach` on every thread it computes on. (An
-/// OpenBLAS thread pool, used only when a command runs BLAS with several threads, keeps the
-/// library's mode; training always uses one BLAS thread per computation.)
+/// The mode is a per-thread register (MXCSR). The main thread is ours and keeps it for the whole
+/// process (`applyToMainThread` at the start of `main`). Dispatch's pool threads are shared with
+/// other work, so `Parallel.forEach` sets it for each iteration and restores the thread's
+/// previous mode afterwards (`run`): a mode left behind on a pool thread would make the bits of
+/// whatever ran there next depend on which thread it landed on (Swift's own Float16 conversion
+/// reads subnormal halves as zero under it, for one). An OpenBLAS thread pool, used only when a
+/// command runs BLAS with several threads, keeps the library's mode; training always uses one
+/// BLAS thread per computation.
 /// `AMBIENT_KEEP_DENORMALS=1` keeps subnormals, for measuring the difference.
 public enum Denormals {
-    /// Whether compute threads flush subnormals (unless `AMBIENT_KEEP_DENORMALS=1`).
+    /// Whether compute flushes subnormals (unless `AMBIENT_KEEP_DENORMALS=1`).
     public static let flushed: Bool = getenv("AMBIENT_KEEP_DENORMALS").map { String(cString: $0) } != "1"
 
-    /// Puts the calling thread in the process's mode. Cheap (reads one register; writes it
-    /// only when it differs), so it can run at the start of every parallel task.
-    @inline(__always)
-    public static func applyToCurrentThread() {
+    /// Puts the calling thread in the process's mode for good: for the main thread, at the
+    /// start of `main`.
+    public static func applyToMainThread() {
         _ = ambient_flush_denormals(flushed ? 1 : 0)
+    }
+
+    /// Runs `body` in the process's mode and restores the thread's previous mode. Cheap (one
+    /// register read, and writes only when the mode changes), so it wraps every parallel task.
+    @inline(__always)
+    public static func run<R>(_ body: () throws -> R) rethrows -> R {
+        let previous = ambient_flush_denormals(flushed ? 1 : 0)
+        defer { ambient_restore_denormals(previous) }
+        return try body()
     }
 
     /// Whether the calling thread currently flushes (for tests).
     public static var currentThreadFlushes: Bool {
-        let was = ambient_flush_denormals(1)
-        _ = ambient_flush_denormals(was)
-        return was != 0
+        let previous = ambient_flush_denormals(1)
+        ambient_restore_denormals(previous)
+        return previous != 0
     }
 }

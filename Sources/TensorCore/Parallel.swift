@@ -10,17 +10,16 @@ import Dispatch
 public enum Parallel {
     /// Runs `body(i)` for every i in 0..<count, concurrently, and returns when all are done.
     /// Every iteration runs with the process's handling of subnormal floats (`Denormals`),
-    /// whichever thread it lands on.
+    /// whichever thread it lands on, and leaves that thread's mode as it found it.
     public static func forEach(_ count: Int, _ body: (Int) -> Void) {
         if count <= 1 {
-            if count == 1 { Denormals.applyToCurrentThread(); body(0) }
+            if count == 1 { Denormals.run { body(0) } }
             return
         }
         withoutActuallyEscaping(body) { b in
             let box = UncheckedBox(b)
             DispatchQueue.concurrentPerform(iterations: count) { i in
-                Denormals.applyToCurrentThread()
-                box.value(i)
+                Denormals.run { box.value(i) }
             }
         }
     }

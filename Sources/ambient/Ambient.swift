@@ -10,7 +10,7 @@ import Cluster
 struct Ambient: ParsableCommand {
     static func main() {
         BLASCore.restartWithPreferredCoreIfNeeded()
-        Denormals.applyToCurrentThread()
+        Denormals.applyToMainThread()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }

@@ -11,7 +11,7 @@ import Logging
 struct Bench: ParsableCommand {
     static func main() {
         BLASCore.restartWithPreferredCoreIfNeeded()
-        Denormals.applyToCurrentThread()
+        Denormals.applyToMainThread()
         MallocTuning.keepLargeBuffers()
         Self.main(nil)
     }

@@ -1,9 +1,11 @@
+import Dispatch
 import Testing
 import TensorCore
 
 /// Compute threads flush subnormal floats (Denormals): the same mode on every thread that
-/// `Parallel.forEach` runs an iteration on, including the calling thread.
-@Suite struct DenormalsTests {
+/// `Parallel.forEach` runs an iteration on, including the calling thread, and no trace of it on
+/// those threads afterwards.
+@Suite(.serialized) struct DenormalsTests {
     /// A product whose exact value is subnormal (1e-30 x 1e-10 = 1e-40 < 1.18e-38), from an
     /// array so the compiler cannot fold it.
     static let factors: [Float] = [1e-30, 1e-10]
@@ -24,5 +26,23 @@ import TensorCore
         }
         #expect(flushing.allSatisfy { $0 })
         #expect(products.allSatisfy { $0 == 0 }, "\(products)")
+    }
+
+    /// Regression: the mode was once left set on Dispatch's pool threads, and Swift's Float16
+    /// conversion in an unrelated test (CodecTests) then read subnormal halves as zero.
+    @Test func threadsAreLeftAsTheyWere() {
+        let before = Denormals.currentThreadFlushes
+        Parallel.forEach(1) { _ in }
+        Parallel.forEach(16) { _ in }
+        #expect(Denormals.currentThreadFlushes == before)
+        // Whatever pool threads ran those iterations now run plain Dispatch work.
+        let count = 64
+        var flushing = [Bool](repeating: true, count: count)
+        flushing.withUnsafeMutableBufferPointer { f in
+            let fp = f.baseAddress!
+            nonisolated(unsafe) let out = fp
+            DispatchQueue.concurrentPerform(iterations: count) { i in out[i] = Denormals.currentThreadFlushes }
+        }
+        #expect(!flushing.contains(true), "\(flushing.filter { $0 }.count) of \(count) pool tasks ran flushing")
     }
 }

@@ -29,8 +29,10 @@ int ambient_has_avx2_fma(void);
 int ambient_cpu_vector_level(void);
 
 /// Sets (on != 0) or clears flush-to-zero and denormals-are-zero for the calling thread's SSE/AVX
-/// arithmetic; returns 1 when both were set before. A no-op returning 0 off x86-64.
+/// arithmetic; returns the previous state for ambient_restore_denormals (nonzero when either
+/// was set). No-ops returning 0 off x86-64.
 int ambient_flush_denormals(int on);
+void ambient_restore_denormals(int previous);
 
 /// 1 when this CPU runs the direct kernels' vector path (ambient_has_avx2_fma), else 0.
 int ambient_conv3x3_available(void);
