@@ -25,6 +25,13 @@ public struct EvaluationReport: Codable, Sendable {
         /// The Frechet distance of the other samples, present only when some diverged: a
         /// diagnostic of what the rest look like, not a replacement for `frechetDistance`.
         public var frechetDistanceWithoutDiverged: Double?
+        /// Median over samples of the residual pixel noise (`Metrics.residualNoise`: about s for
+        /// images carrying N(0, s^2) noise), which the Frechet distance hardly sees (nil in reports
+        /// written before it existed).
+        public var residualNoise: Double?
+        /// The same for the test images the samples are compared with: the floor (their own fine
+        /// detail, about 0.01 for Fashion-MNIST).
+        public var residualNoiseOfTestImages: Double?
     }
 
     /// The magnitude past which a generated 28x28 sample counts as diverged.
@@ -115,7 +122,10 @@ public enum Evaluation {
                      classFractions: fractions, classBalanceTotalVariation: fractions.reduce(0) { $0 + abs($1 - 0.1) } / 2,
                      samplesDiverged: diverged.count,
                      frechetDistanceWithoutDiverged: diverged.isEmpty || kept.count < 2 ? nil
-                        : Metrics.frechetDistance(evaluator.features(samples.gather(rows: kept)), testFeatures))
+                        : Metrics.frechetDistance(evaluator.features(samples.gather(rows: kept)), testFeatures),
+                     residualNoise: Metrics.residualNoise(samples, height: 28, width: 28).map(Metrics.median),
+                     residualNoiseOfTestImages: Metrics.residualNoise(test.images.reshaped([test.images.rows, 784]),
+                                                                      height: 28, width: 28).map(Metrics.median))
     }
 
     /// Rows of `samples` with a value beyond +-`EvaluationReport.divergedThreshold` (or not finite).

@@ -136,6 +136,10 @@ extension Ambient {
                 if let q = report.imageQuality, let m = report.memorization {
                     log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))
+                    if let noise = q.residualNoise {
+                        log(String(format: "residual pixel noise of the samples %.3f (test images %.3f; images with N(0, s^2) noise give about s, and the FD hardly sees it)",
+                                   noise, q.residualNoiseOfTestImages ?? .nan))
+                    }
                 }
                 if let t = report.testDenoising {
                     log("denoising MSE on 1000 test images: " + t.map { String(format: "sigma %g: %.4f", $0.sigma, $0.mse) }.joined(separator: ", "))

@@ -32,4 +32,28 @@ import Diffusion
         #expect(s[2] < 0.9 && s[3] < 0.9)
         #expect(Metrics.histogram([0.1, 0.5, 0.95, 1.0, -2], bins: 4, range: 0...1) == [2, 0, 1, 2])
     }
+
+    /// Residual noise: zero on constant and linear images (the diagonal Haar detail vanishes there),
+    /// about s for N(0, s^2) noise added to them, and nil for rows that are not the stated image size.
+    @Test func residualNoiseRecoversGaussianNoise() throws {
+        var rng = CounterRNG(seed: 5, purpose: .evaluation)
+        let n = 300, side = 28
+        var smooth = [Float](repeating: 0, count: n * side * side)
+        for r in 0..<n { for i in 0..<side { for j in 0..<side {
+            smooth[(r * side + i) * side + j] = Float(r % 7) * 0.1 - 0.3 + 0.02 * Float(i) - 0.03 * Float(j)
+        } } }
+        let clean = try #require(Metrics.residualNoise(Tensor<Float>(shape: [n, side * side], storage: smooth), height: side, width: side))
+        #expect(clean.allSatisfy { $0 < 1e-6 }, "\(clean.max()!)")
+        for s: Float in [0.05, 0.2, 0.5] {
+            let z: [Float] = rng.normals(n * side * side)
+            let noisy = Tensor<Float>(shape: [n, side * side], storage: zip(smooth, z).map { $0 + s * $1 })
+            let est = Metrics.median(try #require(Metrics.residualNoise(noisy, height: side, width: side)))
+            #expect(abs(est - Double(s)) < 0.02 * Double(s), "noise \(s): estimated \(est)")
+        }
+        // Odd sides leave the last row and column out; wrong sizes are refused.
+        #expect(Metrics.residualNoise(Tensor<Float>(shape: [2, 15], storage: [Float](repeating: 1, count: 30)), height: 3, width: 5) == [0, 0])
+        #expect(Metrics.residualNoise(Tensor<Float>(shape: [2, 784], storage: [Float](repeating: 0, count: 1568)), height: 28, width: 27) == nil)
+        #expect(Metrics.residualNoise(Tensor<Float>(shape: [1, 1], storage: [0]), height: 1, width: 1) == nil)
+        #expect(Metrics.median([3, 1, 2]) == 2 && Metrics.median([4, 1, 2, 3]) == 2.5 && Metrics.median([]).isNaN)
+    }
 }

@@ -130,6 +130,16 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         let q = try decoder.decode(EvaluationReport.ImageQuality.self, from: old)
-        #expect(q.samplesDiverged == nil)
+        #expect(q.samplesDiverged == nil && q.residualNoise == nil && q.residualNoiseOfTestImages == nil)
+        // The residual-noise fields round-trip under their snake-case keys.
+        var report = EvaluationReport(run: "r", objective: "ambient", samples: 4, samplerSteps: 32, samplerStop: nil, samplerMaskKeep: nil)
+        var withNoise = q
+        withNoise.residualNoise = 0.18
+        withNoise.residualNoiseOfTestImages = 0.012
+        report.imageQuality = withNoise
+        let text = String(decoding: try report.json(), as: UTF8.self)
+        #expect(text.contains("\"residual_noise\" : 0.18") && text.contains("\"residual_noise_of_test_images\" : 0.012"), "\(text)")
+        let back = try decoder.decode(EvaluationReport.self, from: Data(text.utf8))
+        #expect(back.imageQuality?.residualNoise == 0.18 && back.imageQuality?.residualNoiseOfTestImages == 0.012)
     }
 }
