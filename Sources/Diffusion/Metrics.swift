@@ -137,11 +137,4 @@ public enum Metrics {
         }
         return result
     }
-
-    /// The median of `values` (the mean of the middle two for an even count); nan when empty.
-    public static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let s = values.sorted(), n = s.count
-        return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
-    }
 }

@@ -1,3 +1,11 @@
+/// The median of `values` (the mean of the middle two for an even count); nan when empty. The one
+/// median of the benchmarks and metrics.
+public func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let s = values.sorted(), n = s.count
+    return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
+}
+
 /// Euclidean norm of `n` values: 16 Float lanes over blocks of 4096, accumulated in Double
 /// across blocks (vectorised; accurate enough for logs and non-finite checks).
 public func euclideanNorm(_ g: UnsafePointer<Float>, _ n: Int, threads: Int = 1) -> Double {

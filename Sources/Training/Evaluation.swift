@@ -106,7 +106,8 @@ public enum Evaluation {
     /// Image quality of 28x28 samples (N, 784) in the evaluator's features.
     public static func imageQuality(_ samples: Tensor<Float>, evaluator: FashionEvaluator, seed: UInt64) throws -> EvaluationReport.ImageQuality {
         let test = try FashionMNIST.load(split: .test), train = try FashionMNIST.load(split: .train)
-        let testFeatures = evaluator.features(test.images.reshaped([test.images.rows, 784]))
+        let testImages = test.images.reshaped([test.images.rows, 784])
+        let testFeatures = evaluator.features(testImages)
         let generated = evaluator.features(samples)
         var rng = CounterRNG(seed: seed, purpose: .evaluation, step: 1)
         let realPick = Array(rng.permutation(train.images.rows).prefix(samples.rows))
@@ -123,9 +124,8 @@ public enum Evaluation {
                      samplesDiverged: diverged.count,
                      frechetDistanceWithoutDiverged: diverged.isEmpty || kept.count < 2 ? nil
                         : Metrics.frechetDistance(evaluator.features(samples.gather(rows: kept)), testFeatures),
-                     residualNoise: Metrics.residualNoise(samples, height: 28, width: 28).map(Metrics.median),
-                     residualNoiseOfTestImages: Metrics.residualNoise(test.images.reshaped([test.images.rows, 784]),
-                                                                      height: 28, width: 28).map(Metrics.median))
+                     residualNoise: Metrics.residualNoise(samples, height: 28, width: 28).map(median),
+                     residualNoiseOfTestImages: Metrics.residualNoise(testImages, height: 28, width: 28).map(median))
     }
 
     /// Rows of `samples` with a value beyond +-`EvaluationReport.divergedThreshold` (or not finite).

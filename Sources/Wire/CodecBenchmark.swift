@@ -111,11 +111,6 @@ public enum CodecBenchmark {
         let d = clock.now - start
         return max(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18, 1e-9)
     }
-
-    private static func median(_ xs: [Double]) -> Double {
-        let s = xs.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
 }
 
 private func fmt(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }

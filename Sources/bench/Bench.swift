@@ -22,12 +22,6 @@ struct Bench: ParsableCommand {
         subcommands: [Kernels.self, Step.self, Conv.self, Codecs.self, ClusterStep.self])
 }
 
-/// Median of a sample.
-func median(_ xs: [Double]) -> Double {
-    let s = xs.sorted()
-    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
 func seconds(_ body: () -> Void) -> Double {
     let t = DispatchTime.now().uptimeNanoseconds
     body()

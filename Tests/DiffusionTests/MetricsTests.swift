@@ -47,13 +47,13 @@ import Diffusion
         for s: Float in [0.05, 0.2, 0.5] {
             let z: [Float] = rng.normals(n * side * side)
             let noisy = Tensor<Float>(shape: [n, side * side], storage: zip(smooth, z).map { $0 + s * $1 })
-            let est = Metrics.median(try #require(Metrics.residualNoise(noisy, height: side, width: side)))
+            let est = median(try #require(Metrics.residualNoise(noisy, height: side, width: side)))
             #expect(abs(est - Double(s)) < 0.02 * Double(s), "noise \(s): estimated \(est)")
         }
         // Odd sides leave the last row and column out; wrong sizes are refused.
         #expect(Metrics.residualNoise(Tensor<Float>(shape: [2, 15], storage: [Float](repeating: 1, count: 30)), height: 3, width: 5) == [0, 0])
         #expect(Metrics.residualNoise(Tensor<Float>(shape: [2, 784], storage: [Float](repeating: 0, count: 1568)), height: 28, width: 27) == nil)
         #expect(Metrics.residualNoise(Tensor<Float>(shape: [1, 1], storage: [0]), height: 1, width: 1) == nil)
-        #expect(Metrics.median([3, 1, 2]) == 2 && Metrics.median([4, 1, 2, 3]) == 2.5 && Metrics.median([]).isNaN)
+        #expect(median([3, 1, 2]) == 2 && median([4, 1, 2, 3]) == 2.5 && median([]).isNaN)
     }
 }
