@@ -696,6 +696,8 @@ public final class Coordinator: @unchecked Sendable {
             rejectShard(k, of: record, state: &state, reason: "non-finite gradient from \(record.label)")
             return
         }
+        logger.trace("accepted gradient chunk", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "step": "\(state.step)",
+                                                          "shard": "\(k)", "chunk": "\(c)", "codec": "\(h.codec)"])
         state.received[k][c] = true
         state.missing[k] -= 1
         if state.isComplete(k) { record.pending.remove(k) }

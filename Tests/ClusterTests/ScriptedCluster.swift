@@ -179,6 +179,8 @@ final class ScriptedServer: ServerTransport {
     let tick: Double
     var workers: [ScriptedWorker] = []
     var onTick: (() -> Void)?
+    /// Rewrites a message as the coordinator receives it (the fuzzer's last word on content).
+    var rewrite: ((PeerID, [[UInt8]]) -> [[UInt8]])?
     /// Ends the run (as a crash would) when the fake time passes this: a stall.
     var timeLimit: Double
     weak var coordinator: Coordinator?
@@ -201,7 +203,8 @@ final class ScriptedServer: ServerTransport {
         }
         for w in workers { w.pump(now: clock.time) }
         onTick?()
-        return try inner.receive(timeout: 0)
+        guard let (peer, frames) = try inner.receive(timeout: 0) else { return nil }
+        return (peer, rewrite?(peer, frames) ?? frames)
     }
 
     func send(_ frames: [[UInt8]], to peer: PeerID) throws(TransportError) { try inner.send(frames, to: peer) }
