@@ -597,6 +597,11 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     private func assign(_ shards: [Int], to record: WorkerRecord) {
+        guard workers[record.peer] === record, record.joined else {
+            // Forgotten while this assignment was planned (a send to it failed): to the others.
+            reassign(shards, reason: "\(record.label) left")
+            return
+        }
         guard var state = current else { return }
         let now = clock.now()
         for k in shards {
@@ -739,8 +744,12 @@ public final class Coordinator: @unchecked Sendable {
         } else {
             state.buffered[k * chunkCount + c] = Array(UnsafeBufferPointer(start: scratch, count: range.count))
         }
-        if state.nextShard[c] == state.owner.count { completeChunk(c, state: &state) }
+        let unreachable = state.nextShard[c] == state.owner.count ? completeChunk(c, state: &state) : []
         current = state
+        // Dropped only now that the step's state is saved: a drop reassigns shards, and owners
+        // changed inside completeChunk were overwritten by `state` above, so the new owner's
+        // gradients counted as duplicates and it was dropped at the deadline too.
+        for w in unreachable { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
         if state.done { completeStep() }
     }
 
@@ -766,7 +775,8 @@ public final class Coordinator: @unchecked Sendable {
     /// the workers' optimiser step on it overlap the chunks still to come. (The coordinator
     /// applies the whole step at its end, so its own state is always at one version: joiners
     /// and checkpoints see a consistent state.)
-    private func completeChunk(_ c: Int, state: inout StepState) {
+    /// Returns the workers found unreachable, for the caller to drop once `state` is saved.
+    private func completeChunk(_ c: Int, state: inout StepState) -> [WorkerRecord] {
         let range = chunks[c]
         let message = updateMessage(chunk: c, step: state.step)
         if !codec.isLossless {
@@ -774,12 +784,13 @@ public final class Coordinator: @unchecked Sendable {
         }
         let norm = euclideanNorm(sum + range.lowerBound, range.count)
         state.sumOfSquares += norm * norm
+        var unreachable: [WorkerRecord] = []
         for w in liveWorkers {
-            if send(message, to: w) { state.bytesOut += message.payload.count }
-            else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
+            if send(message, to: w) { state.bytesOut += message.payload.count } else { unreachable.append(w) }
         }
         state.chunksDone += 1
         chunkDone[c] = true
+        return unreachable
     }
 
     /// The update message of chunk c of the current step (encoded from the reduced sum).

@@ -186,6 +186,24 @@ import Wire
         #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
     }
 
+    /// A worker that vanishes after sending the first chunk of its shards is found unreachable
+    /// while the coordinator broadcasts that chunk's update, in the middle of handling a
+    /// gradient: its shards go to the other worker, which must then be their owner.
+    @Test func workerUnreachableDuringTheBroadcastLeavesItsShards() throws {
+        let (c, _) = try run(["a", "b"]) { server, workers in
+            let network = server.network
+            workers[1].onAssign = { w, body, header in
+                w.onAssign = nil
+                for m in w.gradientMessages(body, header) where m.header.keyOffset == 0 { w.send(m) }
+                w.silent = true
+                network.disconnect(w.client.peer)
+                return true
+            }
+        }
+        #expect(c.stats.drops == 1, "the healthy worker was dropped too: \(c.stats.drops) drops")
+        #expect(c.stats.reassignedShards >= 2)
+    }
+
     /// A joined worker sends a message for another run while holding shards: it is told to
     /// register again, so its shards go to the other worker at once.
     @Test func messageForAnotherRunLeavesItsShards() throws {

@@ -174,6 +174,7 @@ extension ToyState {
 /// tick of the fake clock, in which the scripted workers read and answer what the coordinator
 /// sent and `onTick` may inject messages. Single-threaded and deterministic.
 final class ScriptedServer: ServerTransport {
+    let network: InMemoryNetwork
     let inner: InMemoryServer
     let clock: FakeClock
     let tick: Double
@@ -188,6 +189,7 @@ final class ScriptedServer: ServerTransport {
     private(set) var ticks = 0
 
     init(network: InMemoryNetwork, clock: FakeClock, tick: Double = 0.001, timeLimit: Double) {
+        self.network = network
         inner = network.server()
         self.clock = clock
         self.tick = tick
