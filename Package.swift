@@ -56,6 +56,11 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "Yams", package: "Yams")]),
+        // The numerics of a worker as a child process, for workers in other languages
+        // (scripts/python-worker).
+        .executableTarget(name: "ambient-compute",
+                          dependencies: ["Training", "Cluster", "TensorCore", "Wire",
+                                         .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "bench",
                           dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),

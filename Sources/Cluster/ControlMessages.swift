@@ -15,6 +15,18 @@ public struct HelloBody: Codable, Sendable {
     public var runID: UInt64?
     public var datasetHash: String?
     public var threads: Int
+
+    public init(phase: Phase, workerName: String, host: String, pid: Int32, protocolVersion: Int,
+                runID: UInt64?, datasetHash: String?, threads: Int) {
+        self.phase = phase
+        self.workerName = workerName
+        self.host = host
+        self.pid = pid
+        self.protocolVersion = protocolVersion
+        self.runID = runID
+        self.datasetHash = datasetHash
+        self.threads = threads
+    }
 }
 
 /// `welcome` (coordinator → worker): the run to build.
@@ -38,6 +50,26 @@ public struct WelcomeBody: Codable, Sendable {
     public var checkpointEvery: Int? = nil
 }
 
+extension WelcomeBody {
+    /// Why this welcome cannot be followed (nil: it can): a shard count outside 1...2^32 - 1, or
+    /// chunk offsets that do not start at 0 and increase. Checked before any field is used as an
+    /// index, so a bad coordinator makes a worker stop with this reason instead of trapping.
+    public var problem: String? {
+        guard shardCount >= 1 && shardCount <= Int(UInt32.max) else { return "shard count \(shardCount) is not in 1...\(UInt32.max)" }
+        guard chunkOffsets.first == 0, zip(chunkOffsets, chunkOffsets.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            return "chunk offsets must start at 0 and increase"
+        }
+        return nil
+    }
+
+    /// The gradient chunks for a model of `parameterCount` parameters (nil if the offsets do
+    /// not fit it).
+    public func chunkRanges(parameterCount: Int) -> [Range<Int>]? {
+        guard problem == nil, let last = chunkOffsets.last, last < parameterCount else { return nil }
+        return chunkOffsets.indices.map { i in chunkOffsets[i]..<(i + 1 < chunkOffsets.count ? chunkOffsets[i + 1] : parameterCount) }
+    }
+}
+
 /// `reject` (coordinator → worker). `rejoin` true: register again (the coordinator does not
 /// know this peer, e.g. after a restart or a drop); false: give up (bad data, wrong protocol).
 public struct RejectBody: Codable, Sendable {
@@ -53,6 +85,13 @@ public struct AssignBody: Codable, Sendable {
     /// XXH64 of the coordinator's parameters at that version: a worker whose parameters differ
     /// asks for a full copy instead of computing.
     public var parameterChecksum: UInt64
+}
+
+extension AssignBody {
+    /// Step and version are not negative, and every shard is below `shardCount`, once.
+    public func isValid(shardCount: Int) -> Bool {
+        step >= 0 && parameterVersion >= 0 && shards.allSatisfy { $0 >= 0 && $0 < shardCount } && Set(shards).count == shards.count
+    }
 }
 
 /// Meta frame of `update` (coordinator → worker). The parameter checksum after the update
@@ -77,6 +116,13 @@ public struct ChecksumReportBody: Codable, Sendable {
     public var checksum: UInt64
     public var expected: UInt64
     public var reason: String
+
+    public init(parameterVersion: Int, checksum: UInt64, expected: UInt64, reason: String) {
+        self.parameterVersion = parameterVersion
+        self.checksum = checksum
+        self.expected = expected
+        self.reason = reason
+    }
 }
 
 /// `shutdown` (coordinator → worker).

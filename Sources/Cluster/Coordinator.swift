@@ -405,6 +405,8 @@ public final class Coordinator: @unchecked Sendable {
         let h = message.header
         if h.type != .hello && h.runID != options.runID {
             count { $0.framesRejected["wrongRun", default: 0] += 1 }
+            // Told to register again, a worker holds nothing: what it owed goes to others now.
+            if let known = workers[peer] { forget(known, remove: true, reason: "sent a message for another run") }
             reject(peer, label: peer.description, reason: "message for run \(h.runID), this coordinator runs \(options.runID)", rejoin: true)
             return
         }
@@ -460,10 +462,12 @@ public final class Coordinator: @unchecked Sendable {
             body = try message.decodeJSON(HelloBody.self, limits: options.limits)
         } catch {
             count { $0.framesRejected["badHello", default: 0] += 1 }
+            if let known = workers[peer] { forget(known, remove: true, reason: "sent a malformed hello") }
             reject(peer, label: peer.description, reason: "malformed hello: \(error)", rejoin: false)
             return
         }
         guard body.protocolVersion == clusterProtocolVersion else {
+            if let known = workers[peer] { forget(known, remove: true, reason: "speaks another protocol version") }
             reject(peer, label: body.workerName, reason: "protocol version \(body.protocolVersion), coordinator speaks \(clusterProtocolVersion): use the same ambient build everywhere", rejoin: false)
             event(.reject, worker: body.workerName, "protocol version \(body.protocolVersion)")
             return
@@ -490,14 +494,10 @@ public final class Coordinator: @unchecked Sendable {
                 // after it: the worker has reset its registration (it saw a reject or a long
                 // silence) and will not compute what it holds. Take its shards back and welcome
                 // it again; it receives full parameters when it joins.
-                record.joined = false
-                generation &+= 1
                 logger.notice("joined worker registers again", metadata: [
                     "worker": "\(record.label)", "step": "\(current?.step ?? workload.version)"])
                 event(.reject, worker: record.label, "registered again while joined")
-                let owed = record.pending.sorted()
-                record.pending = []
-                if !owed.isEmpty { reassign(owed, reason: "\(record.label) registers again") }
+                forget(record, remove: false, reason: "registers again")
             }
             var welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
                                       datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
@@ -509,13 +509,16 @@ public final class Coordinator: @unchecked Sendable {
             }
             sendControl(.welcome, welcome, to: peer, label: record.label)
         case .join:
+            // A join that fails validation forgets the worker, and with it the shards it held
+            // if it had joined before on this connection (they once stayed owned by nobody
+            // and the step waited forever).
             guard body.runID == options.runID else {
-                workers[peer] = nil
-                reject(peer, label: record.label, reason: "worker prepared run \(body.runID ?? 0), this is run \(options.runID): probe again", rejoin: true)
+                forget(record, remove: true, reason: "joined another run")
+                reject(peer, label: record.label, reason: "worker prepared run \(body.runID.map(String.init) ?? "none"), this is run \(options.runID): probe again", rejoin: true)
                 return
             }
             guard body.datasetHash == workload.datasetHash else {
-                workers[peer] = nil
+                forget(record, remove: true, reason: "joined with another dataset")
                 let reason = "dataset hash \(body.datasetHash ?? "none") differs from the coordinator's \(workload.datasetHash): every worker must read the same data (same files, same corruption seed)"
                 reject(peer, label: record.label, reason: reason, rejoin: false)
                 event(.reject, worker: record.label, reason)
@@ -594,6 +597,11 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     private func assign(_ shards: [Int], to record: WorkerRecord) {
+        guard workers[record.peer] === record, record.joined else {
+            // Forgotten while this assignment was planned (a send to it failed): to the others.
+            reassign(shards, reason: "\(record.label) left")
+            return
+        }
         guard var state = current else { return }
         let now = clock.now()
         for k in shards {
@@ -656,15 +664,17 @@ public final class Coordinator: @unchecked Sendable {
             reject(peer, label: peer.description, reason: "gradient from an unregistered worker: register again", rejoin: true)
             return
         }
+        // Compared as the header's unsigned integers: nothing here converts a field that came
+        // from the network (MessageHeader.decode also bounds them by 2^63 - 1).
         let k = Int(h.shard)
-        guard var state = current, Int(h.step) == state.step, Int(h.parameterVersion) == workload.version,
-              Int(h.shardCount) == workload.shardCount, k < state.owner.count else {
+        guard var state = current, h.step == UInt64(state.step), h.parameterVersion == UInt64(workload.version),
+              h.shardCount == UInt64(workload.shardCount), k < state.owner.count else {
             count { $0.staleMessages += 1 }
             logger.debug("dropped stale gradient", metadata: ["worker": "\(record.label)", "step": "\(h.step)", "shard": "\(h.shard)",
                                                               "version": "\(h.parameterVersion)"])
             return
         }
-        guard let c = chunkIndex[Int(h.keyOffset)], h.keyCount == UInt64(chunks[c].count) else {
+        guard let offset = Int(exactly: h.keyOffset), let c = chunkIndex[offset], h.keyCount == UInt64(chunks[c].count) else {
             count { $0.framesRejected["keyRange", default: 0] += 1 }
             return
         }
@@ -691,6 +701,8 @@ public final class Coordinator: @unchecked Sendable {
             rejectShard(k, of: record, state: &state, reason: "non-finite gradient from \(record.label)")
             return
         }
+        logger.trace("accepted gradient chunk", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "step": "\(state.step)",
+                                                          "shard": "\(k)", "chunk": "\(c)", "codec": "\(h.codec)"])
         state.received[k][c] = true
         state.missing[k] -= 1
         if state.isComplete(k) { record.pending.remove(k) }
@@ -700,7 +712,11 @@ public final class Coordinator: @unchecked Sendable {
             state.metaCounted[k] = true
             state.loss += meta.loss
             for (key, v) in meta.terms { state.terms[key, default: 0] += v }
-            state.computeSeconds += meta.computeSeconds
+            // The coordinator's own clock bounds what a worker reports: a compute time of 1e300
+            // s (or NaN) from one peer would otherwise set every later deadline to infinity.
+            let turnaround = clock.now() - state.assignedAt[k]
+            let computeSeconds = meta.computeSeconds.isFinite ? min(max(meta.computeSeconds, 0), turnaround) : 0
+            state.computeSeconds += computeSeconds
             // The deadline is derived from shard turnaround (assignment to its last chunk), not
             // compute time alone: a worker first applies the previous step's update, and that
             // share grows with the model and the load. With compute time only, healthy workers
@@ -709,12 +725,12 @@ public final class Coordinator: @unchecked Sendable {
             // defaults). The first step of this coordinator is not sampled: no worker applied
             // an update before it.
             if state.step > firstStep {
-                shardTimes.append(max(meta.computeSeconds, clock.now() - state.assignedAt[k]))
+                shardTimes.append(turnaround)
                 if shardTimes.count > 64 { shardTimes.removeFirst(shardTimes.count - 64) }
             }
             logger.debug("gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)",
                                                 "since_start_ms": "\(Int((clock.now() - state.startedAt) * 1000))",
-                                                "compute_ms": "\(Int(meta.computeSeconds * 1000))"])
+                                                "compute_ms": "\(Int(computeSeconds * 1000))"])
         }
         // Reduce in shard order, chunk by chunk.
         let chunkCount = chunks.count
@@ -728,8 +744,12 @@ public final class Coordinator: @unchecked Sendable {
         } else {
             state.buffered[k * chunkCount + c] = Array(UnsafeBufferPointer(start: scratch, count: range.count))
         }
-        if state.nextShard[c] == state.owner.count { completeChunk(c, state: &state) }
+        let unreachable = state.nextShard[c] == state.owner.count ? completeChunk(c, state: &state) : []
         current = state
+        // Dropped only now that the step's state is saved: a drop reassigns shards, and owners
+        // changed inside completeChunk were overwritten by `state` above, so the new owner's
+        // gradients counted as duplicates and it was dropped at the deadline too.
+        for w in unreachable { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
         if state.done { completeStep() }
     }
 
@@ -755,7 +775,8 @@ public final class Coordinator: @unchecked Sendable {
     /// the workers' optimiser step on it overlap the chunks still to come. (The coordinator
     /// applies the whole step at its end, so its own state is always at one version: joiners
     /// and checkpoints see a consistent state.)
-    private func completeChunk(_ c: Int, state: inout StepState) {
+    /// Returns the workers found unreachable, for the caller to drop once `state` is saved.
+    private func completeChunk(_ c: Int, state: inout StepState) -> [WorkerRecord] {
         let range = chunks[c]
         let message = updateMessage(chunk: c, step: state.step)
         if !codec.isLossless {
@@ -763,12 +784,13 @@ public final class Coordinator: @unchecked Sendable {
         }
         let norm = euclideanNorm(sum + range.lowerBound, range.count)
         state.sumOfSquares += norm * norm
+        var unreachable: [WorkerRecord] = []
         for w in liveWorkers {
-            if send(message, to: w) { state.bytesOut += message.payload.count }
-            else { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
+            if send(message, to: w) { state.bytesOut += message.payload.count } else { unreachable.append(w) }
         }
         state.chunksDone += 1
         chunkDone[c] = true
+        return unreachable
     }
 
     /// The update message of chunk c of the current step (encoded from the reduced sum).
@@ -871,17 +893,30 @@ public final class Coordinator: @unchecked Sendable {
     /// Removes a worker and reassigns what it owed. It is told to register again in case it
     /// is alive after all (a paused process that resumes).
     private func drop(_ record: WorkerRecord, reason: String) {
-        guard workers[record.peer] != nil else { return }
-        workers[record.peer] = nil
-        generation &+= 1
+        guard workers[record.peer] === record else { return }
+        forget(record, remove: true, reason: "dropped")
         count { $0.drops += 1 }
         logger.warning("dropped worker", metadata: ["worker": "\(record.label)", "step": "\(current?.step ?? workload.version)",
                                                     "reason": "\(reason)", "workers": "\(liveWorkers.count)"])
         event(.drop, worker: record.label, reason)
         reject(record.peer, label: record.label, reason: "dropped: \(reason); register again", rejoin: true)
+    }
+
+    /// The one way a worker leaves the run or its membership: removed from the table
+    /// (`remove`: drop, failed join) or only un-joined (it registers again on the same
+    /// connection). Either way the shards it owed go back to the pool at once, so no shard is
+    /// ever owned by a worker that will not compute it.
+    private func forget(_ record: WorkerRecord, remove: Bool, reason: String) {
+        if remove {
+            guard workers[record.peer] === record else { return }
+            workers[record.peer] = nil
+        }
+        let wasJoined = record.joined
+        record.joined = false
+        if wasJoined || remove { generation &+= 1 }
         let owed = record.pending.sorted()
         record.pending = []
-        if !owed.isEmpty { reassign(owed, reason: "\(record.label) dropped") }
+        if !owed.isEmpty { reassign(owed, reason: "\(record.label) \(reason)") }
     }
 
     private func shutdownWorkers(reason: String, success: Bool) {

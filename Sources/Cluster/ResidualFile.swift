@@ -66,7 +66,8 @@ public struct ResidualFile: Equatable, Sendable {
         }
         let stored = bytes.suffix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard XXH64.hash(Array(bytes.dropLast(8))) == stored else { throw fail("checksum mismatch") }
-        let step = Int(try get(UInt64.self)), shard = Int(try get(UInt32.self)), count = Int(try get(UInt32.self))
+        guard let step = Int(exactly: try get(UInt64.self)) else { throw fail("step above 2^63 - 1") }
+        let shard = Int(try get(UInt32.self)), count = Int(try get(UInt32.self))
         guard count <= (bytes.count - at) / 16 else { throw fail("chunk count \(count) does not fit the file") }
         var layout: [(Int, Int)] = []
         var total = 0

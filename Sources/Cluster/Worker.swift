@@ -257,6 +257,7 @@ public final class Worker: @unchecked Sendable {
         switch h.type {
         case .welcome:
             guard phase == .probing, let body = try? message.decodeJSON(WelcomeBody.self, limits: options.limits) else { return nil }
+            if let problem = body.problem { throw ClusterError("the coordinator sent an invalid welcome: \(problem)") }
             welcome = body
             coordinatorIncarnation = h.coordinatorIncarnation
             heartbeatTimeout = body.coordinatorTimeout
@@ -280,7 +281,8 @@ public final class Worker: @unchecked Sendable {
             guard phase == .joining || phase == .ready else { return nil }
             enqueue(.apply(message))
         case .assign:
-            guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits) else { return nil }
+            guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits),
+                  body.isValid(shardCount: welcome?.shardCount ?? 0) else { return nil }
             enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion,
                              checksum: body.parameterChecksum, header: h))
         case .shutdown:
@@ -390,7 +392,13 @@ public final class Worker: @unchecked Sendable {
                 throw ClusterError("parameters message without a valid state description")
             }
             let flat = try message.decodeTensor()
-            guard meta.counts.reduce(0, +) == flat.count else { throw ClusterError("parameters: section sizes do not add up") }
+            var total = 0
+            for c in meta.counts {
+                let (sum, overflow) = total.addingReportingOverflow(c)
+                guard c >= 0, !overflow else { throw ClusterError("parameters: section size \(c) is invalid") }
+                total = sum
+            }
+            guard total == flat.count else { throw ClusterError("parameters: section sizes do not add up") }
             var sections: [StateSnapshot.Section] = []
             var offset = 0
             for (name, c) in zip(meta.sections, meta.counts) {
@@ -418,12 +426,13 @@ public final class Worker: @unchecked Sendable {
     private func apply(_ message: Message) {
         guard let workload, let welcome else { return }
         let h = message.header
-        guard Int(h.parameterVersion) == workload.version + 1 else {
+        guard h.parameterVersion == UInt64(workload.version + 1) else {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
                                                reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
             return
         }
         let n = workload.parameterCount
+        // Both at most 2^63 - 1 (MessageHeader.decode), so the conversions cannot trap.
         let offset = Int(h.keyOffset), count = Int(h.keyCount)
         guard let c = welcome.chunkOffsets.firstIndex(of: offset),
               count == (c + 1 < welcome.chunkOffsets.count ? welcome.chunkOffsets[c + 1] : n) - offset,
@@ -471,8 +480,10 @@ public final class Worker: @unchecked Sendable {
             post(.buildFailed("unknown codec \(welcome.codec)"))
             return
         }
-        let offsets = welcome.chunkOffsets
-        let chunks = offsets.indices.map { i in offsets[i]..<(i + 1 < offsets.count ? offsets[i + 1] : workload.parameterCount) }
+        guard let chunks = welcome.chunkRanges(parameterCount: workload.parameterCount) else {
+            post(.buildFailed("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters"))
+            return
+        }
         let t = max(1, workload.parallelism)
         // Up to t shards at once, one per compute slot; each slot streams its own chunks.
         for first in stride(from: 0, to: shards.count, by: t) {

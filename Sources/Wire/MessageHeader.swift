@@ -15,13 +15,13 @@
 /// |     32 |    4 | senderID                 | worker id; 0 = coordinator                         |
 /// |     36 |    4 | shard                    | shard index within the step                        |
 /// |     40 |    8 | senderIncarnation        | bumps when the sender process restarts             |
-/// |     48 |    8 | step                     |                                                    |
+/// |     48 |    8 | step                     | at most 2^63 - 1 (`maxIndex`)                      |
 /// |     56 |    4 | shardCount               | S; if nonzero, shard < S                           |
 /// |     60 |    2 | codec                    | `CodecID` raw value; 0 (none) for control messages |
 /// |     62 |    2 | reserved                 | must be 0                                          |
-/// |     64 |    8 | parameterVersion         | version the payload was computed from / leads to   |
+/// |     64 |    8 | parameterVersion         | version computed from / leading to; ≤ 2^63 - 1     |
 /// |     72 |    8 | keyOffset                | first element of the flat buffer covered           |
-/// |     80 |    8 | keyCount                 | elements covered; offset + count must not overflow |
+/// |     80 |    8 | keyCount                 | elements covered; offset + count ≤ 2^63 - 1        |
 /// |     88 |    8 | rawLength                | payload bytes before encoding (4 · keyCount for tensors) |
 /// |     96 |    8 | encodedLength            | payload frame bytes                                |
 /// |    104 |    8 | payloadChecksum          | XXH64 (seed 0) of the payload frame                |
@@ -146,7 +146,7 @@ public struct MessageHeader: Sendable, Equatable {
     /// Decodes and validates a header frame.
     ///
     /// Checks, in order: size, magic, version, header checksum, reserved field, must-understand
-    /// flags, message type, codec, key range overflow, length limits, and consistency of the
+    /// flags, message type, codec, key range and counter ranges, length limits, and consistency of the
     /// lengths with the type and codec. Each failure is its own `WireError` case.
     public static func decode(_ bytes: UnsafeRawBufferPointer, limits: WireLimits = .default) throws(WireError) -> MessageHeader {
         guard bytes.count == size else { throw .headerSize(found: bytes.count, expected: size) }
@@ -186,11 +186,24 @@ public struct MessageHeader: Sendable, Equatable {
         try withBytes(of: bytes) { b throws(WireError) in try decode(b, limits: limits) }
     }
 
-    /// The checks on field values that do not depend on the encoding: key range, limits, and
-    /// consistency of lengths with the message type and codec.
+    /// The largest step, parameter version and key range end a header may carry: 2^63 - 1, so
+    /// every receiver can hold them in a signed 64-bit integer (Swift's `Int`) without a check
+    /// of its own. (A gradient with step 2^63 once trapped the coordinator in `Int(step)`.)
+    public static let maxIndex = UInt64(Int64.max)
+
+    /// The checks on field values that do not depend on the encoding: ranges of the counters and
+    /// the key range, limits, and consistency of lengths with the message type and codec.
+    /// Every field a receiver converts to `Int` is range-checked here, the one place.
     public func validate(limits: WireLimits) throws(WireError) {
-        guard !keyOffset.addingReportingOverflow(keyCount).overflow else {
+        let end = keyOffset.addingReportingOverflow(keyCount)
+        guard !end.overflow && end.partialValue <= MessageHeader.maxIndex else {
             throw .invalidKeyRange(offset: keyOffset, count: keyCount)
+        }
+        guard step <= MessageHeader.maxIndex else {
+            throw .fieldOutOfRange(field: "step", value: step, limit: MessageHeader.maxIndex)
+        }
+        guard parameterVersion <= MessageHeader.maxIndex else {
+            throw .fieldOutOfRange(field: "parameterVersion", value: parameterVersion, limit: MessageHeader.maxIndex)
         }
         guard encodedLength <= UInt64(limits.maxPayloadBytes) else {
             throw .payloadTooLarge(length: encodedLength, limit: limits.maxPayloadBytes)

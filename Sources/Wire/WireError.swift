@@ -30,8 +30,11 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     case payloadLengthMismatch(header: UInt64, frame: Int)
     /// The payload checksum does not match the payload bytes.
     case payloadChecksumMismatch(stored: UInt64, computed: UInt64)
-    /// The key range [offset, offset + count) overflows 64 bits.
+    /// The key range [offset, offset + count) ends past `MessageHeader.maxIndex` (2^63 - 1).
     case invalidKeyRange(offset: UInt64, count: UInt64)
+    /// A header counter (step, parameter version) is above `MessageHeader.maxIndex` (2^63 - 1),
+    /// so it could not be a signed 64-bit index on the receiver.
+    case fieldOutOfRange(field: String, value: UInt64, limit: UInt64)
     /// Header fields that contradict each other (the reason says which).
     case inconsistentHeader(String)
     /// The number of elements in an encoded tensor differs from the destination's.
@@ -74,6 +77,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .payloadLengthMismatch: "payload_length"
         case .payloadChecksumMismatch: "payload_checksum"
         case .invalidKeyRange: "invalid_key_range"
+        case .fieldOutOfRange: "field_out_of_range"
         case .inconsistentHeader: "inconsistent_header"
         case .elementCountMismatch: "element_count"
         case .truncated: "truncated"
@@ -92,7 +96,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .frameCount(found, expected):
-            "message has \(found) frames, expected \(expected) ([header, payload])"
+            "message has \(found) frames, expected \(expected) ([header, payload]) or \(expected + 1) ([header, payload, meta])"
         case let .headerSize(found, expected):
             "header frame is \(found) bytes, expected exactly \(expected)"
         case let .badMagic(found):
@@ -118,7 +122,9 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .payloadChecksumMismatch(stored, computed):
             "payload checksum mismatch: stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16))"
         case let .invalidKeyRange(offset, count):
-            "key range offset \(offset) + count \(count) overflows"
+            "key range offset \(offset) + count \(count) ends past 2^63 - 1"
+        case let .fieldOutOfRange(field, value, limit):
+            "header field \(field) is \(value), above the limit \(limit)"
         case let .inconsistentHeader(reason):
             "inconsistent header: \(reason)"
         case let .elementCountMismatch(expected, found):

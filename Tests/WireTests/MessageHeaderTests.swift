@@ -131,6 +131,35 @@ struct MessageHeaderTests {
         #expect(wireError { _ = try MessageHeader.decode(h.encode()) }?.kind == "inconsistent_header")
     }
 
+    /// Every counter a receiver holds in an `Int` is at most 2^63 - 1 once decoded: the largest
+    /// value passes, the next is rejected (a gradient with step 2^63 once trapped the
+    /// coordinator in `Int(step)`).
+    @Test("step, parameter version and key range are bounded by 2^63 - 1", arguments: ["step", "parameterVersion", "keyOffset", "keyEnd"])
+    func counterRanges(field: String) throws {
+        func with(_ v: UInt64) -> MessageHeader {
+            var h = sampleHeader()
+            switch field {
+            case "step": h.step = v
+            case "parameterVersion": h.parameterVersion = v
+            case "keyOffset": h.keyOffset = v; h.keyCount = 0; h.rawLength = 0
+            default: h.keyOffset = v - h.keyCount
+            }
+            return h
+        }
+        let max = MessageHeader.maxIndex
+        #expect(max == UInt64(Int.max))
+        #expect(try MessageHeader.decode(with(max).encode()) == with(max))
+        for v in [max + 1, UInt64.max] {
+            let h = with(v)
+            let expected: WireError = switch field {
+            case "step": .fieldOutOfRange(field: "step", value: v, limit: max)
+            case "parameterVersion": .fieldOutOfRange(field: "parameterVersion", value: v, limit: max)
+            default: .invalidKeyRange(offset: h.keyOffset, count: h.keyCount)
+            }
+            #expect(wireError { _ = try MessageHeader.decode(h.encode()) } == expected)
+        }
+    }
+
     @Test("every error has a kind and a description")
     func descriptions() {
         let errors: [WireError] = [
@@ -144,6 +173,7 @@ struct MessageHeaderTests {
             .corruptPayload(codec: "lz4", reason: "r"), .codecMismatch(expected: .raw, found: .lz4),
             .jsonTooLarge(bytes: 2, limit: 1), .jsonEncoding("e"), .jsonDecoding("d"),
             .unknownCodecName("zip", valid: ["raw"]), .invalidCodecParameter("p"), .nonFiniteValue(index: 3),
+            .fieldOutOfRange(field: "step", value: 1 << 63, limit: 1),
         ]
         #expect(Set(errors.map(\.kind)).count == errors.count)
         for e in errors { #expect(!e.description.isEmpty && !e.kind.isEmpty) }

@@ -55,8 +55,8 @@ func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
 func sampleHeader(_ type: MessageType = .gradient) -> MessageHeader {
     MessageHeader(type: type, flags: .retransmission, generation: 0x0102_0304, runID: 0x1122_3344_5566_7788,
                   coordinatorIncarnation: 0xA1A2_A3A4_A5A6_A7A8, senderID: 0x0B0C_0D0E,
-                  senderIncarnation: 0xB1B2_B3B4_B5B6_B7B8, step: 0xC1C2_C3C4_C5C6_C7C8, shard: 5, shardCount: 16,
-                  parameterVersion: 0xD1D2_D3D4_D5D6_D7D8, codec: type.carriesTensor ? .shuffleLZ4 : .none,
+                  senderIncarnation: 0xB1B2_B3B4_B5B6_B7B8, step: 0x41C2_C3C4_C5C6_C7C8, shard: 5, shardCount: 16,
+                  parameterVersion: 0x51D2_D3D4_D5D6_D7D8, codec: type.carriesTensor ? .shuffleLZ4 : .none,
                   keyOffset: 0xE1E2_E3E4_E5, keyCount: type.carriesTensor ? 1000 : 0,
                   rawLength: type.carriesTensor ? 4000 : 0, encodedLength: type.carriesTensor ? 3000 : 0,
                   payloadChecksum: 0xF1F2_F3F4_F5F6_F7F8)
