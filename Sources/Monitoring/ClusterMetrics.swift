@@ -22,12 +22,16 @@ public final class ClusterMetrics: @unchecked Sendable {
     private let samplesPerSecond: Gauge
     private let stepSeconds: ValueHistogram
     private let phases: [String: ValueHistogram]
-    private let workers: Gauge
-    private let joined: Counter
-    private let dropped: Counter
-    private let checkpoints: Counter
-    private let checkpointTime: Gauge
-    private let checkpointAge: Gauge
+    /// The run's membership and checkpoints: the coordinator's only.
+    private struct RunSeries {
+        let workers: Gauge
+        let joined: Counter
+        let dropped: Counter
+        let checkpoints: Counter
+        let checkpointTime: Gauge
+        let checkpointAge: Gauge
+    }
+    private let run: RunSeries?
     private var peerCounters: [String: (sent: Counter, received: Counter)] = [:]
     private var codec: [String: (ratio: Gauge, raw: Double, encoded: Double)] = [:]
 
@@ -61,19 +65,25 @@ public final class ClusterMetrics: @unchecked Sendable {
                                            help: "A step's wall time split: compute (shard gradients), wait (network, stragglers), reduce or apply (this process's own work).")
         }
         phases = p
-        workers = r.makeGauge(name: "ambient_workers", help: "Workers taking part in the last step.")
-        joined = r.makeCounter(name: "ambient_workers_joined_total", help: "Worker registrations accepted.")
-        dropped = r.makeCounter(name: "ambient_workers_dropped_total", help: "Workers dropped (dead, hung or unreachable).")
-        checkpoints = r.makeCounter(name: "ambient_checkpoints_total", help: "Checkpoints written.")
-        checkpointTime = r.makeGauge(name: "ambient_checkpoint_last_timestamp_seconds", help: "Unix time of the last checkpoint written (0: none yet).")
-        checkpointAge = r.makeGauge(name: "ambient_checkpoint_age_seconds", help: "Seconds since the last checkpoint was written (-1: none yet).")
-        checkpointAge.set(-1.0)
+        if role == .coordinator {
+            run = RunSeries(
+                workers: r.makeGauge(name: "ambient_workers", help: "Workers taking part in the last step."),
+                joined: r.makeCounter(name: "ambient_workers_joined_total", help: "Worker registrations accepted."),
+                dropped: r.makeCounter(name: "ambient_workers_dropped_total", help: "Workers dropped (dead, hung or unreachable)."),
+                checkpoints: r.makeCounter(name: "ambient_checkpoints_total", help: "Checkpoints written."),
+                checkpointTime: r.makeGauge(name: "ambient_checkpoint_last_timestamp_seconds",
+                                            help: "Unix time of the last checkpoint written (0: none yet)."),
+                checkpointAge: r.makeGauge(name: "ambient_checkpoint_age_seconds", help: "Seconds since the last checkpoint was written (-1: none yet)."))
+            run?.checkpointAge.set(-1.0)
+        } else {
+            run = nil
+        }
     }
 
     /// The exposition text, checkpoint age brought up to date first.
     public func render() -> [UInt8] {
         lock.lock()
-        if let t = lastCheckpoint { checkpointAge.set(max(0, Date().timeIntervalSince1970 - t)) }
+        if let t = lastCheckpoint { run?.checkpointAge.set(max(0, Date().timeIntervalSince1970 - t)) }
         lock.unlock()
         return registry.emitToBuffer()
     }
@@ -88,7 +98,7 @@ public final class ClusterMetrics: @unchecked Sendable {
         loss.set(s.loss)
         samplesTotal.increment(by: Int64(samples))
         if s.seconds > 0 { samplesPerSecond.set(Double(samples) / s.seconds) }
-        workers.set(Double(s.workers))
+        run?.workers.set(Double(s.workers))
         let reduce = min(busy, s.seconds)
         record(total: s.seconds, compute: s.computeSeconds, own: reduce, ownPhase: "reduce")
         busy = 0
@@ -97,14 +107,15 @@ public final class ClusterMetrics: @unchecked Sendable {
     /// An event of the coordinator (joins, drops, checkpoints).
     public func event(_ e: ClusterEvent) {
         lock.lock(); defer { lock.unlock() }
+        guard let run else { return }
         switch e.kind {
-        case .join: joined.increment()
-        case .drop: dropped.increment()
+        case .join: run.joined.increment()
+        case .drop: run.dropped.increment()
         case .checkpoint:
-            checkpoints.increment()
+            run.checkpoints.increment()
             lastCheckpoint = e.time
-            checkpointTime.set(e.time)
-            checkpointAge.set(max(0, Date().timeIntervalSince1970 - e.time))
+            run.checkpointTime.set(e.time)
+            run.checkpointAge.set(max(0, Date().timeIntervalSince1970 - e.time))
         default: break
         }
     }

@@ -50,6 +50,7 @@ func gradientFrames(step: Int, shard: Int, values: [Float], meta: GradientMeta) 
     /// and events.
     @Test func coordinatorSeriesFollowTraffic() throws {
         let metrics = ClusterMetrics(role: .coordinator)
+        #expect(value(String(decoding: metrics.render(), as: UTF8.self), "ambient_checkpoint_age_seconds") == -1)
         let network = InMemoryNetwork()
         let clock = ManualClock()
         let server = MeteredServerTransport(network.server(), metrics: metrics, clock: clock)
@@ -98,8 +99,6 @@ func gradientFrames(step: Int, shard: Int, values: [Float], meta: GradientMeta) 
         let clock = ManualClock()
         let link = ScriptedClient(clock: clock)
         let client = MeteredClientTransport(link, metrics: metrics, clock: clock)
-        let before = String(decoding: metrics.render(), as: UTF8.self)
-        #expect(value(before, "ambient_checkpoint_age_seconds") == -1)
         for step in 0..<3 {
             link.inbox = [Message(header: MessageHeader(type: .assign, step: UInt64(step))).frames()]
             link.waits = [step == 0 ? 0 : 0.9]           // waited 0.9 s for this assignment
@@ -123,6 +122,10 @@ func gradientFrames(step: Int, shard: Int, values: [Float], meta: GradientMeta) 
         #expect(value(text, #"ambient_peer_sent_bytes_total{peer="coordinator"}"#)! > 0)
         #expect(value(text, #"ambient_codec_ratio{direction="gradient"}"#) != nil)
         #expect(value(text, "ambient_loss") == nil)
+        // The run's membership and checkpoints are the coordinator's series only.
+        for name in ["ambient_workers", "ambient_workers_joined_total", "ambient_checkpoints_total", "ambient_checkpoint_age_seconds"] {
+            #expect(value(text, name) == nil, "\(name) on a worker")
+        }
     }
 
     /// Prometheus naming: ambient_ prefix, snake case, counters end in _total, units in names,
@@ -137,7 +140,7 @@ func gradientFrames(step: Int, shard: Int, values: [Float], meta: GradientMeta) 
                 let parts = line.split(separator: " ")
                 types[String(parts[2])] = String(parts[3])
             }
-            #expect(types.count >= 12)
+            #expect(types.count >= (role == .coordinator ? 15 : 9))
             for (name, type) in types {
                 #expect(name.range(of: #"^ambient_[a-z_]+$"#, options: .regularExpression) != nil, "\(name)")
                 #expect((type == "counter") == name.hasSuffix("_total"), "\(name) is a \(type)")
