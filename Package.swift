@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         // YAML run configurations (`--config run.yaml`), in the CLI only.
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        // Prometheus exposition of a cluster run's metrics (`--metrics-port`), in Monitoring only.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -51,8 +53,12 @@ let package = Package(
         .target(name: "Training",
                 dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire", "Cluster",
                                .product(name: "Logging", package: "swift-log")]),
+        // Prometheus metrics of coordinator and workers (metering transports, the step observer)
+        // and the small HTTP server that exposes them.
+        .target(name: "Monitoring",
+                dependencies: ["Cluster", "Wire", .product(name: "Prometheus", package: "swift-prometheus")]),
         .executableTarget(name: "ambient",
-                          dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "Wire", "TensorCore",
+                          dependencies: ["Training", "Cluster", "Monitoring", "Diffusion", "Datasets", "Wire", "TensorCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "Yams", package: "Yams")]),
@@ -73,6 +79,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
+        .testTarget(name: "MonitoringTests", dependencies: ["Monitoring", "Cluster", "Wire"]),
         .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore"],
                     exclude: ["Snapshots"]),
     ]

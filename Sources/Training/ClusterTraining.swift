@@ -66,10 +66,14 @@ public enum ClusterTraining {
     }
 
     /// Runs the coordinator to the end of the run; returns the workload (its final state).
+    /// `onStep` and `onEvent` see every completed step (with the batch size) and every event
+    /// (metrics: Monitoring.ClusterMetrics).
     @discardableResult
     public static func coordinate(config: RunConfig, data: TrainingData, runPath: String, transport: any ServerTransport,
                                   options: Options, logger: Logger, stop: StopSignal? = nil,
-                                  started: ((Coordinator) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
+                                  started: ((Coordinator) -> Void)? = nil,
+                                  onStep: ((StepSummary, Int) -> Void)? = nil,
+                                  onEvent: (@Sendable (ClusterEvent) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
         try config.validate()
         let dir = RunDirectory(path: runPath)
         let resuming = try prepareDirectory(dir, config: config, data: data)
@@ -89,7 +93,11 @@ public enum ClusterTraining {
         let coordinator = try Coordinator(workload: workload, transport: transport, options: copts, checkpoints: store,
                                           incarnation: lock.incarnation, logger: logger)
         let events = try EventLog(path: dir.eventsPath)
-        coordinator.onEvent = { e in events.append(e) }
+        coordinator.onEvent = { e in
+            events.append(e)
+            onEvent?(e)
+        }
+        workload.onStep = onStep
         if let stop { coordinator.shouldStop = { stop.isSet } }
         logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(resuming)", "incarnation": "\(lock.incarnation)",
                                               "parameters": "\(workload.parameterCount)", "shards": "\(config.shards)",

@@ -113,6 +113,8 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
     let directory: RunDirectory
     let metrics: MetricsLog
     let progress: ProgressReporter?
+    /// Called after every completed step with its summary and the batch size (metrics).
+    public var onStep: ((StepSummary, Int) -> Void)?
     let logger: Logger
     public let datasetHash: String
     /// Seconds of compute and of everything else per step, for the report.
@@ -167,6 +169,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
                                        "bytes_in": Double(summary.bytesIn), "bytes_out": Double(summary.bytesOut)])
         }
         progress?.update(summary.step + 1, status: String(format: "loss %.4f, %d workers", summary.loss, summary.workers))
+        onStep?(summary, config.batch)
     }
 
     public func finish() throws {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Logging
+import Monitoring
 import TensorCore
 import Training
 import Wire
@@ -17,7 +18,9 @@ extension Ambient {
             assigns the shards of every step, reduces their gradients in shard order and checkpoints to \
             RUNDIR (a shared directory). Restarted with the same configuration and RUNDIR it resumes from \
             the newest checkpoint that verifies; workers reconnect by themselves. It takes the training \
-            options of ambient train, including --config FILE (YAML or JSON). Operations: \
+            options of ambient train, including --config FILE (YAML or JSON). With --metrics-port it \
+            serves Prometheus metrics (step, loss, samples/s, step time split, bytes per worker, codec \
+            ratio, joins and drops, checkpoint age) at http://127.0.0.1:PORT/metrics. Operations: \
             docs/operations.md.
 
             Plaintext (--plaintext) is accepted only on loopback endpoints.
@@ -48,6 +51,8 @@ extension Ambient {
         var plaintext = false
 
         @OptionGroup var cluster: ClusterCommandOptions
+
+        @OptionGroup var metricsOptions: MetricsOptions
 
         @Flag(help: "No progress bar.")
         var quiet = false
@@ -80,8 +85,19 @@ extension Ambient {
                 }
                 let stop = StopSignal()
                 stop.installHandlers { sig in logger.notice("stopping after a checkpoint", metadata: ["signal": "\(sig)"]) }
-                try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: server,
-                                               options: cluster.options(showProgress: !quiet), logger: logger, stop: stop)
+                let monitoring = try metricsOptions.start(role: .coordinator, logger: logger)
+                defer { monitoring?.server.stop() }
+                var transport: any ServerTransport = server
+                var onStep: ((StepSummary, Int) -> Void)?
+                var onEvent: (@Sendable (ClusterEvent) -> Void)?
+                if let metrics = monitoring?.metrics {
+                    transport = MeteredServerTransport(server, metrics: metrics)
+                    onStep = { summary, batch in metrics.stepCompleted(summary, samples: batch) }
+                    onEvent = { event in metrics.event(event) }
+                }
+                try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: transport,
+                                               options: cluster.options(showProgress: !quiet), logger: logger, stop: stop,
+                                               onStep: onStep, onEvent: onEvent)
             }
         }
     }
@@ -95,12 +111,16 @@ extension Ambient {
             The worker learns the run from the coordinator, loads the same data locally (its content hash \
             must match), computes the gradients of the shards it is assigned with BLAS and sends them \
             back. It re-registers by itself when the coordinator restarts, and exits when the run ends \
-            (status 0), when it is refused (1), or after --max-reconnect seconds without a coordinator (1).
+            (status 0), when it is refused (1), or after --max-reconnect seconds without a coordinator (1). \
+            With --metrics-port it serves its own Prometheus metrics (its step, compute/wait/apply time, \
+            samples, bytes to and from the coordinator).
 
             Examples:
               ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key \\
                   --server-key keys/coordinator.pub
               OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1
+              ambient worker --connect tcp://10.0.0.11:5555 --key k.key --server-key c.pub \\
+                  --metrics-port 9401 --metrics-address 10.0.0.12
             """)
 
         @Option(help: "Coordinator endpoint, e.g. tcp://HOST:5555.")
@@ -120,6 +140,8 @@ extension Ambient {
 
         @Option(name: .customLong("max-reconnect"), help: "Seconds to keep trying to (re)register before giving up.")
         var maxReconnect: Double = 120
+
+        @OptionGroup var metricsOptions: MetricsOptions
 
         @OptionGroup var common: CommonOptions
 
@@ -148,10 +170,14 @@ extension Ambient {
                 let client = try ZeroMQClient(context: ZMQContext(), connect: connect, identity: "\(workerName)/\(String(incarnation, radix: 16))",
                                               security: security, options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes)))
                 defer { client.close() }
+                let monitoring = try metricsOptions.start(role: .worker, logger: logger)
+                defer { monitoring?.server.stop() }
+                var transport: any ClientTransport = client
+                if let metrics = monitoring?.metrics { transport = MeteredClientTransport(client, metrics: metrics) }
                 var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
                 options.maxReconnectTime = maxReconnect
                 let threads = common.threads ?? environmentThreads() ?? 1
-                let worker = Worker(transport: client, options: options, threads: threads, logger: logger,
+                let worker = Worker(transport: transport, options: options, threads: threads, logger: logger,
                                     factory: DenoiserWorkerWorkload.factory(logger: logger, threads: threads))
                 switch try worker.run() {
                 case .finished: return
