@@ -44,36 +44,43 @@ public final class ClusterMetrics: @unchecked Sendable {
     private var workerRows = 0
     private var lastCheckpoint: Double?
 
+    /// A metric's full name (units and `_total` in it) and its HELP text.
+    static func named(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
     static let secondsBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
     public init(role: Role) {
         self.role = role
         let r = registry
-        step = r.makeGauge(name: "ambient_step", help: "Last step completed (coordinator) or assigned (worker).")
-        stepsTotal = r.makeCounter(name: "ambient_steps_total", help: "Steps completed by this process's run since it started.")
+        step = r.makeGauge(descriptor: Self.named("ambient_step", "Last step completed (coordinator) or assigned (worker)."))
+        stepsTotal = r.makeCounter(descriptor: Self.named("ambient_steps_total", "Steps completed by this process's run since it started."))
         loss = role == .coordinator
-            ? r.makeGauge(name: "ambient_loss", help: "Training loss of the last completed step.")
-            : r.makeGauge(name: "ambient_shard_loss", help: "Loss of the last shard this worker computed (its share of the step loss).")
-        samplesTotal = r.makeCounter(name: "ambient_samples_total", help: "Training samples processed (worker: in its shards).")
-        samplesPerSecond = r.makeGauge(name: "ambient_samples_per_second", help: "Samples per second over the last step.")
-        stepSeconds = r.makeValueHistogram(name: "ambient_step_seconds", buckets: Self.secondsBuckets,
-                                           help: "Wall time of a step (coordinator: assignment to update; worker: assignment to assignment).")
+            ? r.makeGauge(descriptor: Self.named("ambient_loss", "Training loss of the last completed step."))
+            : r.makeGauge(descriptor: Self.named("ambient_shard_loss", "Loss of the last shard this worker computed (its share of the step loss)."))
+        samplesTotal = r.makeCounter(descriptor: Self.named("ambient_samples_total", "Training samples processed (worker: in its shards)."))
+        samplesPerSecond = r.makeGauge(descriptor: Self.named("ambient_samples_per_second", "Samples per second over the last step."))
+        let stepHelp = "Wall time of a step (coordinator: assignment to update; worker: assignment to assignment)."
+        stepSeconds = r.makeValueHistogram(descriptor: Self.named("ambient_step_seconds", stepHelp), buckets: Self.secondsBuckets)
         let phaseNames = role == .coordinator ? ["compute", "wait", "reduce"] : ["compute", "wait", "apply"]
+        let phaseHelp = "A step's wall time split: compute (shard gradients), wait (network, stragglers), reduce or apply (this process's own work)."
         var p: [String: ValueHistogram] = [:]
         for name in phaseNames {
-            p[name] = r.makeValueHistogram(name: "ambient_step_phase_seconds", labels: [("phase", name)], buckets: Self.secondsBuckets,
-                                           help: "A step's wall time split: compute (shard gradients), wait (network, stragglers), reduce or apply (this process's own work).")
+            p[name] = r.makeValueHistogram(descriptor: Self.named("ambient_step_phase_seconds", phaseHelp), labels: [("phase", name)],
+                                           buckets: Self.secondsBuckets)
         }
         phases = p
         if role == .coordinator {
             run = RunSeries(
-                workers: r.makeGauge(name: "ambient_workers", help: "Workers taking part in the last step."),
-                joined: r.makeCounter(name: "ambient_workers_joined_total", help: "Worker registrations accepted."),
-                dropped: r.makeCounter(name: "ambient_workers_dropped_total", help: "Workers dropped (dead, hung or unreachable)."),
-                checkpoints: r.makeCounter(name: "ambient_checkpoints_total", help: "Checkpoints written."),
-                checkpointTime: r.makeGauge(name: "ambient_checkpoint_last_timestamp_seconds",
-                                            help: "Unix time of the last checkpoint written (0: none yet)."),
-                checkpointAge: r.makeGauge(name: "ambient_checkpoint_age_seconds", help: "Seconds since the last checkpoint was written (-1: none yet)."))
+                workers: r.makeGauge(descriptor: Self.named("ambient_workers", "Workers taking part in the last step.")),
+                joined: r.makeCounter(descriptor: Self.named("ambient_workers_joined_total", "Worker registrations accepted.")),
+                dropped: r.makeCounter(descriptor: Self.named("ambient_workers_dropped_total", "Workers dropped (dead, hung or unreachable).")),
+                checkpoints: r.makeCounter(descriptor: Self.named("ambient_checkpoints_total", "Checkpoints written.")),
+                checkpointTime: r.makeGauge(descriptor: Self.named("ambient_checkpoint_last_timestamp_seconds",
+                                            "Unix time of the last checkpoint written (0: none yet).")),
+                checkpointAge: r.makeGauge(descriptor: Self.named("ambient_checkpoint_age_seconds",
+                                                                   "Seconds since the last checkpoint was written (-1: none yet).")))
             run?.checkpointAge.set(-1.0)
         } else {
             run = nil
@@ -144,8 +151,9 @@ public final class ClusterMetrics: @unchecked Sendable {
               let h = try? MessageHeader.decode(frames[0]) else { return }
         if h.type == .gradient || h.type == .update, h.encodedLength > 0 {
             let direction = h.type == .gradient ? "gradient" : "update"
-            var entry = codec[direction] ?? (registry.makeGauge(name: "ambient_codec_ratio", labels: [("direction", direction)],
-                                                                help: "Raw tensor bytes over encoded bytes on the wire (gradients up, updates down)."), 0, 0)
+            let help = "Raw tensor bytes over encoded bytes on the wire (gradients up, updates down)."
+            var entry = codec[direction]
+                ?? (registry.makeGauge(descriptor: Self.named("ambient_codec_ratio", help), labels: [("direction", direction)]), 0, 0)
             entry.raw += Double(h.rawLength)
             entry.encoded += Double(h.encodedLength)
             entry.ratio.set(entry.raw / entry.encoded)
@@ -178,10 +186,10 @@ public final class ClusterMetrics: @unchecked Sendable {
 
     private func peerCounter(_ peer: String) -> (sent: Counter, received: Counter) {
         if let c = peerCounters[peer] { return c }
-        let c = (sent: registry.makeCounter(name: "ambient_peer_sent_bytes_total", labels: [("peer", peer)],
-                                            help: "Bytes sent to a peer (frames as handed to the transport)."),
-                 received: registry.makeCounter(name: "ambient_peer_received_bytes_total", labels: [("peer", peer)],
-                                                help: "Bytes received from a peer (frames as handed over by the transport)."))
+        let sent = Self.named("ambient_peer_sent_bytes_total", "Bytes sent to a peer (frames as handed to the transport).")
+        let received = Self.named("ambient_peer_received_bytes_total", "Bytes received from a peer (frames as handed over by the transport).")
+        let c = (sent: registry.makeCounter(descriptor: sent, labels: [("peer", peer)]),
+                 received: registry.makeCounter(descriptor: received, labels: [("peer", peer)]))
         peerCounters[peer] = c
         return c
     }
