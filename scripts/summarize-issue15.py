@@ -20,7 +20,7 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
 for path in sorted(glob.glob(os.path.join(out, "seed*", "annotate.txt"))):
     print(f"\n{path}: " + open(path).read().strip().splitlines()[-1])
-for path in sorted(glob.glob(os.path.join(out, "seed*", "check.txt"))):
+for path in sorted(glob.glob(os.path.join(out, "seed*", "check*.txt"))):
     print(f"\n{path}:\n```\n" + open(path).read().strip() + "\n```")
 
 def npy_floats(path):
