@@ -31,10 +31,16 @@ public struct AmbientScoreMatching: TrainingObjective {
         return ObjectiveResult(loss: r.loss, terms: ["denoising": Double(tape.scalar(r.loss))])
     }
 
-    /// Per-row training sigma above `b sigma_n` (purpose trainSigma), and at most the row's
-    /// ceiling when it has one (SPEC O5 crops: the low-noise part of the donut).
+    /// Per-row training sigma: the one drawn with the row when the batch has them (SPEC O5
+    /// "Draw order", annotated data), else drawn here above `b sigma_n` (purpose trainSigma),
+    /// and at most the row's ceiling when it has one (SPEC O5 crops: the low-noise part of the
+    /// donut). For rows that all share one sigma_n the two orders are the same distribution.
     func drawSigma<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, batch: ShardBatch<T>) -> Var {
         tape.column(rows: batch.rows) { r in
+            if let drawn = batch.sigma {
+                precondition(drawn[r] > buffer * batch.sigmaN[r], "row \(r) drawn at sigma \(drawn[r]), not above b sigma_n")
+                return drawn[r]
+            }
             var rng = batch.rng(.trainSigma, row: r)
             if let ceiling = batch.sigmaCeiling?[r], ceiling.isFinite {
                 return denoiser.schedule.sampleSigma(above: buffer * batch.sigmaN[r], below: ceiling, &rng)

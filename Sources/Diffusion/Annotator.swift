@@ -6,8 +6,12 @@ import TensorCore
 ///
 /// On a sorted grid of sigma values, `p(sigma)` is the mean over `draws` noise draws of
 /// `P(clean | w_i + sigma n)`; it is smoothed along the grid by an exponential moving average
-/// of span `span` (weights `(1 - a)^k`, `a = 2/(span + 1)`, normalised as pandas' `ewm`
-/// with `adjust=True`), and `sigma_i^min` is the first grid sigma where the smoothed p exceeds
+/// of span `span` as the authors do (ambient-omni pixel-diffusion/training/training_loop.py:39,
+/// pandas `ewm(span, adjust=False)`): `m_0 = p_0`, `m_k = (1 - a) m_{k-1} + a p_k`,
+/// `a = 2/(span + 1)`. (The normalised form, `adjust=True`, used here before, gives the first
+/// level less weight and so lags less; the two differ only for rises within the first few
+/// spans of the grid, sigma below about 0.01 on the default grid; beyond, a rise from 0 to 1
+/// crosses tau = 0.45 after 10 levels with either.) Then `sigma_i^min` is the first grid sigma where the smoothed p exceeds
 /// `tau = 0.5 - eps`. A sample that never crosses gets `sigmaMax` (effectively unused).
 /// Noise draw j of sample i at grid level k comes from (seed, annotation, step k, sample i)
 /// with i the dataset index, so annotations do not depend on batching.
@@ -49,7 +53,7 @@ public struct Annotator: Sendable {
         var start = 0
         while start < n {
             let rows = min(chunk, n - start)
-            var numerator = [Double](repeating: 0, count: rows), denominator = numerator
+            var smoothed = [Double](repeating: 0, count: rows)
             var done = [Bool](repeating: false, count: rows)
             var open = rows
             for (k, sigma) in grid.enumerated() where open > 0 {
@@ -72,9 +76,8 @@ public struct Annotator: Sendable {
                     var p = 0.0
                     for j in 0..<draws { p += 1 / (1 + exp(-Double(logits[slot * draws + j]))) }
                     p /= Double(draws)
-                    numerator[r] = p + (1 - a) * numerator[r]
-                    denominator[r] = 1 + (1 - a) * denominator[r]
-                    if numerator[r] / denominator[r] > tau {
+                    smoothed[r] = k == 0 ? p : (1 - a) * smoothed[r] + a * p
+                    if smoothed[r] > tau {
                         result[start + r] = sigma
                         done[r] = true
                         open -= 1

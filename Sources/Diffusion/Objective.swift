@@ -20,6 +20,9 @@ public struct ShardBatch<T: Scalar> {
     /// Per-row upper bound of the training sigma (infinity: none): an out-of-distribution
     /// sample used as clean only up to its crops annotation sigma_max (SPEC O5 crops).
     public var sigmaCeiling: UnsafePointer<Double>?
+    /// Per-row training sigma drawn together with the row (SPEC O5 "Draw order": sigma first,
+    /// then a row usable at it); nil: the objective draws it per row.
+    public var sigma: UnsafePointer<Double>?
     public var seed: UInt64
     public var step: Int
     public var shard: Int
@@ -32,7 +35,7 @@ public struct ShardBatch<T: Scalar> {
 
     public init(data: UnsafePointer<T>, rows: Int, dimension: Int, sigmaN: UnsafePointer<Double>,
                 mask: UnsafePointer<T>? = nil, sampleIndices: UnsafePointer<Int>? = nil, sigmaCeiling: UnsafePointer<Double>? = nil,
-                seed: UInt64, step: Int, shard: Int, globalBatch: Int, inferenceTape: Tape<T>? = nil) {
+                sigma: UnsafePointer<Double>? = nil, seed: UInt64, step: Int, shard: Int, globalBatch: Int, inferenceTape: Tape<T>? = nil) {
         precondition(inferenceTape?.recordsGradients != true, "the inference tape must not record gradients")
         self.inferenceTape = inferenceTape
         self.data = data
@@ -42,6 +45,7 @@ public struct ShardBatch<T: Scalar> {
         self.mask = mask
         self.sampleIndices = sampleIndices
         self.sigmaCeiling = sigmaCeiling
+        self.sigma = sigma
         self.seed = seed
         self.step = step
         self.shard = shard

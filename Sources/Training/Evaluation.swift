@@ -49,6 +49,8 @@ public struct EvaluationReport: Codable, Sendable {
         /// for the full training set).
         public var testImagesFractionAbove_0_95: Double?
         public var testImagesFractionAbove_0_90: Double?
+        /// The copy share calibrated for the samples' residual noise (nil in reports written before it existed).
+        public var calibratedCopies: CalibratedCopies?
     }
     public struct Denoising: Codable, Sendable {
         public var sigma: Double

@@ -26,6 +26,9 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     public let data: TrainingData
     public let plan: ShardPlan
     public let seed: UInt64
+    /// For annotated data (SPEC O5 "Draw order"): each row's sigma is drawn first and the row
+    /// among those usable at it; nil: rows from `plan`, sigmas drawn by the objective.
+    public let rowDraw: UsableRowDraw?
     private let tape = Tape<Float>()
     /// Called with a parameter slot as soon as its gradient is final during the backward pass.
     public var onParameterGradientReady: ((Int) -> Void)? {
@@ -55,9 +58,11 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     private var maskBuffer: [Float] = []
     private var sigmaBuffer: [Double] = []
     private var ceilingBuffer: [Double] = []
+    private var drawnSigmas: [Double] = []
 
     public init(denoiser: Denoiser, objective: any TrainingObjective, store: ParameterStore<Float>,
-                data: TrainingData, plan: ShardPlan, seed: UInt64) {
+                data: TrainingData, plan: ShardPlan, seed: UInt64, rowDraw: UsableRowDraw? = nil) {
+        self.rowDraw = rowDraw
         self.denoiser = denoiser
         self.objective = objective
         self.store = store
@@ -69,7 +74,12 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
     /// Zeroes the gradient buffer and fills it with the gradient of shard `shard` of step
     /// `step` (the shard's loss divided by the global batch). Returns the shard's loss terms.
     public func compute(step: Int, shard: Int) -> ShardResult {
-        let indices = plan.indices(step: step, shard: shard)
+        let indices: [Int]
+        if let rowDraw {
+            (indices, drawnSigmas) = rowDraw.draw(step: step, rows: plan.rows(ofShard: shard))
+        } else {
+            indices = plan.indices(step: step, shard: shard)
+        }
         let d = data.dimension, rows = indices.count
         if rowsBuffer.count != rows * d { rowsBuffer = [Float](repeating: 0, count: rows * d) }
         if sigmaBuffer.count != rows { sigmaBuffer = [Double](repeating: 0, count: rows) }
@@ -100,16 +110,16 @@ public final class ShardGradientComputer: ShardGradientComputing, @unchecked Sen
         tape.reset()
         let result = rowsBuffer.withUnsafeBufferPointer { xp in
             sigmaBuffer.withUnsafeBufferPointer { sp in indices.withUnsafeBufferPointer { ip in maskBuffer.withUnsafeBufferPointer { mp in
-              ceilingBuffer.withUnsafeBufferPointer { cp in
+              ceilingBuffer.withUnsafeBufferPointer { cp in drawnSigmas.withUnsafeBufferPointer { dp in
                 let batch = ShardBatch(data: xp.baseAddress!, rows: rows, dimension: d, sigmaN: sp.baseAddress!,
                                        mask: data.masks == nil ? nil : mp.baseAddress!, sampleIndices: ip.baseAddress!,
                                        sigmaCeiling: data.sigmaCeiling == nil ? nil : cp.baseAddress!,
-                                       seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch,
+                                       sigma: rowDraw == nil ? nil : dp.baseAddress!, seed: seed, step: step, shard: shard, globalBatch: plan.globalBatch,
                                        inferenceTape: inferenceTape)
                 let r = objective.loss(tape, denoiser: denoiser, store: store, batch: batch)
                 tape.backward(r.loss)
                 return ShardResult(loss: Double(tape.scalar(r.loss)), terms: r.terms, rows: rows)
-              }
+              } }
             } } }
         }
         return result

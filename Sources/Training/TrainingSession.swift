@@ -227,10 +227,13 @@ public func makeShardComputer(config: RunConfig, data: TrainingData, store: Para
         if kind == .masked && data.masks == nil {
             throw ConfigurationError(message: "--objective masked needs masks: train on a dataset directory with masks.npy, or --corrupt mask:P / box:S")
         }
+        // SPEC O5 "Draw order": on annotated data O2 draws sigma first, then a usable row.
+        let buffer = (objective as? AmbientScoreMatching)?.buffer ?? (objective as? AmbientConsistency)?.ambient.buffer
+        let rowDraw = try buffer.flatMap { try UsableRowDraw.forAnnotatedData(data, buffer: $0, schedule: config.schedule, seed: config.seed) }
         return ShardGradientComputer(denoiser: Denoiser(network: config.model.make(), schedule: config.schedule), objective: objective,
                                      store: store, data: data,
                                      plan: ShardPlan(datasetSize: data.count, globalBatch: config.batch, shards: config.shards, seed: config.seed),
-                                     seed: config.seed)
+                                     seed: config.seed, rowDraw: rowDraw)
     }
     let classifier = NoiseConditionedClassifier(network: config.model.make(), schedule: config.schedule,
                                                 logUniformTraining: config.classifierSigma == "loguniform")

@@ -22,7 +22,7 @@ extension Ambient {
                   --out runs/classifier
               ambient annotate --data data/fm-blur --classifier runs/classifier
             """,
-            subcommands: [Train.self, CropMapCommand.self])
+            subcommands: [Train.self, CropMapCommand.self, Check.self])
     }
 
     /// `ambient annotate`: per-sample sigma_min (SPEC O5), written into the dataset directory.

@@ -120,6 +120,8 @@ extension Ambient {
                         if nearestBar == nil { nearestBar = ProgressReporter(label: "nearest neighbours", total: total, unit: "image") }
                         nearestBar?.update(done)
                     }
+                    report.memorization?.calibratedCopies = Evaluation.calibratedCopies(generated, reference: reference, testImages: testImages,
+                                                                                        height: 28, width: 28, seed: seed)
                 }
                 if let mixture = data.mixture {
                     let sn = model.config.trainingSigmaN
@@ -136,6 +138,10 @@ extension Ambient {
                 if let q = report.imageQuality, let m = report.memorization {
                     log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))
+                    if let c = m.calibratedCopies {
+                        log(String(format: "calibrated copies: %.4f of the samples above %.3f, the similarity 95%% of training images with the samples' residual noise (+%.3f) keep (%.4f of them above 0.95; noisy test images above it: %.4f)",
+                                   c.samplesAboveThreshold, c.threshold, c.matchedNoise, c.noisyCopiesAbove_0_95, c.noisyTestImagesAboveThreshold ?? .nan))
+                    }
                     if let noise = q.residualNoise {
                         log(String(format: "residual pixel noise of the samples %.3f (test images %.3f; images with N(0, s^2) noise give about s, and the FD hardly sees it)",
                                    noise, q.residualNoiseOfTestImages ?? .nan))

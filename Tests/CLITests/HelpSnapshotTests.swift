@@ -7,7 +7,7 @@ import Testing
 @Suite struct HelpSnapshotTests {
     /// Every command and subcommand of `ambient`.
     static let commands: [[String]] = [
-        [], ["dataset"], ["dataset", "make"], ["dataset", "verify"], ["train"], ["classifier"], ["classifier", "train"], ["classifier", "crop-map"],
+        [], ["dataset"], ["dataset", "make"], ["dataset", "verify"], ["train"], ["classifier"], ["classifier", "train"], ["classifier", "crop-map"], ["classifier", "check"],
         ["annotate"], ["sample"], ["denoise"], ["eval"], ["report"], ["coordinator"], ["worker"], ["keys"], ["keys", "generate"],
     ]
 
