@@ -13,9 +13,12 @@ extension Ambient {
             abstract: "Evaluate a trained run: Frechet distance, class balance, memorisation, denoising error.",
             discussion: """
             For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test \
-            set in the features of an evaluator classifier trained by Ambient on the clean labelled \
-            training set (trained on first use, about a minute, and cached in $AMBIENT_CACHE or \
-            ~/.cache/ambient with its version in the file name), the class balance of the samples, and the \
+            set in the features of two evaluators trained by Ambient on the labelled training set: the \
+            noise-aware one (trained on clean, noisy and blurred images with a head that predicts the noise \
+            and blur of its input, so its FD sees them; ambient calibrate-evaluator shows how much) and the \
+            class-only one (clean images only; its FD barely sees pixel noise), each trained on first use \
+            (a few minutes) and cached in $AMBIENT_CACHE or ~/.cache/ambient with its version in the file \
+            name; the residual pixel noise of the samples; the class balance of the samples, and the \
             nearest-neighbour cosine similarity of each sample to the run's training data in mean-centred \
             pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give the \
             calibration), for masked runs the inpainting PSNR on 1000 test images under fresh masks of \
