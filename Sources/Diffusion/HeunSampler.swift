@@ -9,9 +9,11 @@ import TensorCore
 ///
 /// With `clip` set, every denoised estimate is clamped to that range before it is used (the
 /// data range, [-1, 1] for images), as DDPM's sampler clips its predicted x0 (Ho et al. 2020,
-/// `clip_denoised`). Off by default (EDM does not clip): it is a guard against trajectories
-/// that a denoiser poorly trained at the highest noise levels sends off, and it changes
-/// samples only where D leaves the data range.
+/// `clip_denoised`, and as the ambient sampler of Daras et al. 2023 does: ambient-diffusion
+/// eval.py:43,97-98, whose "soft" clipping divides by max(1, the 0.99th percentile of |D|), in
+/// effect a clamp to [-1, 1]). `ambient sample` and `ambient eval` clamp image data by default;
+/// the sampler itself does not (EDM does not clip). It changes samples only where D leaves the
+/// data range.
 public struct HeunSampler: Sendable {
     public var steps: Int
     /// Lowest noise level to integrate to (nil: the schedule's sigma_min, then to 0).
@@ -27,6 +29,21 @@ public struct HeunSampler: Sendable {
 
     /// The range `--clip-denoised` uses for image data, which Ambient scales to [-1, 1].
     public static let imageRange: ClosedRange<Float> = -1...1
+
+    /// The clamp range of `ambient sample` and `ambient eval`: `imageRange` for image data
+    /// unless `requested` is false (`--no-clip-denoised`), none for vectors (whose range Ambient
+    /// does not know; asking for it there is an error).
+    public static func imageClip(requested: Bool?, imageData: Bool, run: String) throws -> ClosedRange<Float>? {
+        if requested == true && !imageData { throw ClipRangeUnknown(run: run) }
+        return imageData && requested != false ? imageRange : nil
+    }
+
+    public struct ClipRangeUnknown: Error, CustomStringConvertible {
+        public let run: String
+        public var description: String {
+            "--clip-denoised clamps to the image range [-1, 1]; run \(run) was trained on vectors, whose range Ambient does not know"
+        }
+    }
 
     /// Integrates `x` (rows x d, modified in place) from `grid[0]` down the grid, with
     /// `denoise(x, sigma, out)` writing `D(x, sigma)` for all rows into `out`.

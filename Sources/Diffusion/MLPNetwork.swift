@@ -111,9 +111,13 @@ public struct MLPNetwork: Sendable {
 
     /// `F(input, c_noise)` for `rows` samples; `input` is (rows, inputDimension), already scaled by c_in.
     public func forward<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, input: Var, cNoise: UnsafePointer<T>) -> Var {
+        output(tape, store, features: features(tape, store, input: input, cNoise: cNoise))
+    }
+
+    /// The output projection applied to `features` (what `forward` does after `features`).
+    public func output<T: Scalar>(_ tape: Tape<T>, _ store: ParameterStore<T>, features: Var) -> Var {
         let h = config.width
-        return tape.linear(features(tape, store, input: input, cNoise: cNoise),
-                           tape.parameter(store, outW, rows: h, cols: config.outputSize),
+        return tape.linear(features, tape.parameter(store, outW, rows: h, cols: config.outputSize),
                            tape.parameter(store, outB, rows: 1, cols: config.outputSize))
     }
 

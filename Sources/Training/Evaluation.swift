@@ -32,6 +32,12 @@ public struct EvaluationReport: Codable, Sendable {
         /// The same for the test images the samples are compared with: the floor (their own fine
         /// detail, about 0.01 for Fashion-MNIST).
         public var residualNoiseOfTestImages: Double?
+        /// The Frechet distance in the noise-aware evaluator's features (Evaluator+NoiseAware.swift),
+        /// which sees noise and blur; `frechetDistance` above is the class-only evaluator's (nil in
+        /// reports written before it existed).
+        public var noiseAwareFrechetDistance: Double?
+        public var noiseAwareFrechetDistanceOfTrainingImages: Double?
+        public var noiseAwareEvaluatorPath: String?
     }
 
     /// The magnitude past which a generated 28x28 sample counts as diverged.
@@ -85,6 +91,8 @@ public struct EvaluationReport: Codable, Sendable {
     public var denoising: [Denoising]?
     /// Absent for masked runs (D needs masks there) and in reports written before it existed.
     public var testDenoising: [TestDenoising]?
+    /// Masked runs only (Evaluation+Inpainting.swift).
+    public var inpainting: Inpainting?
 
     public init(run: String, objective: String, samples: Int, samplerSteps: Int, samplerStop: Double?, samplerMaskKeep: Double?) {
         self.run = run

@@ -31,7 +31,7 @@ struct Ambient: ParsableCommand {
           ambient report --run runs/fm
           ambient train --config run.yaml --out runs/from-file
         """,
-        subcommands: [Dataset.self, Train.self, Classifier.self, Annotate.self, Sample.self, Denoise.self, Eval.self,
+        subcommands: [Dataset.self, Train.self, Classifier.self, Annotate.self, Sample.self, Denoise.self, Eval.self, CalibrateEvaluator.self,
                       Report.self, CoordinatorCommand.self, WorkerCommand.self, Keys.self])
 }
 

@@ -13,12 +13,17 @@ extension Ambient {
             abstract: "Evaluate a trained run: Frechet distance, class balance, memorisation, denoising error.",
             discussion: """
             For 28x28 image runs: the Frechet distance between generated samples and the Fashion-MNIST test \
-            set in the features of an evaluator classifier trained by Ambient on the clean labelled \
-            training set (trained on first use, about a minute, and cached in $AMBIENT_CACHE or \
-            ~/.cache/ambient with its version in the file name), the class balance of the samples, and the \
+            set in the features of two evaluators trained by Ambient on the labelled training set: the \
+            noise-aware one (trained on clean, noisy and blurred images with a head that predicts the noise \
+            and blur of its input, so its FD sees them; ambient calibrate-evaluator shows how much) and the \
+            class-only one (clean images only; its FD barely sees pixel noise), each trained on first use \
+            (a few minutes) and cached in $AMBIENT_CACHE or ~/.cache/ambient with its version in the file \
+            name; the residual pixel noise of the samples; the class balance of the samples, and the \
             nearest-neighbour cosine similarity of each sample to the run's training data in mean-centred \
             pixel space (fractions above 0.9 and 0.95, histogram; fresh test images give the \
-            calibration), and the denoising error of D on 1000 noisy test images per noise level (MSE to \
+            calibration), for masked runs the inpainting PSNR on 1000 test images under fresh masks of \
+            the training data's observed fraction (one denoiser call at sigma 0.05 with the mask as \
+            input), and otherwise the denoising error of D on 1000 noisy test images per noise level (MSE to \
             the clean images, at and above the level the model was trained down to). For Gaussian-mixture runs: the MSE of D against the posterior-mean oracle per \
             sigma.
 
@@ -52,9 +57,9 @@ extension Ambient {
         @Option(help: "Also write the first 64 samples as a PNG grid (image runs).")
         var png: String?
 
-        @Flag(name: .customLong("clip-denoised"),
-              help: "Sample with every denoised estimate clamped to the image range [-1, 1] (see ambient sample; image runs).")
-        var clipDenoised = false
+        @Flag(name: .customLong("clip-denoised"), inversion: .prefixedNo,
+              help: "Sample with every denoised estimate clamped to the image range [-1, 1] (default for image runs; see ambient sample).")
+        var clipDenoised: Bool?
 
         @Flag(help: "No progress output.")
         var quiet = false
@@ -72,10 +77,8 @@ extension Ambient {
                 let model = try TrainedModel.load(run: runDirectory)
                 let record = try RunDirectory(path: runDirectory).readConfig()
                 let d = model.denoiser.dimension
-                if clipDenoised && record.imageShape == nil {
-                    throw ConfigurationError(message: "--clip-denoised clamps to the image range [-1, 1]; run \(runDirectory) was trained on vectors, whose range Ambient does not know")
-                }
-                let sampler = HeunSampler(steps: steps, stop: model.trainedFloor, clip: clipDenoised ? HeunSampler.imageRange : nil)
+                let clip = try HeunSampler.imageClip(requested: clipDenoised, imageData: record.imageShape != nil, run: runDirectory)
+                let sampler = HeunSampler(steps: steps, stop: model.trainedFloor, clip: clip)
                 let log = { (s: String) in if !quiet { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
                 var generated: Tensor<Float>
                 if let samples {
@@ -91,7 +94,7 @@ extension Ambient {
                 try validateFinite(generated, name: "generated samples")
                 var report = EvaluationReport(run: runDirectory, objective: model.config.objective, samples: generated.rows,
                                               samplerSteps: steps, samplerStop: model.trainedFloor, samplerMaskKeep: model.samplingMaskKeep)
-                if clipDenoised && samples == nil { report.samplerClip = [Double(HeunSampler.imageRange.lowerBound), Double(HeunSampler.imageRange.upperBound)] }
+                if let clip, samples == nil { report.samplerClip = [Double(clip.lowerBound), Double(clip.upperBound)] }
                 let data = try TrainingData.load(model.config)
                 if record.imageShape == [1, 28, 28] {
                     var evaluatorBar: ProgressReporter?
@@ -101,6 +104,13 @@ extension Ambient {
                         evaluatorBar?.update(step)
                     }
                     report.imageQuality = try Evaluation.imageQuality(generated, evaluator: evaluator, seed: seed)
+                    var awareBar: ProgressReporter?
+                    let aware = try FashionEvaluator.loadOrTrain(noiseAware: true, log: log) { step, steps in
+                        if quiet { return }
+                        if awareBar == nil { awareBar = ProgressReporter(label: "noise-aware evaluator", total: steps, unit: "step") }
+                        awareBar?.update(step)
+                    }
+                    try Evaluation.addNoiseAware(&report.imageQuality!, samples: generated, evaluator: aware, seed: seed)
                     if let bad = report.imageQuality?.samplesDiverged, bad > 0 {
                         FileHandle.standardError.write(Data("warning: \(bad) of \(generated.rows) samples diverged (a value beyond +-\(Int(EvaluationReport.divergedThreshold)); the data lies in [-1, 1]): the Frechet distance is dominated by them (FD of the other samples: \(String(format: "%.3f", report.imageQuality?.frechetDistanceWithoutDiverged ?? .nan))); look at the samples (ambient sample) before comparing FDs, or sample with --clip-denoised\n".utf8))
                     }
@@ -109,6 +119,12 @@ extension Ambient {
                     if model.samplingMaskKeep == nil {
                         report.testDenoising = Evaluation.testDenoising(model, images: testImages,
                                                                         sigmas: Evaluation.testDenoisingSigmas(floor: model.trainedFloor), seed: seed)
+                    } else {
+                        let train = try FashionMNIST.load(split: .train).images
+                        var meanImage = [Float](repeating: 0, count: 784)
+                        for (k, v) in train.storage.enumerated() { meanImage[k % 784] += v / Float(train.rows) }
+                        report.inpainting = Evaluation.inpainting(model, images: testImages, keep: model.config.observedFraction ?? 1,
+                                                                  meanImage: meanImage, seed: seed)
                     }
                     // Compare with the clean images behind the training data when the run's data is simulated or a directory.
                     let reference = try cleanTrainingImages(model.config) ?? data.samples
@@ -135,8 +151,12 @@ extension Ambient {
                     }
                     try FileBytes.writeAtomically(json, to: out)
                 }
+                if let q = report.imageQuality, let fd = q.noiseAwareFrechetDistance {
+                    log(String(format: "noise-aware FD %.3f (training images %.3f)%@", fd, q.noiseAwareFrechetDistanceOfTrainingImages ?? .nan,
+                               report.samplerClip == nil ? "" : "; sampled with every denoised estimate clamped to [-1, 1]"))
+                }
                 if let q = report.imageQuality, let m = report.memorization {
-                    log(String(format: "FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
+                    log(String(format: "class-only FD %.3f (training images %.3f), class TV %.3f, nn-sim > 0.95: %.4f, > 0.9: %.4f", q.frechetDistance,
                                q.frechetDistanceOfTrainingImages, q.classBalanceTotalVariation, m.fractionAbove_0_95, m.fractionAbove_0_90))
                     if let c = m.calibratedCopies {
                         log(String(format: "calibrated copies: %.4f of the samples above %.3f, the similarity 95%% of training images with the samples' residual noise (+%.3f) keep (%.4f of them above 0.95; noisy test images above it: %.4f)",
@@ -146,6 +166,10 @@ extension Ambient {
                         log(String(format: "residual pixel noise of the samples %.3f (test images %.3f; images with N(0, s^2) noise give about s, and the FD hardly sees it)",
                                    noise, q.residualNoiseOfTestImages ?? .nan))
                     }
+                }
+                if let p = report.inpainting {
+                    log(String(format: "inpainting PSNR on %d test images under fresh masks (keep %.2f, sigma %g): %.2f dB, hidden pixels %.2f dB (mean-image fill: %.2f, %.2f)",
+                               p.images, p.maskKeep, p.sigma, p.psnr, p.psnrHidden, p.psnrMeanImage, p.psnrHiddenMeanImage))
                 }
                 if let t = report.testDenoising {
                     log("denoising MSE on 1000 test images: " + t.map { String(format: "sigma %g: %.4f", $0.sigma, $0.mse) }.joined(separator: ", "))

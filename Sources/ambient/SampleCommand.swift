@@ -16,9 +16,11 @@ extension Ambient {
             its sampler stops there and returns the one-step denoised sample (SPEC, Sampling); \
             --full-range integrates down to sigma_min anyway.
 
-            --clip-denoised clamps every denoised estimate to [-1, 1] (DDPM's clip_denoised; EDM does not \
-            clip). A guard for models whose denoiser is poorly trained at the highest noise levels, where \
-            an occasional trajectory can otherwise run off to values of 1e8 (docs/results.md).
+            For image runs every denoised estimate is clamped to the data range [-1, 1], as the ambient \
+            sampler of the authors' code does (and DDPM's clip_denoised); --no-clip-denoised turns it \
+            off (EDM's own sampler does not clip). Without it, a denoiser poorly trained at the highest \
+            noise levels can send an occasional trajectory off to values of 1e8 (docs/results.md). Vector \
+            runs are never clamped: Ambient does not know their range.
 
             A model trained on masked data (objective masked, SPEC O3) is sampled with the fixed-mask \
             sampler.
@@ -63,9 +65,9 @@ extension Ambient {
         @Flag(name: .customLong("full-range"), help: "Integrate to sigma_min even for a model trained only above b*sigma_n.")
         var fullRange = false
 
-        @Flag(name: .customLong("clip-denoised"),
-              help: "Clamp every denoised estimate D(x, sigma) to the image range [-1, 1], as DDPM's sampler does (image runs).")
-        var clipDenoised = false
+        @Flag(name: .customLong("clip-denoised"), inversion: .prefixedNo,
+              help: "Clamp every denoised estimate D(x, sigma) to the image range [-1, 1] (default for image runs; vector runs cannot).")
+        var clipDenoised: Bool?
 
         @Flag(help: "No progress bar.")
         var quiet = false
@@ -87,11 +89,9 @@ extension Ambient {
                 if png != nil && imageShape == nil {
                     throw ConfigurationError(message: "--png needs image data; run \(runDirectory) was trained on vectors of dimension \(model.denoiser.dimension)")
                 }
-                if clipDenoised && imageShape == nil {
-                    throw ConfigurationError(message: "--clip-denoised clamps to the image range [-1, 1]; run \(runDirectory) was trained on vectors, whose range Ambient does not know")
-                }
+                let clip = try HeunSampler.imageClip(requested: clipDenoised, imageData: imageShape != nil, run: runDirectory)
                 let stop = fullRange ? nil : model.trainedFloor
-                let sampler = HeunSampler(steps: steps, stop: stop, clip: clipDenoised ? HeunSampler.imageRange : nil)
+                let sampler = HeunSampler(steps: steps, stop: stop, clip: clip)
                 let samples: Tensor<Float>
                 let progress = { (total: Int) in quiet ? nil : ProgressReporter(label: "sample", total: total, unit: "sample") }
                 if let from, let sigma {

@@ -8,7 +8,7 @@ import Testing
     /// Every command and subcommand of `ambient`.
     static let commands: [[String]] = [
         [], ["dataset"], ["dataset", "make"], ["dataset", "verify"], ["train"], ["classifier"], ["classifier", "train"], ["classifier", "crop-map"], ["classifier", "check"],
-        ["annotate"], ["sample"], ["denoise"], ["eval"], ["report"], ["coordinator"], ["worker"], ["keys"], ["keys", "generate"],
+        ["annotate"], ["sample"], ["denoise"], ["eval"], ["calibrate-evaluator"], ["report"], ["coordinator"], ["worker"], ["keys"], ["keys", "generate"],
     ]
 
     static var snapshotDirectory: String {
