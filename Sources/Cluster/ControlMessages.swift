@@ -66,7 +66,18 @@ extension WelcomeBody {
     /// not fit it).
     public func chunkRanges(parameterCount: Int) -> [Range<Int>]? {
         guard problem == nil, let last = chunkOffsets.last, last < parameterCount else { return nil }
-        return chunkOffsets.indices.map { i in chunkOffsets[i]..<(i + 1 < chunkOffsets.count ? chunkOffsets[i + 1] : parameterCount) }
+        return chunkOffsets.indices.map { chunkRange(index: $0, parameterCount: parameterCount) }
+    }
+
+    /// The chunk that starts at `offset` (nil if none does), without building the whole plan:
+    /// a worker looks one up for every update chunk it receives.
+    public func chunkRange(startingAt offset: Int, parameterCount: Int) -> Range<Int>? {
+        guard let i = chunkOffsets.firstIndex(of: offset), offset < parameterCount else { return nil }
+        return chunkRange(index: i, parameterCount: parameterCount)
+    }
+
+    private func chunkRange(index i: Int, parameterCount: Int) -> Range<Int> {
+        chunkOffsets[i]..<(i + 1 < chunkOffsets.count ? chunkOffsets[i + 1] : parameterCount)
     }
 }
 
@@ -107,6 +118,25 @@ public struct StateMeta: Codable, Sendable {
     public var counts: [Int]
     public var counters: [String: Int]
     public var parameterChecksum: UInt64
+}
+
+extension StateMeta {
+    /// The payload range of each section for a payload of `valueCount` floats, or why there is
+    /// none: one count per name, none negative, no overflow, and they add up to the payload.
+    /// Checked before any count is used as an index.
+    public func sectionRanges(valueCount: Int) -> Result<[Range<Int>], ClusterError> {
+        guard sections.count == counts.count else { return .failure(ClusterError("parameters message without a valid state description")) }
+        var ranges: [Range<Int>] = []
+        var total = 0
+        for c in counts {
+            let (end, overflow) = total.addingReportingOverflow(c)
+            guard c >= 0, !overflow else { return .failure(ClusterError("parameters: section size \(c) is invalid")) }
+            ranges.append(total..<end)
+            total = end
+        }
+        guard total == valueCount else { return .failure(ClusterError("parameters: section sizes do not add up")) }
+        return .success(ranges)
+    }
 }
 
 /// `checksumReport` (worker → coordinator): the worker's parameters diverged (or it missed an

@@ -387,24 +387,12 @@ public final class Worker: @unchecked Sendable {
     private func load(_ message: Message) {
         guard let workload else { return }
         do {
-            guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits),
-                  meta.sections.count == meta.counts.count else {
+            guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits) else {
                 throw ClusterError("parameters message without a valid state description")
             }
             let flat = try message.decodeTensor()
-            var total = 0
-            for c in meta.counts {
-                let (sum, overflow) = total.addingReportingOverflow(c)
-                guard c >= 0, !overflow else { throw ClusterError("parameters: section size \(c) is invalid") }
-                total = sum
-            }
-            guard total == flat.count else { throw ClusterError("parameters: section sizes do not add up") }
-            var sections: [StateSnapshot.Section] = []
-            var offset = 0
-            for (name, c) in zip(meta.sections, meta.counts) {
-                sections.append(.init(name: name, values: Array(flat[offset..<(offset + c)])))
-                offset += c
-            }
+            let ranges = try meta.sectionRanges(valueCount: flat.count).get()
+            let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
             try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             appliedChunks = []
             feedbackLock.lock()
@@ -434,9 +422,8 @@ public final class Worker: @unchecked Sendable {
         let n = workload.parameterCount
         // Both at most 2^63 - 1 (MessageHeader.decode), so the conversions cannot trap.
         let offset = Int(h.keyOffset), count = Int(h.keyCount)
-        guard let c = welcome.chunkOffsets.firstIndex(of: offset),
-              count == (c + 1 < welcome.chunkOffsets.count ? welcome.chunkOffsets[c + 1] : n) - offset,
-              !appliedChunks.contains(offset) else {
+        guard let chunk = welcome.chunkRange(startingAt: offset, parameterCount: n),
+              chunk.count == count, !appliedChunks.contains(offset) else {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
                                                reason: "update chunk [\(offset), +\(count)) does not fit the chunk plan or came twice")))
             return

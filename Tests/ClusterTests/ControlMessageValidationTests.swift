@@ -1,0 +1,48 @@
+import Testing
+@testable import Cluster
+
+/// The checks a worker runs on control bodies before using any field as an index: pure
+/// functions, tested here without sockets (the scripted-cluster tests cover their use).
+@Suite struct ControlMessageValidationTests {
+    static func welcome(shards: Int = 4, offsets: [Int]) -> WelcomeBody {
+        WelcomeBody(runID: 1, workerID: 1, workloadSpec: [], datasetHash: "h", shardCount: shards, codec: "raw",
+                    heartbeatInterval: 1, coordinatorTimeout: 4, chunkOffsets: offsets)
+    }
+
+    @Test func welcomeChunkPlan() {
+        let w = Self.welcome(offsets: [0, 4, 10])
+        #expect(w.problem == nil)
+        #expect(w.chunkRanges(parameterCount: 12) == [0..<4, 4..<10, 10..<12])
+        #expect(w.chunkRange(startingAt: 4, parameterCount: 12) == 4..<10)
+        #expect(w.chunkRange(startingAt: 10, parameterCount: 12) == 10..<12)
+        #expect(w.chunkRange(startingAt: 5, parameterCount: 12) == nil)
+        #expect(w.chunkRanges(parameterCount: 10) == nil, "the last chunk would be empty")
+    }
+
+    @Test func badWelcomesNameTheirProblem() {
+        #expect(Self.welcome(offsets: [1, 4]).problem != nil)
+        #expect(Self.welcome(offsets: [0, 4, 4]).problem != nil)
+        #expect(Self.welcome(offsets: []).problem != nil)
+        #expect(Self.welcome(shards: 0, offsets: [0]).problem != nil)
+        #expect(Self.welcome(shards: Int(UInt32.max) + 1, offsets: [0]).problem != nil)
+    }
+
+    @Test func assignBounds() {
+        let a = AssignBody(step: 3, shards: [0, 2], parameterVersion: 3, parameterChecksum: 0)
+        #expect(a.isValid(shardCount: 4))
+        #expect(!a.isValid(shardCount: 2))
+        #expect(!AssignBody(step: 3, shards: [1, 1], parameterVersion: 3, parameterChecksum: 0).isValid(shardCount: 4))
+        #expect(!AssignBody(step: -1, shards: [0], parameterVersion: 3, parameterChecksum: 0).isValid(shardCount: 4))
+    }
+
+    @Test func stateSections() throws {
+        func meta(_ names: [String], _ counts: [Int]) -> StateMeta {
+            StateMeta(sections: names, counts: counts, counters: [:], parameterChecksum: 0)
+        }
+        #expect(try meta(["p", "m"], [3, 2]).sectionRanges(valueCount: 5).get() == [0..<3, 3..<5])
+        #expect(throws: ClusterError.self) { try meta(["p", "m"], [3, 2]).sectionRanges(valueCount: 6).get() }
+        #expect(throws: ClusterError.self) { try meta(["p"], [3, 2]).sectionRanges(valueCount: 5).get() }
+        #expect(throws: ClusterError.self) { try meta(["p", "m"], [7, -2]).sectionRanges(valueCount: 5).get() }
+        #expect(throws: ClusterError.self) { try meta(["p", "m"], [Int.max, 2]).sectionRanges(valueCount: 1).get() }
+    }
+}
