@@ -44,13 +44,7 @@ extension Ambient {
                 let aware = try FashionEvaluator.loadOrTrain(noiseAware: true, log: log)
                 let c = try EvaluatorCalibration.measure(noiseAware: aware, classOnly: classOnly, count: count, seed: seed)
                 print(c.line)
-                if let out {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    encoder.keyEncodingStrategy = .convertToSnakeCase
-                    let bytes = Array(try encoder.encode(c)) + [10]
-                    try writingOutputs { try FileBytes.writeAtomically(bytes, to: out) }
-                }
+                if let out { try writeJSONOutput(c, to: out) }
             }
         }
     }

@@ -70,12 +70,7 @@ extension Ambient.Classifier {
                 let groups = try ClassifierCheck(annotator: annotator, seed: seed).run(trained.classifier, trained.store, contents: contents,
                                                                                       unseen: unseen, count: count)
                 print(ClassifierCheck.table(groups))
-                if let out {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    encoder.keyEncodingStrategy = .convertToSnakeCase
-                    try writingOutputs { try FileBytes.writeAtomically(Array(try encoder.encode(groups)) + [10], to: out) }
-                }
+                if let out { try writeJSONOutput(groups, to: out) }
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Training
+import TensorCore
 
 // Ctrl-C and a command's outputs (docs/formats.md, "Interruption").
 //
@@ -47,4 +48,14 @@ struct InterruptedAfterWriting: Error, CustomStringConvertible {
     var description: String {
         "interrupted (\(signal == SIGTERM ? "SIGTERM" : "Ctrl-C")) while writing; the outputs were completed before stopping"
     }
+}
+
+/// Writes `value` as the commands' JSON (pretty, sorted snake-case keys, a final newline)
+/// atomically to `path`, with stop requests deferred like every other output.
+func writeJSONOutput<T: Encodable>(_ value: T, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    let bytes = Array(try encoder.encode(value)) + [10]
+    try writingOutputs { try FileBytes.writeAtomically(bytes, to: path) }
 }
