@@ -15,6 +15,12 @@ enum ConfigFile {
     /// Reads a configuration file. `dataGiven`: `--data` is on the command line, so the file
     /// may leave `data` out.
     static func load(_ path: String, dataGiven: Bool = false) throws -> RunConfig {
+        try loadDocument(path, dataGiven: dataGiven).config
+    }
+
+    /// The configuration and the top-level keys the file gives (the defaults that depend on the
+    /// data, such as the image network, apply only to what the file leaves out).
+    static func loadDocument(_ path: String, dataGiven: Bool = false) throws -> (config: RunConfig, keys: Set<String>) {
         let bytes: [UInt8]
         do {
             bytes = try FileBytes.contents(of: path)
@@ -24,11 +30,15 @@ enum ConfigFile {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw ConfigurationError(message: "\(path) is not UTF-8 text; a run configuration is YAML or JSON")
         }
-        return try parse(text, file: path, dataGiven: dataGiven)
+        return try parseDocument(text, file: path, dataGiven: dataGiven)
     }
 
     /// Maps the text of a configuration file; `file` names it in errors.
     static func parse(_ text: String, file: String, dataGiven: Bool = false) throws -> RunConfig {
+        try parseDocument(text, file: file, dataGiven: dataGiven).config
+    }
+
+    static func parseDocument(_ text: String, file: String, dataGiven: Bool = false) throws -> (config: RunConfig, keys: Set<String>) {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -41,7 +51,8 @@ enum ConfigFile {
         let reader = ConfigNodeReader(file: file)
         // A run directory's config.json ({formatVersion, hash, config, ...}) holds the options under `config`.
         if let m = node.mapping, m["formatVersion"] != nil, let inner = m["config"] { node = inner }
-        return try reader.runConfig(node, dataGiven: dataGiven)
+        let keys = Set(node.mapping.map { $0.keys.compactMap(\.string) } ?? [])
+        return (try reader.runConfig(node, dataGiven: dataGiven), keys)
     }
 
     static func syntaxError(_ error: YamlError, file: String) -> String {

@@ -29,10 +29,11 @@ extension Ambient {
             noise-conditioned clean-vs-corrupted classifier of SPEC O5; use ambient classifier train). \
             docs/concepts.md explains each.
 
-            Networks: --arch mlp (default; --width, --blocks) or --arch unet, a convolutional U-Net for \
-            square images (--channels gives the feature channels per resolution, default 16,32,64 at \
-            28x28, 14x14 and 7x7). For the U-Net on Fashion-MNIST-sized data a small batch and a larger \
-            learning rate train fastest on a CPU (--batch 32 --lr 2e-3; docs/unet.md).
+            Networks: --arch unet, a convolutional U-Net (--channels gives the feature channels per \
+            resolution, default 16,32,64 at 28x28, 14x14 and 7x7), is the default for square images with a \
+            denoiser objective, with --batch 32 --lr 2e-3 unless given (on a CPU a small batch of convolutions \
+            with a larger step trains fastest; docs/unet.md). --arch mlp (--width, --blocks; giving either \
+            selects it) is the default for vectors, the classifier and --crops, with --batch 256 --lr 1e-3.
 
             Configuration files: --config FILE reads every option from YAML or JSON (the keys of \
             config.json; --dry-run prints them all, with their command-line options as comments); options \
@@ -52,8 +53,7 @@ extension Ambient {
               ambient train --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm
               ambient train --data npy:noisy.npy --data-sigma 0.3 --objective ambient --out runs/mine
               ambient train --data gmm:dim=8 --corrupt noise:0.7 --width 128 --blocks 2 --out runs/gmm
-              ambient train --arch unet --batch 32 --lr 2e-3 --data fashion-mnist --corrupt noise:0.5 \\
-                  --steps 8000 --out runs/fm-unet
+              ambient train --arch mlp --data fashion-mnist --corrupt noise:0.5 --steps 2000 --out runs/fm-mlp
               ambient train --data data/fm-masked --objective masked --further-delta 0.1 --out runs/masked
               ambient train --data gmm:dim=8 --corrupt noise:0.7 --objective consistency --out runs/gmm-o4
               ambient train --data data/fm-300 --objective split --split-sigma 0.5 --out runs/split

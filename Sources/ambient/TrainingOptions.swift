@@ -26,7 +26,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Training steps (default 1000).")
     var steps: Int?
 
-    @Option(help: "Global batch size, samples per step (default 256).")
+    @Option(help: "Global batch size, samples per step (default 256 for the MLP, 32 for the U-Net).")
     var batch: Int?
 
     @Option(help: "Fixed shards per step: the unit of parallelism; the result depends on this, never on the number of workers or threads (default 4, at most the batch).")
@@ -35,7 +35,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed of every random draw (default 0).")
     var seed: UInt64?
 
-    @Option(help: "Adam learning rate (default 0.001).")
+    @Option(help: "Adam learning rate (default 0.001 for the MLP, 0.002 for the U-Net).")
     var lr: Double?
 
     @Option(help: "Linear learning-rate warm-up steps (default 100).")
@@ -44,7 +44,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "EMA decay of the weights used for sampling (default 0.999).")
     var ema: Double?
 
-    @Option(help: "Network: mlp or unet (default mlp).")
+    @Option(help: "Network: mlp or unet (default unet for square images with a denoiser objective, mlp for vectors, the classifier and --crops).")
     var arch: String?
 
     @Option(help: "U-Net feature channels per resolution, comma-separated (default 16,32,64: 28, 14 and 7 px for 28x28 images; fewer resolutions when the side does not halve).")
@@ -78,8 +78,9 @@ struct TrainingOptions: ParsableArguments {
     /// dimension from the data itself. Returns the loaded data too (validated).
     func resolve() throws -> (RunConfig, TrainingData) {
         var config: RunConfig
+        var fileKeys = Set<String>()
         if let path = self.config {
-            config = try ConfigFile.load(path, dataGiven: data != nil)
+            (config, fileKeys) = try ConfigFile.loadDocument(path, dataGiven: data != nil)
         } else {
             guard let data else { throw ValidationError("--data is required (or --config FILE)") }
             config = RunConfig(data: try DataSpec.parse(data), model: .mlp(MLPConfig(dataDimension: 1)))
@@ -128,7 +129,17 @@ struct TrainingOptions: ParsableArguments {
         config.model.dataDimension = max(dimension, 1)
         try config.validate()
         let trainingData = try TrainingData.load(config)
-        if arch == "unet", case .mlp = config.model {
+        // Not chosen anywhere (option, file, --width/--blocks): the network that measured best for
+        // the data (NetworkDefaults), with its batch and learning rate unless those were given.
+        let archChosen = arch != nil || fileKeys.contains("model") || width != nil || blocks != nil
+        let buildUNet = arch == "unet"
+            || (!archChosen && NetworkDefaults.prefersUNet(objective: kind, imageShape: trainingData.imageShape, crops: config.classifierCrop))
+        if buildUNet, case .mlp = config.model {
+            if batch == nil && !fileKeys.contains("batch") {
+                config.batch = NetworkDefaults.unetBatch
+                if shards == nil && !fileKeys.contains("shards") { config.shards = min(4, config.batch) }
+            }
+            if lr == nil && !fileKeys.contains("learningRate") { config.learningRate = NetworkDefaults.unetLearningRate }
             var u = UNetConfig(dataDimension: trainingData.dimension, imageChannels: trainingData.imageShape?.first ?? 1,
                                conditioningChannels: kind == .masked ? 1 : 0, outputDimension: kind == .classifier ? 1 : nil)
             u.channels = unetChannels ?? UNetConfig.defaultChannels(side: u.side)

@@ -5,16 +5,6 @@ import Testing
 /// directory.
 @Suite struct BadInputTests {
     /// Writes a float32 NPY with the given header shape and payload.
-    func writeNPY(_ path: String, descr: String = "<f4", shape: String, values: [Float]) throws {
-        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
-        while (10 + header.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xff), UInt8(header.count >> 8)]
-        bytes += Array(header.utf8)
-        values.withUnsafeBytes { bytes += Array($0) }
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-    }
-
     func expectFailure(_ args: [String], mentions needle: String, out: String, environment: [String: String] = [:],
                        sourceLocation: SourceLocation = #_sourceLocation) throws {
         let r = try CommandRunner.run(args, environment: environment)

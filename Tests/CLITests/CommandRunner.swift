@@ -68,3 +68,14 @@ func scratchDirectory(_ name: String) throws -> String {
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
+
+/// Writes a little-endian NPY file by hand (any descr, so bad files can be written too).
+func writeNPY(_ path: String, descr: String = "<f4", shape: String, values: [Float]) throws {
+    var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+    while (10 + header.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xff), UInt8(header.count >> 8)]
+    bytes += Array(header.utf8)
+    values.withUnsafeBytes { bytes += Array($0) }
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
