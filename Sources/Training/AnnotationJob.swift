@@ -58,36 +58,37 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
 public final class AnnotationState: ReplicatedState, @unchecked Sendable {
     let weights: Int
     let samples: Int
-    var values: [Float]
+    /// Classifier weights, then one annotation per sample, at a stable address (`parameters`).
+    let values: FlatBuffer<Float>
     var steps = 0
 
     init(weights: [Float], samples: Int) {
         self.weights = weights.count
         self.samples = samples
-        values = weights + [Float](repeating: 0, count: samples)
+        values = FlatBuffer(copying: weights + [Float](repeating: 0, count: samples))
     }
 
     var count: Int { weights + samples }
 
     func add(_ g: UnsafePointer<Float>, range: Range<Int>) {
-        values.withUnsafeMutableBufferPointer { v in Float.axpy(1, g, v.baseAddress! + range.lowerBound, range.count) }
+        Float.axpy(1, g, values.pointer + range.lowerBound, range.count)
     }
 
     func snapshot() -> StateSnapshot {
-        StateSnapshot(sections: [.init(name: "state", values: values)], counters: ["step": steps])
+        StateSnapshot(sections: [.init(name: "state", values: values.array)], counters: ["step": steps])
     }
 
     func restore(_ s: StateSnapshot) throws {
         guard let v = s.section("state"), v.count == count, let st = s.counters["step"] else {
             throw TrainingError("the annotation state does not fit this job")
         }
-        values = v
+        values.load(v)
         steps = st
     }
 
     // ReplicatedState: the classifier's weights and the annotations, summed over shards.
     public var parameterCount: Int { count }
-    public var parameters: UnsafePointer<Float> { values.withUnsafeBufferPointer { $0.baseAddress! } }
+    public var parameters: UnsafePointer<Float> { UnsafePointer(values.pointer) }
     public var version: Int { steps }
     public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { add(gradient, range: range) }
     public func finishStep() { steps += 1 }
@@ -160,7 +161,7 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, ForwardsReplicatedS
     let classifier: NoiseConditionedClassifier
     let classifierStore: ParameterStore<Float>
     /// One result buffer per compute slot.
-    var buffers: [[Float]]
+    let buffers: [FlatBuffer<Float>]
     public let datasetHash: String
 
     public init(spec: AnnotationSpec, threads: Int = 1) throws {
@@ -172,7 +173,8 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, ForwardsReplicatedS
         let clean = contents.clean ?? [Bool](repeating: false, count: contents.count)
         corrupted = (0..<contents.count).filter { !clean[$0] }
         state = AnnotationState(weights: [Float](repeating: 0, count: network.layout.count), samples: contents.count)
-        buffers = [[Float]](repeating: [Float](repeating: 0, count: state.count), count: max(1, threads))
+        let size = state.count
+        buffers = (0..<max(1, threads)).map { _ in FlatBuffer(count: size) }
         datasetHash = Self.hash(contents)
     }
 
@@ -188,23 +190,22 @@ public final class AnnotationWorkerWorkload: WorkerWorkload, ForwardsReplicatedS
     public var replica: AnnotationState { state }
     public func restore(replica: StateSnapshot) throws {
         try state.restore(replica)
-        state.values.withUnsafeBufferPointer { classifierStore.values.update(from: $0.baseAddress!, count: classifierStore.count) }
+        classifierStore.values.update(from: state.values.pointer, count: classifierStore.count)
     }
     public var parallelism: Int { buffers.count }
-    public func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { buffers[slot].withUnsafeBufferPointer { $0 } }
+    public func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(buffers[slot].buffer) }
 
     public func computeShard(step: Int, shard: Int, slot: Int, chunks: [Range<Int>], onChunkReady: (Int) -> Void) -> GradientMeta {
         let start = DispatchTime.now().uptimeNanoseconds
-        buffers[slot].withUnsafeMutableBufferPointer { zeroFill($0.baseAddress!, $0.count) }
+        buffers[slot].zero()
         let share = Array(annotationShare(corrupted, shard: shard, of: spec.shards))
         if !share.isEmpty {
             let d = contents.samples.rowSize
             let values = spec.annotator(sigmaMax: contents.manifest.sigmaMax)
                 .annotate(classifier, classifierStore, samples: contents.samples.reshaped([contents.count, d]).gather(rows: share),
                           indices: share, seed: spec.seed)
-            buffers[slot].withUnsafeMutableBufferPointer { b in
-                for (i, v) in zip(share, values) { b[state.weights + i] = Float(v) }
-            }
+            let b = buffers[slot]
+            for (i, v) in zip(share, values) { b[state.weights + i] = Float(v) }
         }
         for c in chunks.indices.reversed() { onChunkReady(c) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

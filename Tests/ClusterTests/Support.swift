@@ -19,25 +19,30 @@ func silentLogger() -> Logger {
 /// plain SGD with momentum. Enough to test the cluster's bookkeeping bit for bit.
 final class ToyState: ReplicatedState, @unchecked Sendable {
     let n: Int
-    var p: [Float]
+    /// The parameters at a stable address (`parameters` hands out a pointer to them).
+    let storage: FlatBuffer<Float>
+    var p: [Float] {
+        get { storage.array }
+        set { storage.load(newValue) }
+    }
     var m: [Float]
     var steps = 0
 
     init(n: Int) {
         self.n = n
         var rng = CounterRNG(seed: 1, purpose: .parameterInit)
-        p = (0..<n).map { _ in Float(rng.normal()) }
+        storage = FlatBuffer(copying: (0..<n).map { _ in Float(rng.normal()) })
         m = [Float](repeating: 0, count: n)
     }
 
     var parameterCount: Int { n }
-    var parameters: UnsafePointer<Float> { p.withUnsafeBufferPointer { $0.baseAddress! } }
+    var parameters: UnsafePointer<Float> { UnsafePointer(storage.pointer) }
     var version: Int { steps }
 
     func apply(gradient: UnsafePointer<Float>, range: Range<Int>) {
         for i in range {
             m[i] = 0.9 * m[i] + gradient[i - range.lowerBound]
-            p[i] -= 0.05 * m[i]
+            storage[i] -= 0.05 * m[i]
         }
     }
 
@@ -97,7 +102,12 @@ final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
 final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     let state: ToyState
     let shards: Int
-    var buffer: [Float]
+    /// The gradient at a stable address (`gradientBuffer` hands out a pointer to it).
+    let gradientStorage: FlatBuffer<Float>
+    var buffer: [Float] {
+        get { gradientStorage.array }
+        set { gradientStorage.load(newValue) }
+    }
     let poison: @Sendable (Int, Int) -> Bool
     let delay: Double
     /// Flips a parameter bit after applying this version's update (a diverged replica).
@@ -109,7 +119,7 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         state = ToyState(n: n)
         self.shards = shards
-        buffer = [Float](repeating: 0, count: n)
+        gradientStorage = FlatBuffer(count: n)
         self.poison = poison
         self.delay = delay
         self.corruptAtVersion = corruptAtVersion
@@ -127,7 +137,7 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         if state.version == corruptAtVersion { state.p[7] = Float(bitPattern: state.p[7].bitPattern ^ 1) }
     }
     var parallelism: Int { 1 }
-    func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { buffer.withUnsafeBufferPointer { $0 } }
+    func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(gradientStorage.buffer) }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
     func restore(replica: StateSnapshot) throws { try state.restore(replica: replica) }
 
