@@ -38,13 +38,6 @@ public struct MLPConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// A configuration value that cannot work; `message` says which and why.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// The MLP network F of the denoiser `D = c_skip x + c_out F(c_in x, c_noise)`:
 /// input projection plus an embedding of c_noise, residual blocks
 /// `h + W2 silu(W1 silu(LayerNorm(h)))`, and an output projection of `silu(h)`.

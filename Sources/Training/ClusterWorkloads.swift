@@ -147,7 +147,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
 
     public func checkpointSnapshot() -> StateSnapshot {
         var s = state.fullSnapshot()
-        s.metadata = ["config_hash": config.hash, "objective": config.objective]
+        s.metadata = ["config_hash": config.hash, "objective": config.objective.rawValue]
         return s
     }
 
@@ -174,7 +174,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
 
     public func finish() throws {
         try metrics.close()
-        let kind = config.objective == ObjectiveKind.classifier.rawValue ? "classifier" : "denoiser"
+        let kind = config.objective == .classifier ? "classifier" : "denoiser"
         try directory.writeModel(network.layout, values: state.ema!.values, config: config, kind: kind, step: config.steps)
     }
 

@@ -78,7 +78,7 @@ public struct EvaluationReport: Codable, Sendable {
     }
 
     public var run: String
-    public var objective: String
+    public var objective: ObjectiveKind
     public var samples: Int
     public var samplerSteps: Int
     public var samplerStop: Double?
@@ -94,7 +94,7 @@ public struct EvaluationReport: Codable, Sendable {
     /// Masked runs only (Evaluation+Inpainting.swift).
     public var inpainting: Inpainting?
 
-    public init(run: String, objective: String, samples: Int, samplerSteps: Int, samplerStop: Double?, samplerMaskKeep: Double?) {
+    public init(run: String, objective: ObjectiveKind, samples: Int, samplerSteps: Int, samplerStop: Double?, samplerMaskKeep: Double?) {
         self.run = run
         self.objective = objective
         self.samples = samples

@@ -12,8 +12,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var dataSigma: Double?
     /// Corruption simulated by the tool on clean data (noise fixed per sample).
     public var corruption: CorruptionSpec?
-    /// "dsm" (SPEC O1) or "ambient" (SPEC O2).
-    public var objective: String
+    /// The objective (SPEC O1-O6); encoded as its name ("ambient"), so hashes and files are
+    /// unchanged from when this was a string.
+    public var objective: ObjectiveKind
     public var steps: Int
     public var batch: Int
     /// The global batch is cut into this many fixed shards (DESIGN, data flow); the result
@@ -52,7 +53,7 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var classifierCrop: Int?
 
     public init(data: DataSpec, dataSigma: Double? = nil, corruption: CorruptionSpec? = nil,
-                objective: String = "ambient", steps: Int = 1000, batch: Int = 256, shards: Int = 1,
+                objective: ObjectiveKind = .ambient, steps: Int = 1000, batch: Int = 256, shards: Int = 1,
                 seed: UInt64 = 0, learningRate: Double = 1e-3, warmupSteps: Int = 100, emaDecay: Double = 0.999,
                 ambientSMax: Double = 4, model: NetworkConfig, schedule: EDMSchedule = EDMSchedule(), logEvery: Int = 10) {
         self.data = data
@@ -99,12 +100,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
             throw fail("--corrupt noise:S needs S > 0, got \(s)")
         }
         if logEvery < 1 { throw fail("--log-every must be >= 1") }
-        guard ObjectiveKind(rawValue: objective) != nil else {
-            throw fail("unknown --objective '\(objective)'; choose one of: \(ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         let isDirectory: Bool
         if case .directory = data { isDirectory = true } else { isDirectory = false }
-        let kind = ObjectiveKind(rawValue: objective)!
+        let kind = objective
         if [.ambient, .consistency].contains(kind) && trainingSigmaN == 0 && !isDirectory {
             throw fail("--objective ambient needs noisy data: declare its level with --data-sigma S or simulate it with --corrupt noise:S (for clean data use --objective dsm)")
         }
@@ -150,6 +148,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
 /// masked (O3), consistency (O2 + O4), split (O6), classifier (the O5 classifier).
 public enum ObjectiveKind: String, CaseIterable, Codable, Sendable {
     case dsm, ambient, masked, consistency, split, classifier
+
+    /// The names, comma-separated, for error messages and help.
+    public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 
     /// The denoiser objective (nil for the classifier, which is not a denoiser objective).
     public func make(_ config: RunConfig) -> (any TrainingObjective)? {

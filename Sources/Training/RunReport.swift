@@ -123,13 +123,14 @@ public struct RunReport {
             return (Double(s), v)
         })
         var html = SVGChart(title: "Throughput", xLabel: "step", yLabel: "samples/s").lines([rate])
-        let steps = metrics.compactMap { $0["step_seconds"] as? Double }.sorted()
-        let compute = metrics.compactMap { $0["compute_seconds"] as? Double }.sorted()
-        func median(_ v: [Double]) -> Double? { v.isEmpty ? nil : v[v.count / 2] }
-        if let st = median(steps) {
+        let steps = metrics.compactMap { $0["step_seconds"] as? Double }
+        let compute = metrics.compactMap { $0["compute_seconds"] as? Double }
+        if !steps.isEmpty {
+            let st = median(steps)
             html += "<table><tr><th>median step time</th><td>\(String(format: "%.1f ms", st * 1000))</td></tr>"
             html += "<tr><th>median samples/s</th><td>\(String(format: "%.1f", Double(batch) / st))</td></tr>"
-            if let c = median(compute) {
+            if !compute.isEmpty {
+                let c = median(compute)
                 html += "<tr><th>median compute per shard (workers)</th><td>\(String(format: "%.1f ms", c * 1000))</td></tr>"
                 html += "<tr><th>rest of the step (communication, reduction, optimiser)</th><td>\(String(format: "%.1f ms (%.0f%%)", max(st - c, 0) * 1000, max(st - c, 0) / st * 100))</td></tr>"
             }
@@ -143,7 +144,7 @@ public struct RunReport {
         guard let shape = record.imageShape, shape.count == 3, shape[0] == 1 else {
             return "<p class=\"empty\">sample grids are drawn for single-channel image data; this run trained on vectors of dimension \(record.config.model.dataDimension)</p>"
         }
-        if record.config.objective == ObjectiveKind.classifier.rawValue {
+        if record.config.objective == .classifier {
             return "<p class=\"empty\">a classifier run (SPEC O5): it draws no samples; use it with ambient annotate</p>"
         }
         var sources: [(label: String, weights: [Float])] = []

@@ -54,7 +54,7 @@ public struct TrainedModel: @unchecked Sendable {
 extension RunConfig {
     /// See `TrainedModel.trainedFloor`.
     public var trainedFloor: Double? {
-        guard objective == ObjectiveKind.ambient.rawValue else { return nil }
+        guard objective == .ambient else { return nil }
         if let floor = samplingFloor { return floor }
         guard trainingSigmaN > 0 else { return nil }
         return AmbientScoreMatching.buffer(sMax: ambientSMax) * trainingSigmaN
@@ -62,7 +62,7 @@ extension RunConfig {
 
     /// See `TrainedModel.samplingMaskKeep`.
     public var samplingMaskKeep: Double? {
-        guard objective == ObjectiveKind.masked.rawValue else { return nil }
+        guard objective == .masked else { return nil }
         return (observedFraction ?? 1) * (1 - (furtherDelta ?? FurtherCorruption.defaultDelta))
     }
 }

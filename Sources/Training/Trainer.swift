@@ -61,12 +61,12 @@ public struct Trainer {
             try metrics.truncate(keepingStepsBelow: session.state.step)
         }
         logger.info("training", metadata: ["run": "\(runPath)", "data": "\(data.summary)",
-                                           "objective": "\(config.objective)", "steps": "\(config.steps)",
+                                           "objective": "\(config.objective.rawValue)", "steps": "\(config.steps)",
                                            "batch": "\(config.batch)", "parameters": "\(session.state.store.count)",
                                            "threads": "\(session.computers.count)", "blas": "\(BLASCore.name)"])
         func checkpoint() throws -> String {
             var s = session.state.fullSnapshot()
-            s.metadata = ["config_hash": config.hash, "objective": config.objective]
+            s.metadata = ["config_hash": config.hash, "objective": config.objective.rawValue]
             return try store.write(s, step: session.state.step)
         }
         let progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
@@ -94,7 +94,7 @@ public struct Trainer {
             progress?.update(report.step + 1, status: String(format: "loss %.4f", window.reduce(0, +) / Double(window.count)))
         }
         try metrics.close()
-        let kind = config.objective == ObjectiveKind.classifier.rawValue ? "classifier" : "denoiser"
+        let kind = config.objective == .classifier ? "classifier" : "denoiser"
         try dir.writeModel(session.network.layout, values: session.state.ema!.values, config: config, kind: kind,
                            step: session.state.step)
         logger.info("finished", metadata: ["run": "\(runPath)", "model": "\(dir.modelPath)"])

@@ -89,7 +89,7 @@ public struct TrainingData: Sendable {
             // than train O2 at sigma > b sigma_max.
             keep = (0..<n).filter { a[$0] < c.manifest.sigmaMax }
             let used = keep.map { a[$0] }.filter { $0 > 0 }
-            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.sorted().dropFirst(used.count / 2).first ?? 0), \(n - keep.count) at sigma_max dropped)"
+            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.isEmpty ? 0 : median(used)), \(n - keep.count) at sigma_max dropped)"
         }
         var ceiling: [Double]? = nil
         if applyAnnotations, let smax = c.sigmaMax {
@@ -103,8 +103,8 @@ public struct TrainingData: Sendable {
                 if smax[i] > 0 && noise[i] == 0 { rows.append((i, true)) }
                 if let a = c.annotations, a[i] < c.manifest.sigmaMax { rows.append((i, false)) }
             }
-            let low = rows.filter { $0.low }.count, lowLevels = rows.filter { $0.low }.map { smax[$0.index] }.sorted()
-            summary += ", crops annotation (\(low) samples used as clean below their sigma_max, median \(lowLevels.isEmpty ? 0 : lowLevels[low / 2]))"
+            let lowLevels = rows.filter { $0.low }.map { smax[$0.index] }
+            summary += ", crops annotation (\(lowLevels.count) samples used as clean below their sigma_max, median \(lowLevels.isEmpty ? 0 : median(lowLevels)))"
             var out = [Float](repeating: 0, count: rows.count * stored.rowSize)
             let d = stored.rowSize
             for (r, row) in rows.enumerated() {
@@ -170,7 +170,7 @@ public struct TrainingData: Sendable {
             }
             let contents = try DatasetDirectory(path: path).read()
             // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
-            let usesAnnotations = [ObjectiveKind.ambient.rawValue, ObjectiveKind.consistency.rawValue].contains(config.objective)
+            let usesAnnotations = [.ambient, .consistency].contains(config.objective)
             return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations)
         }
         try validateFinite(samples, name: config.data.description)

@@ -218,7 +218,7 @@ extension TrainingSession {
 /// classifier's (SPEC O5). The single-process trainer and every cluster worker build theirs
 /// here, which is what makes them compute the same bits.
 public func makeShardComputer(config: RunConfig, data: TrainingData, store: ParameterStore<Float>) throws -> any ShardGradientComputing {
-    let kind = ObjectiveKind(rawValue: config.objective)!
+    let kind = config.objective
     if let objective = kind.make(config) {
         // Rows with a sigma ceiling (SPEC O5 crops) are a use of annotated data even when clean.
         if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) && data.sigmaCeiling == nil {

@@ -1,3 +1,4 @@
+import TensorCore
 /// Error feedback ("memory") for lossy codecs: what a lossy encoding drops at one step is added
 /// to the next step's gradient instead of being lost (Seide et al., "1-bit SGD", 2014; Stich et al.,
 /// "Sparsified SGD with memory", 2018).
@@ -54,7 +55,7 @@ public struct ErrorFeedback: Sendable {
                                              into out: inout [UInt8]) throws(WireError) {
         let n = residual.count
         guard gradient.count == n else { throw .elementCountMismatch(expected: n, found: UInt64(gradient.count)) }
-        if let bad = ErrorFeedback.firstNonFinite(gradient) { throw .nonFiniteValue(index: bad) }
+        if let base = gradient.baseAddress, let bad = TensorCore.firstNonFinite(base, n) { throw .nonFiniteValue(index: bad) }
         residual.withUnsafeMutableBufferPointer { r in
             for i in 0..<n { r[i] += gradient[i] }
             codec.encode(UnsafeBufferPointer(r), into: &out)
@@ -65,21 +66,12 @@ public struct ErrorFeedback: Sendable {
             }
         }
         try decoded.get()
-        let bad = sent.withUnsafeBufferPointer { ErrorFeedback.firstNonFinite($0) }
+        let bad = sent.withUnsafeBufferPointer { s in s.baseAddress.flatMap { TensorCore.firstNonFinite($0, s.count) } }
         if let bad { throw .nonFiniteValue(index: bad) }
         sent.withUnsafeBufferPointer { s in
             residual.withUnsafeMutableBufferPointer { r in
                 for i in 0..<n { r[i] -= s[i] }
             }
         }
-    }
-
-    /// Index of the first NaN or infinity, if any.
-    static func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
-        // Branch-free scan by exponent bits first (vectorisable); locate only when something is found.
-        var all: UInt32 = 0
-        for v in values { all |= (v.bitPattern & 0x7F80_0000 == 0x7F80_0000) ? 1 : 0 }
-        guard all != 0 else { return nil }
-        return values.firstIndex { !$0.isFinite }
     }
 }

@@ -187,10 +187,10 @@ extension Ambient {
                     note = spec.note
                 }
                 if fixedSigma != nil { try writingOutputs { try directory.writeAnnotations(annotations, note: note) } }
-                let values = corrupted.map { annotations[$0] }.sorted()
-                let median = values.isEmpty ? 0 : values[values.count / 2]
+                let values = corrupted.map { annotations[$0] }
+                let middle = values.isEmpty ? 0 : median(values)
                 let unused = values.filter { $0 >= contents.manifest.sigmaMax }.count
-                FileHandle.standardError.write(Data("annotated \(corrupted.count) corrupted samples of \(data): median sigma_min \(String(format: "%.4f", median)), \(unused) never crossed (sigma_max); \(n - corrupted.count) clean at 0\n".utf8))
+                FileHandle.standardError.write(Data("annotated \(corrupted.count) corrupted samples of \(data): median sigma_min \(String(format: "%.4f", middle)), \(unused) never crossed (sigma_max); \(n - corrupted.count) clean at 0\n".utf8))
             }
         }
     }
@@ -232,9 +232,9 @@ extension Ambient.Annotate {
         for (k, s) in annotator.grid.enumerated() {
             if let p = result.meanProbability[k], let c = result.cropUsed[k] { lines.append(String(format: "  %9.4f  %2d  %.3f", s, c, p)) }
         }
-        let per = corrupted.indices.map { result.perSample[$0] }.sorted()
+        let per = corrupted.indices.map { result.perSample[$0] }
         lines.append(String(format: "sigma_max: per set %.4f; per sample median %.4f, %d of %d at 0 (never used as clean)", result.perSet,
-                            per.isEmpty ? 0 : per[per.count / 2], per.filter { $0 == 0 }.count, per.count) +
+                            per.isEmpty ? 0 : median(per), per.filter { $0 == 0 }.count, per.count) +
                      (perSet ? "; written: per set" : "; written: per sample"))
         FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
     }

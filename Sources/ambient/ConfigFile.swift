@@ -213,7 +213,14 @@ struct ConfigNodeReader {
         if let (_, v) = e["corruption"] {
             c.corruption = try v.scalar.map(ConfigNodeReader.isNull) == true ? nil : corruptionSpec(v)
         }
-        try value("objective", string, into: { c.objective = $0! }, nullable: false, expected: "an objective name")
+        try value("objective", { node, key in
+            try self.string(node, key).map { name in
+                guard let kind = ObjectiveKind(rawValue: name) else {
+                    throw self.fail(node, "unknown objective '\(name)'; choose one of: \(ObjectiveKind.names)")
+                }
+                return kind
+            }
+        }, into: { c.objective = $0! }, nullable: false, expected: "an objective name")
         try value("steps", { try self.int($0, $1, min: 1) }, into: { c.steps = $0! }, nullable: false, expected: "an integer")
         try value("batch", { try self.int($0, $1, min: 1) }, into: { c.batch = $0! }, nullable: false, expected: "an integer")
         c.shards = min(4, c.batch)
@@ -233,9 +240,6 @@ struct ConfigNodeReader {
         try value("classifierCrop", { try self.int($0, $1, min: 1) }, into: { c.classifierCrop = $0 })
         if let (_, v) = e["model"] { c.model = try network(v) }
         if let (_, v) = e["schedule"] { c.schedule = try schedule(v) }
-        if let (_, v) = e["objective"], ObjectiveKind(rawValue: c.objective) == nil {
-            throw fail(v, "unknown objective '\(c.objective)'; choose one of: \(ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         if let (_, v) = e["classifierSigma"], let s = c.classifierSigma, !["lognormal", "loguniform"].contains(s) {
             throw fail(v, "'classifierSigma' must be lognormal or loguniform, got '\(s)'")
         }
@@ -388,7 +392,7 @@ extension ConfigFile {
         put(0, "data", scalar(c.data.description), "--data: fashion-mnist, gmm[:dim=D,...], npy:PATH or dir:PATH")
         put(0, "dataSigma", number(c.dataSigma), "--data-sigma: noise level the data already has")
         put(0, "corruption", c.corruption.map { scalar($0.description) } ?? "null", "--corrupt: noise:S, mask:P, box:S, blur:S, ood:C+C")
-        put(0, "objective", scalar(c.objective), "--objective: " + ObjectiveKind.allCases.map(\.rawValue).joined(separator: ", "))
+        put(0, "objective", scalar(c.objective.rawValue), "--objective: " + ObjectiveKind.names)
         put(0, "steps", "\(c.steps)", "--steps")
         put(0, "batch", "\(c.batch)", "--batch: samples per step")
         put(0, "shards", "\(c.shards)", "--shards: the unit of parallelism; results depend on it")

@@ -89,7 +89,12 @@ struct TrainingOptions: ParsableArguments {
         if let data { config.data = try DataSpec.parse(data) }
         if let dataSigma { config.dataSigma = dataSigma; config.corruption = nil }
         if let corrupt { config.corruption = try CorruptionSpec.parse(corrupt); if dataSigma == nil { config.dataSigma = nil } }
-        if let objective { config.objective = objective }
+        if let objective {
+            guard let kind = ObjectiveKind(rawValue: objective) else {
+                throw ConfigurationError(message: "unknown --objective '\(objective)'; choose one of: \(ObjectiveKind.names)")
+            }
+            config.objective = kind
+        }
         if let steps { config.steps = steps }
         if let batch {
             config.batch = batch
@@ -121,7 +126,7 @@ struct TrainingOptions: ParsableArguments {
         }
         // The network's inputs and outputs follow the objective: a mask channel for O3, one
         // logit for the classifier.
-        let kind = ObjectiveKind(rawValue: config.objective)
+        let kind = config.objective
         config.model.conditioningChannels = kind == .masked ? 1 : 0
         config.model.outputDimension = kind == .classifier ? 1 : nil
         // Validate what does not need the data first, so a bad option fails fast.

@@ -98,7 +98,7 @@ struct Step: ParsableCommand {
     @Option(help: "MLP blocks.") var blocks: Int = 4
     @Option(help: "U-Net channels per resolution, comma-separated (default: the U-Net's default, 16,32,64).") var channels: String = UNetConfig.defaultChannels.map(String.init).joined(separator: ",")
     @Flag(help: "U-Net with gated convolutions.") var gated = false
-    @Option(help: "Objective: ambient or dsm.") var objective: String = "ambient"
+    @Option(help: "Objective: ambient or dsm.") var objective: ObjectiveKind = .ambient
     @Option(help: "im2col workspace limit in elements (default: the tape's).") var workspace: Int?
     @Flag(help: "Also time every tape primitive.") var profile = false
     @Flag(help: "Run 3x3 convolutions through im2col + GEMM even where the direct kernel exists (the baseline).")
@@ -210,7 +210,7 @@ struct Codecs: ParsableCommand {
             print("synthetic gradient: \(elements) Float32")
         case "training":
             var data: TrainingData
-            var config = RunConfig(data: .fashionMNIST, corruption: .noise(0.5), objective: "ambient", steps: trainSteps + 1,
+            var config = RunConfig(data: .fashionMNIST, corruption: .noise(0.5), objective: .ambient, steps: trainSteps + 1,
                                    batch: 256, model: .mlp(MLPConfig(dataDimension: 784)))
             if let loaded = try? TrainingData.load(config) {
                 data = loaded
@@ -268,7 +268,7 @@ struct ClusterStep: ParsableCommand {
         var spec = GaussianMixtureSpec()
         spec.dimension = 784
         spec.count = 4096
-        let config = RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.5), objective: "ambient",
+        let config = RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.5), objective: .ambient,
                                steps: warmup + steps, batch: batchPerWorker * workers, shards: workers, learningRate: 2e-4,
                                model: .mlp(MLPConfig(dataDimension: 784, width: width, blocks: blocks)), logEvery: 1)
         let data = try TrainingData.load(config)
@@ -298,3 +298,5 @@ struct ClusterStep: ParsableCommand {
                      bytesIn / 1e6, bytesOut / 1e6, (bytesIn + bytesOut) / step / 1e6))
     }
 }
+
+extension ObjectiveKind: ExpressibleByArgument {}

@@ -11,7 +11,7 @@ import Training
     /// A configuration with every field away from its default.
     static func everyOption(unet: Bool) -> RunConfig {
         var c = RunConfig(data: .gaussianMixture({ var g = GaussianMixtureSpec(); g.dimension = 64; g.count = 123; g.std = 0.3; g.seed = 9; return g }()),
-                          corruption: .pixelMask(0.25), objective: "masked", steps: 77, batch: 48, shards: 6, seed: 12345678901234,
+                          corruption: .pixelMask(0.25), objective: .masked, steps: 77, batch: 48, shards: 6, seed: 12345678901234,
                           learningRate: 3.5e-4, warmupSteps: 7, emaDecay: 0.995, ambientSMax: 6.5,
                           model: unet ? .unet(UNetConfig(dataDimension: 64, imageChannels: 1, conditioningChannels: 1, channels: [8, 16],
                                                          blocksPerLevel: 2, groups: 4, embeddingSize: 32, embeddingWidth: 40, gated: true,

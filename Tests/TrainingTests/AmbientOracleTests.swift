@@ -6,7 +6,7 @@ import Testing
 import Training
 
 /// The oracle tests' problem: 20,000 noisy samples of a 4-D, 4-component mixture, MLP 128 x 2.
-func oracleConfig(objective: String, steps: Int, sigmaN: Double, learningRate: Double) -> RunConfig {
+func oracleConfig(objective: ObjectiveKind, steps: Int, sigmaN: Double, learningRate: Double) -> RunConfig {
     var spec = GaussianMixtureSpec()
     spec.dimension = 4
     spec.components = 4
@@ -29,7 +29,7 @@ func meanSquaredError(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Double {
 @Suite(.serialized) struct AmbientOracleTests {
     static let sigmaN = 0.6
 
-    func config(objective: String, steps: Int) -> RunConfig {
+    func config(objective: ObjectiveKind, steps: Int) -> RunConfig {
         oracleConfig(objective: objective, steps: steps, sigmaN: Self.sigmaN, learningRate: 2e-3)
     }
 
@@ -43,8 +43,8 @@ func meanSquaredError(_ a: Tensor<Float>, _ b: Tensor<Float>) -> Double {
 
     @Test func ambientBeatsTheNaiveSolutionAboveTheBuffer() throws {
         let steps = 3000
-        let (ambient, ambientWeights, gmm) = try train(config(objective: "ambient", steps: steps))
-        let (dsm, dsmWeights, _) = try train(config(objective: "dsm", steps: steps))
+        let (ambient, ambientWeights, gmm) = try train(config(objective: .ambient, steps: steps))
+        let (dsm, dsmWeights, _) = try train(config(objective: .dsm, steps: steps))
         let b = AmbientScoreMatching.buffer(sMax: 4)
         var lines: [String] = []
         var worstRatio = 0.0

@@ -30,7 +30,7 @@ import Training
             let samples = Tensor.concatenate([clean, GaussianCorruption.apply(w, sigma: s, seed: 5, sampleIndices: corruptedIndices)])
             let flags = (0..<samples.rows).map { $0 < perGroup }
             let data = TrainingData(samples: samples, sigmaN: [Double](repeating: 0, count: samples.rows), clean: flags, summary: "gmm")
-            let config = RunConfig(data: .npy(path: "-"), objective: "classifier", steps: 1500, batch: 256, seed: 4, learningRate: 2e-3,
+            let config = RunConfig(data: .npy(path: "-"), objective: .classifier, steps: 1500, batch: 256, seed: 4, learningRate: 2e-3,
                                    warmupSteps: 100, emaDecay: 0.998,
                                    model: .mlp(MLPConfig(dataDimension: 16, width: 128, blocks: 2, embeddingSize: 32, outputDimension: 1)))
             let session = try TrainingSession(config: config, data: data)

@@ -12,7 +12,7 @@ import Training
 @Suite(.serialized) struct ConsistencyOracleTests {
     static let sigmaN = 0.6
 
-    func config(objective: String, steps: Int) -> RunConfig {
+    func config(objective: ObjectiveKind, steps: Int) -> RunConfig {
         var c = oracleConfig(objective: objective, steps: steps, sigmaN: Self.sigmaN, learningRate: 1e-3)
         c.consistencyWeight = 1
         return c
@@ -34,14 +34,14 @@ import Training
 
     @Test func consistencyImprovesBelowSigmaN() throws {
         let pretrain = 3000, extra = 1500
-        let base = config(objective: "ambient", steps: pretrain)
+        let base = config(objective: .ambient, steps: pretrain)
         let data = try TrainingData.load(base)
         let gmm = data.mixture!
         let first = try TrainingSession(config: base, data: data)
         for _ in 0..<pretrain { try first.step() }
         let start = first.state.store.snapshot()
 
-        func continueTraining(_ objective: String) throws -> (Denoiser, ParameterStore<Float>, Double) {
+        func continueTraining(_ objective: ObjectiveKind) throws -> (Denoiser, ParameterStore<Float>, Double) {
             let c = config(objective: objective, steps: extra)
             let s = try TrainingSession(config: c, data: data)
             s.load(parameters: start)
@@ -49,8 +49,8 @@ import Training
             for _ in 0..<extra { seconds += try s.step().seconds }
             return (s.denoiser, s.emaStore(), seconds / Double(extra))
         }
-        let (o2, o2Store, o2Seconds) = try continueTraining("ambient")
-        let (o4, o4Store, o4Seconds) = try continueTraining("consistency")
+        let (o2, o2Store, o2Seconds) = try continueTraining(.ambient)
+        let (o4, o4Store, o4Seconds) = try continueTraining(.consistency)
         var lines = [String(format: "step time: O2 %.2f ms, O2+O4 %.2f ms (%.2fx)", o2Seconds * 1e3, o4Seconds * 1e3, o4Seconds / o2Seconds)]
         var ratios: [Double] = []
         let b = AmbientScoreMatching.buffer(sMax: 4)

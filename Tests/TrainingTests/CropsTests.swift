@@ -40,7 +40,7 @@ import Testing
         let samples = Tensor.concatenate([Self.images(.inDistribution, count: n, seed: 1), Self.images(ood, count: n, seed: 2)])
         let data = TrainingData(samples: samples, sigmaN: [Double](repeating: 0, count: 2 * n), imageShape: [1, 8, 8],
                                 clean: (0..<(2 * n)).map { $0 < n }, summary: "synthetic \(ood)")
-        var config = RunConfig(data: .npy(path: "-"), objective: "classifier", steps: 800, batch: 256, shards: 2, seed: 4, learningRate: 2e-3,
+        var config = RunConfig(data: .npy(path: "-"), objective: .classifier, steps: 800, batch: 256, shards: 2, seed: 4, learningRate: 2e-3,
                                warmupSteps: 50, emaDecay: 0.99,
                                model: .mlp(MLPConfig(dataDimension: 9, width: 64, blocks: 2, embeddingSize: 16, outputDimension: 1)))
         config.classifierCrop = 3

@@ -101,7 +101,7 @@ import Training
     @Test func annotatedTrainingIsBitwiseEqualAcrossWorkerCounts() throws {
         let dir = try Self.annotatedDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = RunConfig(data: .directory(path: dir), objective: "ambient", steps: 8, batch: 32, shards: 4, seed: 5,
+        let config = RunConfig(data: .directory(path: dir), objective: .ambient, steps: 8, batch: 32, shards: 4, seed: 5,
                                model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)), logEvery: 4)
         let data = try TrainingData.load(config)
         let computer = try makeShardComputer(config: config, data: data, store: ParameterStore(layout: config.model.make().layout))

@@ -74,7 +74,7 @@ func solveSmall(_ a: [[Double]], _ b: [Double]) -> [Double] {
         let corrupted = try CorruptionSpec.pixelMask(Self.missing).apply(clean, imageShape: nil, seed: 2)
         let data = TrainingData(samples: corrupted.samples, sigmaN: [Double](repeating: 0, count: clean.rows),
                                 masks: corrupted.masks, summary: "masked Gaussian")
-        var config = RunConfig(data: .npy(path: "-"), objective: "masked", steps: 6000, batch: 256, seed: 3, learningRate: 1e-3,
+        var config = RunConfig(data: .npy(path: "-"), objective: .masked, steps: 6000, batch: 256, seed: 3, learningRate: 1e-3,
                                warmupSteps: 100, emaDecay: 0.998,
                                model: .mlp(MLPConfig(dataDimension: d, conditioningChannels: 1, width: 128, blocks: 2, embeddingSize: 32)))
         config.furtherDelta = Self.delta

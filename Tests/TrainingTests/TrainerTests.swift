@@ -11,7 +11,7 @@ func temporaryDirectory(_ name: String) -> String {
     return path
 }
 
-func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: String = "ambient") -> RunConfig {
+func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: ObjectiveKind = .ambient) -> RunConfig {
     var spec = GaussianMixtureSpec()
     spec.dimension = 3
     spec.count = 500
@@ -132,7 +132,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
         let q = try decoder.decode(EvaluationReport.ImageQuality.self, from: old)
         #expect(q.samplesDiverged == nil && q.residualNoise == nil && q.residualNoiseOfTestImages == nil)
         // The residual-noise fields round-trip under their snake-case keys.
-        var report = EvaluationReport(run: "r", objective: "ambient", samples: 4, samplerSteps: 32, samplerStop: nil, samplerMaskKeep: nil)
+        var report = EvaluationReport(run: "r", objective: .ambient, samples: 4, samplerSteps: 32, samplerStop: nil, samplerMaskKeep: nil)
         var withNoise = q
         withNoise.residualNoise = 0.18
         withNoise.residualNoiseOfTestImages = 0.012

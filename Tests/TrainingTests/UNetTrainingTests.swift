@@ -14,7 +14,7 @@ import Training
         spec.dimension = 64
         spec.count = 512
         spec.std = 0.1
-        return RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.3), objective: "ambient", steps: steps,
+        return RunConfig(data: .gaussianMixture(spec), corruption: .noise(0.3), objective: .ambient, steps: steps,
                          batch: 32, shards: 2, seed: 3, learningRate: 2e-3, warmupSteps: 5,
                          model: .unet(UNetConfig(dataDimension: 64, channels: [8, 16], embeddingSize: 16)), logEvery: 5)
     }
