@@ -111,19 +111,12 @@ struct ConfigNodeReader {
     func suggestion(_ name: String, known: [String]) -> String {
         let folded = name.lowercased().filter { $0.isLetter || $0.isNumber }
         if let k = known.first(where: { $0.lowercased() == folded }) { return " (did you mean '\(k)'?)" }
-        if let k = ConfigNodeReader.optionNames[name.hasPrefix("--") ? String(name.dropFirst(2)) : name], known.contains(k) {
+        if let k = RunConfigField.optionNames[name.hasPrefix("--") ? String(name.dropFirst(2)) : name], known.contains(k) {
             return " (the option --\(name.hasPrefix("--") ? String(name.dropFirst(2)) : name) is the key '\(k)')"
         }
         let close = known.map { ($0, editDistance($0.lowercased(), name.lowercased())) }.filter { $0.1 <= 2 }.min { $0.1 < $1.1 }
         return close.map { " (did you mean '\($0.0)'?)" } ?? ""
     }
-
-    /// Command-line options whose names differ from their keys.
-    static let optionNames = ["lr": "learningRate", "warmup": "warmupSteps", "ema": "emaDecay", "s-max": "ambientSMax",
-                              "corrupt": "corruption", "data-sigma": "dataSigma", "log-every": "logEvery",
-                              "further-delta": "furtherDelta", "consistency-weight": "consistencyWeight",
-                              "split-sigma": "splitSigma", "sigma-distribution": "classifierSigma", "crops": "classifierCrop", "arch": "model",
-                              "width": "model", "blocks": "model", "channels": "model"]
 
     // MARK: Scalars
 
@@ -189,60 +182,18 @@ struct ConfigNodeReader {
 
     // MARK: Configuration types
 
-    static let runKeys = ["data", "dataSigma", "corruption", "objective", "steps", "batch", "shards", "seed", "learningRate",
-                          "warmupSteps", "emaDecay", "ambientSMax", "model", "schedule", "logEvery", "furtherDelta",
-                          "observedFraction", "consistencyWeight", "splitSigma", "samplingFloor", "classifierSigma", "classifierCrop"]
-
     func runConfig(_ node: Node, dataGiven: Bool) throws -> RunConfig {
-        let e = try entries(node, "", known: Self.runKeys)
-        var data = DataSpec.fashionMNIST
-        if let d = e["data"] {
-            data = try dataSpec(d.value)
-        } else if !dataGiven {
+        let e = try entries(node, "", known: RunConfigField.keys)
+        if e["data"] == nil && !dataGiven {
             throw fail(node, "no 'data' key: say where the training data comes from (e.g. `data: fashion-mnist`), or give --data")
         }
-        var c = RunConfig(data: data, model: .mlp(MLPConfig(dataDimension: 1)))
-        func value<T>(_ key: String, _ read: (Node, String) throws -> T?, into set: (T?) -> Void, nullable: Bool = true,
-                      expected: String = "a value") throws {
-            guard let (_, v) = e[key] else { return }
-            let x = try read(v, key)
-            if x == nil && !nullable { throw fail(v, "'\(key)' must be \(expected), got null") }
-            set(x)
-        }
-        try value("dataSigma", { try self.double($0, $1, .positive) }, into: { c.dataSigma = $0 })
-        if let (_, v) = e["corruption"] {
-            c.corruption = try v.scalar.map(ConfigNodeReader.isNull) == true ? nil : corruptionSpec(v)
-        }
-        try value("objective", { node, key in
-            try self.string(node, key).map { name in
-                guard let kind = ObjectiveKind(rawValue: name) else {
-                    throw self.fail(node, "unknown objective '\(name)'; choose one of: \(ObjectiveKind.names)")
-                }
-                return kind
-            }
-        }, into: { c.objective = $0! }, nullable: false, expected: "an objective name")
-        try value("steps", { try self.int($0, $1, min: 1) }, into: { c.steps = $0! }, nullable: false, expected: "an integer")
-        try value("batch", { try self.int($0, $1, min: 1) }, into: { c.batch = $0! }, nullable: false, expected: "an integer")
+        var c = RunConfig(data: .fashionMNIST, model: .mlp(MLPConfig(dataDimension: 1)))
         c.shards = min(4, c.batch)
-        try value("shards", { try self.int($0, $1, min: 1) }, into: { c.shards = $0! }, nullable: false, expected: "an integer")
-        try value("seed", uint64, into: { c.seed = $0! }, nullable: false, expected: "an integer")
-        try value("learningRate", { try self.double($0, $1, .positive) }, into: { c.learningRate = $0! }, nullable: false, expected: "a number")
-        try value("warmupSteps", { try self.int($0, $1, min: 0) }, into: { c.warmupSteps = $0! }, nullable: false, expected: "an integer")
-        try value("emaDecay", { try self.double($0, $1, .unit) }, into: { c.emaDecay = $0! }, nullable: false, expected: "a number")
-        try value("ambientSMax", { try self.double($0, $1) }, into: { c.ambientSMax = $0! }, nullable: false, expected: "a number")
-        try value("logEvery", { try self.int($0, $1, min: 1) }, into: { c.logEvery = $0! }, nullable: false, expected: "an integer")
-        try value("furtherDelta", { try self.double($0, $1, .unit) }, into: { c.furtherDelta = $0 })
-        try value("observedFraction", { try self.double($0, $1, .positive) }, into: { c.observedFraction = $0 })
-        try value("consistencyWeight", { try self.double($0, $1, .nonNegative) }, into: { c.consistencyWeight = $0 })
-        try value("splitSigma", { try self.double($0, $1, .positive) }, into: { c.splitSigma = $0 })
-        try value("samplingFloor", { try self.double($0, $1, .positive) }, into: { c.samplingFloor = $0 })
-        try value("classifierSigma", string, into: { c.classifierSigma = $0 })
-        try value("classifierCrop", { try self.int($0, $1, min: 1) }, into: { c.classifierCrop = $0 })
+        for field in RunConfigField.all {
+            if let (_, v) = e[field.key] { try field.read(self, v, &c) }
+        }
         if let (_, v) = e["model"] { c.model = try network(v) }
         if let (_, v) = e["schedule"] { c.schedule = try schedule(v) }
-        if let (_, v) = e["classifierSigma"], let s = c.classifierSigma, !["lognormal", "loguniform"].contains(s) {
-            throw fail(v, "'classifierSigma' must be lognormal or loguniform, got '\(s)'")
-        }
         return c
     }
 
@@ -387,28 +338,11 @@ extension ConfigFile {
         func put(_ indent: Int, _ key: String, _ value: String?, _ comment: String = "") {
             lines.append((String(repeating: "  ", count: indent) + key + ":" + (value.map { " " + $0 } ?? ""), comment))
         }
-        func number(_ x: Double?) -> String { x.map { "\($0)" } ?? "null" }
+        func number(_ x: Double?) -> String { RunConfigField.number(x) }
         func integer(_ x: Int?) -> String { x.map(String.init) ?? "null" }
-        put(0, "data", scalar(c.data.description), "--data: fashion-mnist, gmm[:dim=D,...], npy:PATH or dir:PATH")
-        put(0, "dataSigma", number(c.dataSigma), "--data-sigma: noise level the data already has")
-        put(0, "corruption", c.corruption.map { scalar($0.description) } ?? "null", "--corrupt: noise:S, mask:P, box:S, blur:S, ood:C+C")
-        put(0, "objective", scalar(c.objective.rawValue), "--objective: " + ObjectiveKind.names)
-        put(0, "steps", "\(c.steps)", "--steps")
-        put(0, "batch", "\(c.batch)", "--batch: samples per step")
-        put(0, "shards", "\(c.shards)", "--shards: the unit of parallelism; results depend on it")
-        put(0, "seed", "\(c.seed)", "--seed")
-        put(0, "learningRate", number(c.learningRate), "--lr (Adam)")
-        put(0, "warmupSteps", "\(c.warmupSteps)", "--warmup")
-        put(0, "emaDecay", number(c.emaDecay), "--ema")
-        put(0, "ambientSMax", number(c.ambientSMax), "--s-max: buffer b = sqrt(1 + 1/(s_max - 1))")
-        put(0, "logEvery", "\(c.logEvery)", "--log-every: metrics.jsonl line every N steps")
-        put(0, "furtherDelta", number(c.furtherDelta), "--further-delta (masked, O3; null: 0.1)")
-        put(0, "consistencyWeight", number(c.consistencyWeight), "--consistency-weight (consistency, O4; null: 1)")
-        put(0, "splitSigma", number(c.splitSigma), "--split-sigma (split, O6)")
-        put(0, "classifierSigma", c.classifierSigma.map(scalar) ?? "null", "classifier train --sigma-distribution (null: lognormal)")
-        if let s = c.classifierCrop { put(0, "classifierCrop", "\(s)", "--crops: the crops classifier's crop side (O5 crops)") }
-        put(0, "observedFraction", number(c.observedFraction), "resolved from the data (masked)")
-        put(0, "samplingFloor", number(c.samplingFloor), "resolved from the data (ambient on a dataset directory)")
+        for field in RunConfigField.all {
+            if let value = field.write(c) { put(0, field.key, value, field.comment) }
+        }
         put(0, "model", nil, "--arch mlp (--width, --blocks) or --arch unet (--channels)")
         put(1, "arch", c.model.arch)
         switch c.model {

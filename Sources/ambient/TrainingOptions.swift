@@ -86,31 +86,7 @@ struct TrainingOptions: ParsableArguments {
             config = RunConfig(data: try DataSpec.parse(data), model: .mlp(MLPConfig(dataDimension: 1)))
             config.shards = min(4, batch ?? config.batch)
         }
-        if let data { config.data = try DataSpec.parse(data) }
-        if let dataSigma { config.dataSigma = dataSigma; config.corruption = nil }
-        if let corrupt { config.corruption = try CorruptionSpec.parse(corrupt); if dataSigma == nil { config.dataSigma = nil } }
-        if let objective {
-            guard let kind = ObjectiveKind(rawValue: objective) else {
-                throw ConfigurationError(message: "unknown --objective '\(objective)'; choose one of: \(ObjectiveKind.names)")
-            }
-            config.objective = kind
-        }
-        if let steps { config.steps = steps }
-        if let batch {
-            config.batch = batch
-            if shards == nil && config.shards > batch { config.shards = min(4, batch) }
-        }
-        if let shards { config.shards = shards }
-        if let seed { config.seed = seed }
-        if let lr { config.learningRate = lr }
-        if let warmup { config.warmupSteps = warmup }
-        if let ema { config.emaDecay = ema }
-        if let sMax { config.ambientSMax = sMax }
-        if let logEvery { config.logEvery = logEvery }
-        if let furtherDelta { config.furtherDelta = furtherDelta }
-        if let consistencyWeight { config.consistencyWeight = consistencyWeight }
-        if let splitSigma { config.splitSigma = splitSigma }
-        if let crops { config.classifierCrop = crops }
+        for field in RunConfigField.all { try field.apply(self, &config) }
         let unetChannels = try parseArchitecture(configured: config.model.arch)
         if arch == "mlp", case .unet = config.model { config.model = .mlp(MLPConfig(dataDimension: 1)) }
         if width != nil || blocks != nil {
