@@ -5,6 +5,10 @@ import Logging
 import TensorCore
 import Wire
 
+/// The optimiser state is what the cluster replicates: its parameters, Adam moments and step
+/// (TrainingSession.swift implements the members).
+extension OptimizerState: ReplicatedState {}
+
 /// What a welcome carries for workers to build: a training run's resolved configuration, or
 /// an annotation job.
 struct WorkloadSpec: Codable {
@@ -44,15 +48,9 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, ForwardsReplicatedSta
     /// - Parameter threads: compute slots (shards computed at once).
     public init(config: RunConfig, data: TrainingData, threads: Int = 1) throws {
         try config.validate()
-        let network = config.model.make()
-        let store = ParameterStore<Float>(layout: network.layout)
-        network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: nil,
-                               threads: ProcessInfo.processInfo.activeProcessorCount)
+        state = OptimizerState.initial(config, emaDecay: nil, threads: ProcessInfo.processInfo.activeProcessorCount).state
         let t = max(1, threads)
-        computers = try (0..<t).map { i in
-            try makeShardComputer(config: config, data: data, store: i == 0 ? store : ParameterStore(sharingValuesOf: store))
-        }
+        computers = try makeShardComputers(config: config, data: data, store: state.store, count: t)
         trackers = [(chunks: [Range<Int>], tracker: ChunkTracker)?](repeating: nil, count: t)
         datasetHash = data.contentHash
     }
@@ -122,11 +120,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
 
     public init(config: RunConfig, data: TrainingData, directory: RunDirectory, logger: Logger, showProgress: Bool) throws {
         self.config = config
-        network = config.model.make()
-        let store = ParameterStore<Float>(layout: network.layout)
-        network.initialize(store, seed: config.seed)
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay,
-                               threads: ProcessInfo.processInfo.activeProcessorCount)
+        (network, state) = OptimizerState.initial(config, emaDecay: config.emaDecay, threads: ProcessInfo.processInfo.activeProcessorCount)
         self.directory = directory
         metrics = try MetricsLog(path: directory.metricsPath)
         progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil

@@ -1,14 +1,13 @@
 import Diffusion
 import Foundation
 import TensorCore
-import Cluster
 import Wire
 
 /// The optimiser side of training: parameters, Adam moments, EMA, step counter. Applies one
 /// reduced (batch-mean) gradient per step. The coordinator and every cluster worker hold one
 /// (workers without the EMA, which only the coordinator needs), and so does the
 /// single-process trainer; the same code on the same inputs keeps them bitwise identical.
-public final class OptimizerState: ReplicatedState, @unchecked Sendable {
+public final class OptimizerState: @unchecked Sendable {
     public let store: ParameterStore<Float>
     public let adam: Adam<Float>
     public let ema: ParameterEMA<Float>?
@@ -44,7 +43,7 @@ public final class OptimizerState: ReplicatedState, @unchecked Sendable {
         step += 1
     }
 
-    // MARK: ReplicatedState
+    // MARK: Replica state (what the cluster's ReplicatedState needs; conformance in ClusterWorkloads.swift)
 
     public var parameterCount: Int { store.count }
     public var parameters: UnsafePointer<Float> { UnsafePointer(store.values) }
@@ -134,15 +133,10 @@ public final class TrainingSession: @unchecked Sendable {
         }
         self.config = config
         self.data = data
-        network = config.model.make()
-        let store = ParameterStore<Float>(layout: network.layout)
-        network.initialize(store, seed: config.seed)
         let t = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, config.shards))
-        state = OptimizerState(store: store, options: config.adamOptions, emaDecay: config.emaDecay, threads: t)
-        computers = try (0..<t).map { i in
-            try makeShardComputer(config: config, data: data, store: i == 0 ? store : ParameterStore(sharingValuesOf: store))
-        }
-        sum = .allocate(capacity: max(store.count, 1))
+        (network, state) = OptimizerState.initial(config, emaDecay: config.emaDecay, threads: t)
+        computers = try makeShardComputers(config: config, data: data, store: state.store, count: t)
+        sum = .allocate(capacity: max(state.store.count, 1))
     }
 
     deinit { sum.deallocate() }
@@ -211,6 +205,27 @@ extension TrainingSession {
         let s = ParameterStore<Float>(layout: network.layout)
         s.values.update(from: state.ema!.values, count: s.count)
         return s
+    }
+}
+
+extension OptimizerState {
+    /// The network of `config`, its parameters initialised from the run's seed, and a fresh
+    /// optimiser: the one setup of the single-process session, the coordinator and every worker,
+    /// so that all of them start from the same bits.
+    public static func initial(_ config: RunConfig, emaDecay: Double?, threads: Int) -> (network: any DenoiserNetwork, state: OptimizerState) {
+        let network = config.model.make()
+        let store = ParameterStore<Float>(layout: network.layout)
+        network.initialize(store, seed: config.seed)
+        return (network, OptimizerState(store: store, options: config.adamOptions, emaDecay: emaDecay, threads: threads))
+    }
+}
+
+/// `count` shard computers over one set of parameters: the first accumulates into `store`'s own
+/// gradient buffer, the others share its values with gradient buffers of their own.
+public func makeShardComputers(config: RunConfig, data: TrainingData, store: ParameterStore<Float>,
+                               count: Int) throws -> [any ShardGradientComputing] {
+    try (0..<max(1, count)).map { i in
+        try makeShardComputer(config: config, data: data, store: i == 0 ? store : ParameterStore(sharingValuesOf: store))
     }
 }
 
