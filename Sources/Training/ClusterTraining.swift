@@ -42,29 +42,6 @@ public enum ClusterTraining {
         WireLimits.forModel(parameterCount: 3 * parameters)
     }
 
-    /// Creates the run directory, or accepts an existing one of the same configuration
-    /// (a restarted coordinator resumes from its newest checkpoint).
-    public static func prepareDirectory(_ dir: RunDirectory, config: RunConfig, data: TrainingData) throws -> Bool {
-        if FileManager.default.fileExists(atPath: dir.configPath) {
-            let record = try dir.readConfig()
-            guard record.hash == config.hash else {
-                if record.config == config {
-                    // Same options, hashed over the JSON of an earlier version (data and corruption
-                    // specs were objects before they became strings): its checkpoints carry that hash.
-                    throw RunDirectoryError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
-                }
-                throw RunDirectoryError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
-            }
-            if FileManager.default.fileExists(atPath: dir.modelPath) {
-                throw RunDirectoryError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
-            }
-            return true
-        }
-        try dir.create()
-        try dir.writeConfig(config, dataSummary: data.summary, imageShape: data.imageShape)
-        return false
-    }
-
     /// Runs the coordinator to the end of the run; returns the workload (its final state).
     /// `onStep` and `onEvent` see every completed step (with the batch size) and every event
     /// (metrics: Monitoring.ClusterMetrics).
@@ -76,7 +53,7 @@ public enum ClusterTraining {
                                   onEvent: (@Sendable (ClusterEvent) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
         try config.validate()
         let dir = RunDirectory(path: runPath)
-        let resuming = try prepareDirectory(dir, config: config, data: data)
+        let resuming = try dir.prepare(config: config, data: data)
         let lock = try CoordinatorLock(directory: runPath)
         defer { lock.release() }
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: options.keepCheckpoints)

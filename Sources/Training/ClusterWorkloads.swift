@@ -140,16 +140,11 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
     public var chunkRanges: [Range<Int>] { GradientChunks.plan(network.layout) }
 
     public func checkpointSnapshot() -> StateSnapshot {
-        var s = state.fullSnapshot()
-        s.metadata = ["config_hash": config.hash, "objective": config.objective.rawValue]
-        return s
+        state.checkpoint(of: config)
     }
 
     public func restore(checkpoint s: StateSnapshot) throws {
-        guard s.metadata["config_hash"] == config.hash else {
-            throw TrainingError("the checkpoint was written by a run with config hash \(s.metadata["config_hash"] ?? "?"), this run has \(config.hash): resuming with a different configuration is refused")
-        }
-        try state.restore(full: s)
+        try state.resume(from: s, of: config)
         try metrics.truncate(keepingStepsBelow: state.step)
     }
 

@@ -19,6 +19,32 @@ public struct RunDirectory: Sendable {
     public var metricsPath: String { path + "/metrics.jsonl" }
     public var modelPath: String { path + "/model.safetensors" }
 
+    /// Creates the run directory, or accepts an existing one of the same configuration
+    /// (a restarted coordinator resumes from its newest checkpoint).
+    /// Returns whether the run is resumed. The same for the single-process trainer and the
+    /// coordinator.
+    public func prepare(config: RunConfig, data: TrainingData) throws -> Bool {
+        let dir = self
+        if FileManager.default.fileExists(atPath: dir.configPath) {
+            let record = try dir.readConfig()
+            guard record.hash == config.hash else {
+                if record.config == config {
+                    // Same options, hashed over the JSON of an earlier version (data and corruption
+                    // specs were objects before they became strings): its checkpoints carry that hash.
+                    throw RunDirectoryError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
+                }
+                throw RunDirectoryError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
+            }
+            if FileManager.default.fileExists(atPath: dir.modelPath) {
+                throw RunDirectoryError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
+            }
+            return true
+        }
+        try create()
+        try writeConfig(config, dataSummary: data.summary, imageShape: data.imageShape)
+        return false
+    }
+
     /// Creates the directory for a new run. Refuses a directory that already holds a run, so
     /// a finished run is never overwritten by accident.
     public func create() throws {

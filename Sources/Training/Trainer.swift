@@ -43,15 +43,16 @@ public struct Trainer {
         BLAS.setThreads(1)   // bitwise reproducibility: parallel shards, never parallel BLAS (TensorCore.Parallel)
         let session = try TrainingSession(config: config, data: data, threads: threads)
         let dir = RunDirectory(path: runPath)
-        let resuming = try ClusterTraining.prepareDirectory(dir, config: config, data: data)
+        let resuming = try dir.prepare(config: config, data: data)
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: keepCheckpoints)
         let metrics = try MetricsLog(path: dir.metricsPath)
         if resuming {
             if let found = store.loadNewest(skipped: { [logger] why in logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"]) }) {
-                guard found.snapshot.metadata["config_hash"] == config.hash else {
-                    throw RunDirectoryError("\(found.path) belongs to another configuration")
+                do {
+                    try session.state.resume(from: found.snapshot, of: config)
+                } catch let error as TrainingError {
+                    throw RunDirectoryError("\(found.path): \(error.message)")
                 }
-                try session.state.restore(full: found.snapshot)
                 logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(session.state.step)"])
             } else {
                 // Stopped before its first checkpoint (killed, or a second Ctrl-C): the run is a
@@ -65,9 +66,7 @@ public struct Trainer {
                                            "batch": "\(config.batch)", "parameters": "\(session.state.store.count)",
                                            "threads": "\(session.computers.count)", "blas": "\(BLASCore.name)"])
         func checkpoint() throws -> String {
-            var s = session.state.fullSnapshot()
-            s.metadata = ["config_hash": config.hash, "objective": config.objective.rawValue]
-            return try store.write(s, step: session.state.step)
+            try store.write(session.state.checkpoint(of: config), step: session.state.step)
         }
         let progress = showProgress ? ProgressReporter(label: "train", total: config.steps, unit: "step") : nil
         var window: [Double] = []

@@ -209,6 +209,22 @@ extension TrainingSession {
 }
 
 extension OptimizerState {
+    /// A checkpoint of a run of `config`: the full state, tagged with the configuration's hash
+    /// (and objective) so that a resume with another configuration is refused.
+    public func checkpoint(of config: RunConfig) -> StateSnapshot {
+        var s = fullSnapshot()
+        s.metadata = ["config_hash": config.hash, "objective": config.objective.rawValue]
+        return s
+    }
+
+    /// Restores a checkpoint written by `checkpoint(of:)` for the same configuration.
+    public func resume(from s: StateSnapshot, of config: RunConfig) throws {
+        guard s.metadata["config_hash"] == config.hash else {
+            throw TrainingError("the checkpoint was written by a run with config hash \(s.metadata["config_hash"] ?? "?"), this run has \(config.hash): resuming with a different configuration is refused")
+        }
+        try restore(full: s)
+    }
+
     /// The network of `config`, its parameters initialised from the run's seed, and a fresh
     /// optimiser: the one setup of the single-process session, the coordinator and every worker,
     /// so that all of them start from the same bits.
