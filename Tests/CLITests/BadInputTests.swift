@@ -75,14 +75,16 @@ import Testing
         let args = ["train", "--data", "fashion-mnist", "--corrupt", "noise:0.5", "--steps", "1", "--out", out]
         try expectFailure(args, mentions: "fashion", out: out, environment: ["AMBIENT_FASHION_MNIST_DIR": dir + "/nowhere"])
         // A gzip stream cut short.
+        // It needs the real files (scripts/install-deps installs them, as CI does): a missing
+        // dataset fails here rather than silently skipping half of the test.
         let source = "/usr/share/datasets/fashion-mnist"
-        if FileManager.default.fileExists(atPath: source + "/train-images-idx3-ubyte.gz") {
-            for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
-                let bytes = try Data(contentsOf: URL(fileURLWithPath: source + "/" + name))
-                try bytes.prefix(name.contains("images") ? bytes.count / 2 : bytes.count).write(to: URL(fileURLWithPath: dir + "/" + name))
-            }
-            try expectFailure(args, mentions: "train-images", out: out, environment: ["AMBIENT_FASHION_MNIST_DIR": dir])
+        try #require(FileManager.default.fileExists(atPath: source + "/train-images-idx3-ubyte.gz"),
+                     "Fashion-MNIST is not installed at \(source): run scripts/install-deps (apt package dataset-fashion-mnist)")
+        for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: source + "/" + name))
+            try bytes.prefix(name.contains("images") ? bytes.count / 2 : bytes.count).write(to: URL(fileURLWithPath: dir + "/" + name))
         }
+        try expectFailure(args, mentions: "train-images", out: out, environment: ["AMBIENT_FASHION_MNIST_DIR": dir])
     }
 
     @Test func sampleAndDenoiseRejectBadRuns() throws {
