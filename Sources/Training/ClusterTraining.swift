@@ -86,34 +86,25 @@ public enum ClusterTraining {
     }
 }
 
-/// Appends cluster events to events.jsonl (one JSON object per line; docs/formats.md).
+/// The lines of events.jsonl, one per cluster event (docs/formats.md). Best effort: an event
+/// that cannot be written is not a reason to stop training.
 final class EventLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var handle: FileHandle?
+    private let file: JSONLinesFile
+    private let lock = NSLock()   // the encoder and the order of lines
     private let encoder = JSONEncoder()
 
     init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw RunDirectoryError("cannot create \(path)") }
-        }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot open \(path)") }
-        h.seekToEndOfFile()
-        handle = h
+        file = try JSONLinesFile(path: path)
         encoder.outputFormatting = [.sortedKeys]
     }
 
     func append(_ event: ClusterEvent) {
         lock.lock(); defer { lock.unlock() }
         guard let data = try? encoder.encode(event) else { return }
-        try? handle?.write(contentsOf: data + Data([10]))
+        try? file.append(String(decoding: data, as: UTF8.self))
     }
 
-    func close() {
-        lock.lock(); defer { lock.unlock() }
-        try? handle?.synchronize()
-        try? handle?.close()
-        handle = nil
-    }
+    func close() { try? file.close() }
 }
 
 extension RunDirectory {

@@ -101,22 +101,12 @@ public struct Trainer {
     }
 }
 
-/// Appends one JSON object per line to metrics.jsonl (schema in docs/formats.md).
+/// The lines of metrics.jsonl, one per logged step (schema in docs/formats.md).
 public final class MetricsLog {
-    private var handle: FileHandle
-    public let path: String
+    private let file: JSONLinesFile
+    public var path: String { file.path }
 
-    public init(path: String) throws {
-        self.path = path
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw RunDirectoryError("cannot create \(path)")
-            }
-        }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot open \(path) for writing") }
-        h.seekToEndOfFile()
-        handle = h
-    }
+    public init(path: String) throws { file = try JSONLinesFile(path: path) }
 
     public func append(_ r: StepReport, samplesPerSecond: Double, extra: [String: Double] = [:]) throws {
         var fields: [String] = [
@@ -129,31 +119,15 @@ public final class MetricsLog {
         ]
         for (k, v) in r.terms.sorted(by: { $0.key < $1.key }) { fields.append("\"term.\(k)\":\(json(v))") }
         for (k, v) in extra.sorted(by: { $0.key < $1.key }) { fields.append("\"\(k)\":\(json(v))") }
-        let line = "{" + fields.joined(separator: ",") + "}\n"
-        try handle.write(contentsOf: Data(line.utf8))
+        try file.append("{" + fields.joined(separator: ",") + "}")
     }
 
     /// Drops lines of steps >= `step` (a resumed run recomputes them), atomically.
     public func truncate(keepingStepsBelow step: Int) throws {
-        try handle.synchronize()
-        let text = String(decoding: (try? FileBytes.contents(of: path)) ?? [], as: UTF8.self)
-        var kept: [Substring] = []
-        for line in text.split(separator: "\n") {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let s = obj["step"] as? Int else { continue }
-            if s < step { kept.append(line) }
-        }
-        try FileBytes.writeAtomically(Array((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: path)
-        try handle.close()
-        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot reopen \(path)") }
-        h.seekToEndOfFile()
-        handle = h
+        try file.truncate { ($0["step"] as? Int).map { $0 < step } ?? false }
     }
 
-    public func close() throws {
-        try handle.synchronize()
-        try handle.close()
-    }
+    public func close() throws { try file.close() }
 
     private func json(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
 }
