@@ -84,7 +84,7 @@ public struct CropMap: Codable, Sendable, Equatable {
 
     /// Checks the invariants a reader relies on; the message names what is wrong.
     public func validate() throws {
-        func fail(_ s: String) -> CropMapError { CropMapError(message: s) }
+        func fail(_ s: String) -> ConfigurationError { ConfigurationError(message: s) }
         guard format == Self.formatName else { throw fail("format is \"\(format)\", expected \"\(Self.formatName)\"") }
         guard formatVersion == Self.formatVersion else { throw fail("format version \(formatVersion), supported: \(Self.formatVersion)") }
         guard imageShape.count == 3, imageShape.allSatisfy({ $0 >= 1 }) else { throw fail("image_shape \(imageShape) is not (C, H, W)") }
@@ -107,14 +107,14 @@ public struct CropMap: Codable, Sendable, Equatable {
 
     public static func read(_ path: String) throws -> CropMap {
         let bytes: [UInt8]
-        do { bytes = try FileBytes.contents(of: path) } catch { throw CropMapError(message: "\(path): cannot read (\(error))") }
+        do { bytes = try FileBytes.contents(of: path) } catch { throw ConfigurationError(message: "\(path): cannot read (\(error))") }
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         let map: CropMap
         do { map = try decoder.decode(CropMap.self, from: Data(bytes)) } catch {
-            throw CropMapError(message: "\(path): not a crop map (\(error))")
+            throw ConfigurationError(message: "\(path): not a crop map (\(error))")
         }
-        do { try map.validate() } catch let e as CropMapError { throw CropMapError(message: "\(path): \(e.message)") }
+        do { try map.validate() } catch let e as ConfigurationError { throw ConfigurationError(message: "\(path): \(e.message)") }
         return map
     }
 
@@ -124,12 +124,6 @@ public struct CropMap: Codable, Sendable, Equatable {
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return Array(try encoder.encode(self)) + [10]
     }
-}
-
-public struct CropMapError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// Measures `CropMap.mse` without a network: the denoiser restricted to a window is the

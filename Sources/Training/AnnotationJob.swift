@@ -118,7 +118,7 @@ public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, ForwardsR
         let contents = try directory.read()
         let trained = try TrainedClassifier.load(run: spec.classifierRun)
         guard trained.classifier.dimension == contents.samples.rowSize else {
-            throw DataError(message: "classifier \(spec.classifierRun) takes samples of \(trained.classifier.dimension) values, \(spec.dataset) has \(contents.samples.rowSize)")
+            throw TrainingError("classifier \(spec.classifierRun) takes samples of \(trained.classifier.dimension) values, \(spec.dataset) has \(contents.samples.rowSize)")
         }
         sigmaMax = contents.manifest.sigmaMax
         let clean = contents.clean ?? [Bool](repeating: false, count: contents.count)

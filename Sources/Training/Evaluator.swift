@@ -48,12 +48,12 @@ public struct FashionEvaluator: @unchecked Sendable {
         if FileManager.default.fileExists(atPath: path) {
             let (tensors, metadata) = try Safetensors.read(path)
             guard metadata["ambient.kind"] == "evaluator", metadata["ambient.evaluator_version"] == String(version) else {
-                throw RunDirectoryError("\(path) is not an Ambient evaluator of version \(version); delete it to retrain")
+                throw TrainingError("\(path) is not an Ambient evaluator of version \(version); delete it to retrain")
             }
             let byName = Dictionary(tensors.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
             for (i, slot) in network.layout.slots.enumerated() {
                 guard let t = byName[slot.name], t.shape == slot.shape else {
-                    throw RunDirectoryError("\(path): tensor \(slot.name) missing or of the wrong shape; delete the file to retrain")
+                    throw TrainingError("\(path): tensor \(slot.name) missing or of the wrong shape; delete the file to retrain")
                 }
                 t.storage.withUnsafeBufferPointer { store.value(i).update(from: $0.baseAddress!, count: slot.count) }
             }

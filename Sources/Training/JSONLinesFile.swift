@@ -16,9 +16,9 @@ public final class JSONLinesFile: @unchecked Sendable {
 
     private static func open(_ path: String) throws -> FileHandle {
         if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw RunDirectoryError("cannot create \(path)") }
+            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw TrainingError("cannot create \(path)") }
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw RunDirectoryError("cannot open \(path) for writing") }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw TrainingError("cannot open \(path) for writing") }
         h.seekToEndOfFile()
         return h
     }
@@ -26,7 +26,7 @@ public final class JSONLinesFile: @unchecked Sendable {
     /// Appends one line (`object` is a JSON object without the newline).
     public func append(_ object: String) throws {
         lock.lock(); defer { lock.unlock() }
-        guard let handle else { throw RunDirectoryError("\(path) is closed") }
+        guard let handle else { throw TrainingError("\(path) is closed") }
         try handle.write(contentsOf: Data((object + "\n").utf8))
     }
 

@@ -31,12 +31,12 @@ public struct RunDirectory: Sendable {
                 if record.config == config {
                     // Same options, hashed over the JSON of an earlier version (data and corruption
                     // specs were objects before they became strings): its checkpoints carry that hash.
-                    throw RunDirectoryError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
+                    throw TrainingError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
                 }
-                throw RunDirectoryError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
+                throw TrainingError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
             }
             if FileManager.default.fileExists(atPath: dir.modelPath) {
-                throw RunDirectoryError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
+                throw TrainingError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
             }
             return true
         }
@@ -51,16 +51,16 @@ public struct RunDirectory: Sendable {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         if fm.fileExists(atPath: path, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw RunDirectoryError("\(path) exists and is not a directory; choose another --out") }
+            guard isDir.boolValue else { throw TrainingError("\(path) exists and is not a directory; choose another --out") }
             let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             if !contents.isEmpty {
-                throw RunDirectoryError("\(path) already exists and is not empty (\(contents.sorted().prefix(3).joined(separator: ", "))); choose another --out or remove it")
+                throw TrainingError("\(path) already exists and is not empty (\(contents.sorted().prefix(3).joined(separator: ", "))); choose another --out or remove it")
             }
         }
         do {
             try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw RunDirectoryError("cannot create run directory \(path): \(error.localizedDescription)")
+            throw TrainingError("cannot create run directory \(path): \(error.localizedDescription)")
         }
     }
 
@@ -75,18 +75,18 @@ public struct RunDirectory: Sendable {
 
     public func readConfig() throws -> ConfigRecord {
         guard let data = FileManager.default.contents(atPath: configPath) else {
-            throw RunDirectoryError("\(path) is not a run directory: \(configPath) is missing")
+            throw TrainingError("\(path) is not a run directory: \(configPath) is missing")
         }
         do {
             let record = try JSONDecoder().decode(ConfigRecord.self, from: data)
             guard record.formatVersion == Self.formatVersion else {
-                throw RunDirectoryError("\(configPath): run format version \(record.formatVersion), this ambient reads version \(Self.formatVersion)")
+                throw TrainingError("\(configPath): run format version \(record.formatVersion), this ambient reads version \(Self.formatVersion)")
             }
             return record
-        } catch let e as RunDirectoryError {
+        } catch let e as TrainingError {
             throw e
         } catch {
-            throw RunDirectoryError("\(configPath) is not a valid run configuration: \(error)")
+            throw TrainingError("\(configPath) is not a valid run configuration: \(error)")
         }
     }
 
@@ -117,8 +117,3 @@ public struct ConfigRecord: Codable, Sendable {
     public var imageShape: [Int]?
 }
 
-public struct RunDirectoryError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}

@@ -86,30 +86,30 @@ func loadWeights(run path: String, kind expected: String) throws -> (ConfigRecor
     let dir = RunDirectory(path: path)
     let record = try dir.readConfig()
     guard FileManager.default.fileExists(atPath: dir.modelPath) else {
-        throw RunDirectoryError("\(path) has no model.safetensors: the run did not finish (train it to completion, or resume it)")
+        throw TrainingError("\(path) has no model.safetensors: the run did not finish (train it to completion, or resume it)")
     }
     let (tensors, metadata) = try Safetensors.read(dir.modelPath)
     let kind = metadata["ambient.kind"] ?? "?"
     guard kind == expected else {
-        throw RunDirectoryError("\(dir.modelPath) holds a \(kind), not a \(expected); pass the run directory of a \(expected) training run")
+        throw TrainingError("\(dir.modelPath) holds a \(kind), not a \(expected); pass the run directory of a \(expected) training run")
     }
     if let h = metadata["ambient.config_hash"], h != record.hash {
-        throw RunDirectoryError("\(dir.modelPath) was written by a run with config hash \(h), but config.json has \(record.hash): the directory mixes two runs")
+        throw TrainingError("\(dir.modelPath) was written by a run with config hash \(h), but config.json has \(record.hash): the directory mixes two runs")
     }
     do { try record.config.model.validate() } catch {
-        throw RunDirectoryError("\(dir.configPath): the network configuration cannot be built: \(error)")
+        throw TrainingError("\(dir.configPath): the network configuration cannot be built: \(error)")
     }
     let network = record.config.model.make()
     let store = ParameterStore<Float>(layout: network.layout)
     let byName = Dictionary(tensors.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
     for slot in network.layout.slots {
         guard let t = byName[slot.name] else {
-            throw RunDirectoryError("\(dir.modelPath) lacks tensor \(slot.name) of the configured network")
+            throw TrainingError("\(dir.modelPath) lacks tensor \(slot.name) of the configured network")
         }
         guard t.shape == slot.shape else {
-            throw RunDirectoryError("\(dir.modelPath): tensor \(slot.name) has shape \(t.shape), the network needs \(slot.shape)")
+            throw TrainingError("\(dir.modelPath): tensor \(slot.name) has shape \(t.shape), the network needs \(slot.shape)")
         }
-        guard t.isFinite else { throw RunDirectoryError("\(dir.modelPath): tensor \(slot.name) contains NaN or infinity") }
+        guard t.isFinite else { throw TrainingError("\(dir.modelPath): tensor \(slot.name) contains NaN or infinity") }
         t.storage.withUnsafeBufferPointer { store.value(network.layout.index(of: slot.name)!).update(from: $0.baseAddress!, count: slot.count) }
     }
     return (record, network, store)

@@ -51,7 +51,7 @@ public struct Trainer {
                 do {
                     try session.state.resume(from: found.snapshot, of: config)
                 } catch let error as TrainingError {
-                    throw RunDirectoryError("\(found.path): \(error.message)")
+                    throw TrainingError("\(found.path): \(error.message)")
                 }
                 logger.notice("resumed", metadata: ["checkpoint": "\(found.path)", "step": "\(session.state.step)"])
             } else {

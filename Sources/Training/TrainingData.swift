@@ -159,14 +159,14 @@ public struct TrainingData: Sendable {
             case 2: break
             case 4 where t.shape[1] >= 1: imageShape = Array(t.shape.dropFirst())
             default:
-                throw DataError(message: "\(path): expected shape (N, d) or (N, C, H, W), found \(t.shape)")
+                throw TrainingError("\(path): expected shape (N, d) or (N, C, H, W), found \(t.shape)")
             }
-            guard t.rows >= 1, t.rowSize >= 1 else { throw DataError(message: "\(path): no samples (shape \(t.shape))") }
+            guard t.rows >= 1, t.rowSize >= 1 else { throw TrainingError("\(path): no samples (shape \(t.shape))") }
             samples = t.reshaped([t.rows, t.rowSize])
             summary = "\(path): \(t.rows) samples of shape \(Array(t.shape.dropFirst()))"
         case let .directory(path):
             if config.dataSigma != nil || config.corruption != nil {
-                throw DataError(message: "--data \(path) is a dataset directory: its noise levels and corruption are in the directory; drop --data-sigma / --corrupt")
+                throw TrainingError("--data \(path) is a dataset directory: its noise levels and corruption are in the directory; drop --data-sigma / --corrupt")
             }
             let contents = try DatasetDirectory(path: path).read()
             // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
@@ -183,7 +183,7 @@ public struct TrainingData: Sendable {
         var masks: Tensor<Float>? = nil
         if let corruption = config.corruption {
             if case .outOfDistribution = corruption {
-                throw DataError(message: "--corrupt \(corruption) chooses which samples make up the data: build such a dataset with `ambient dataset make` and train on its directory")
+                throw TrainingError("--corrupt \(corruption) chooses which samples make up the data: build such a dataset with `ambient dataset make` and train on its directory")
             }
             let c = try corruption.apply(samples, imageShape: imageShape, seed: config.seed)
             samples = c.samples
@@ -196,9 +196,3 @@ public struct TrainingData: Sendable {
     }
 }
 
-/// Training data that cannot be used; the message names the file and the problem.
-public struct DataError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
-}

@@ -57,11 +57,11 @@ extension Ambient.Classifier {
                 common.configureBLAS()
                 let contents = try DatasetDirectory(path: data).read()
                 guard contents.manifest.source.hasPrefix("fashion-mnist") else {
-                    throw DataError(message: "\(data) comes from \(contents.manifest.source): the check needs unseen images of the same source, which it has only for fashion-mnist")
+                    throw TrainingError("\(data) comes from \(contents.manifest.source): the check needs unseen images of the same source, which it has only for fashion-mnist")
                 }
                 let trained = try TrainedClassifier.load(run: classifier)
                 guard trained.classifier.dimension == contents.samples.rowSize else {
-                    throw DataError(message: "classifier \(classifier) takes samples of \(trained.classifier.dimension) values, \(data) has \(contents.samples.rowSize)")
+                    throw TrainingError("classifier \(classifier) takes samples of \(trained.classifier.dimension) values, \(data) has \(contents.samples.rowSize)")
                 }
                 let test = try FashionMNIST.load(split: .test)
                 let unseen = test.images.reshaped([test.images.rows, test.images.rowSize])

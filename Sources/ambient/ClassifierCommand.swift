@@ -147,14 +147,14 @@ extension Ambient {
                     return
                 }
                 if let s = fixedSigma {
-                    guard s <= contents.manifest.sigmaMax else { throw DataError(message: "--fixed-sigma \(s) exceeds sigma_max \(contents.manifest.sigmaMax)") }
+                    guard s <= contents.manifest.sigmaMax else { throw TrainingError("--fixed-sigma \(s) exceeds sigma_max \(contents.manifest.sigmaMax)") }
                     for i in corrupted { annotations[i] = s }
                     note = "fixed sigma_min \(s) for the \(corrupted.count) corrupted samples"
                 } else {
                     let trained = try TrainedClassifier.load(run: classifier!)
                     let d = contents.samples.rowSize
                     guard trained.classifier.dimension == d else {
-                        throw DataError(message: "classifier \(classifier!) takes samples of \(trained.classifier.dimension) values, \(data) has \(d)")
+                        throw TrainingError("classifier \(classifier!) takes samples of \(trained.classifier.dimension) values, \(data) has \(d)")
                     }
                     let spec = AnnotationSpec(dataset: data, classifierConfig: trained.record.config, classifierRun: classifier!,
                                               classifierHash: trained.record.hash, grid: grid ?? 256, draws: draws ?? 4, span: span, eps: eps,
@@ -201,18 +201,18 @@ extension Ambient.Annotate {
     func annotateCrops(directory: DatasetDirectory, contents: DatasetDirectory.Contents, corrupted: [Int]) throws {
         let map = try CropMap.read(cropMap!)
         let shape = Array(contents.samples.shape.dropFirst())
-        guard contents.samples.rank == 4 else { throw DataError(message: "\(data) holds vectors, not images: crops need images") }
-        guard map.imageShape == shape else { throw DataError(message: "crop map \(cropMap!) was measured on images \(map.imageShape), \(data) holds \(shape)") }
+        guard contents.samples.rank == 4 else { throw TrainingError("\(data) holds vectors, not images: crops need images") }
+        guard map.imageShape == shape else { throw TrainingError("crop map \(cropMap!) was measured on images \(map.imageShape), \(data) holds \(shape)") }
         let sized = try cropsClassifiers.map { run -> CropAnnotator.SizedClassifier in
             let trained = try TrainedClassifier.load(run: run)
             guard let size = trained.record.config.classifierCrop else {
-                throw DataError(message: "\(run) is not a crops classifier (trained without --crops); use it with --classifier")
+                throw TrainingError("\(run) is not a crops classifier (trained without --crops); use it with --classifier")
             }
             guard size <= min(shape[1], shape[2]) else {
-                throw DataError(message: "crops classifier \(run) takes \(size) x \(size) crops; the images of \(data) are \(shape[1]) x \(shape[2])")
+                throw TrainingError("crops classifier \(run) takes \(size) x \(size) crops; the images of \(data) are \(shape[1]) x \(shape[2])")
             }
             guard trained.classifier.dimension == ImageCrops.dimension(shape: shape, size: size) else {
-                throw DataError(message: "crops classifier \(run) takes \(trained.classifier.dimension) values, \(size) x \(size) crops of \(data) have \(ImageCrops.dimension(shape: shape, size: size))")
+                throw TrainingError("crops classifier \(run) takes \(trained.classifier.dimension) values, \(size) x \(size) crops of \(data) have \(ImageCrops.dimension(shape: shape, size: size))")
             }
             return CropAnnotator.SizedClassifier(size: size, classifier: trained.classifier, store: trained.store)
         }

@@ -100,8 +100,8 @@ extension Ambient.Classifier {
                     source = "fashion-mnist: \(db.rows) train images (database), \(held.rows) test images (queries)"
                 } else {
                     let c = try DatasetDirectory(path: data).read()
-                    guard c.samples.rank == 4 else { throw DataError(message: "\(data) holds vectors \(c.samples.shape), not images (N, C, H, W)") }
-                    guard c.count > queries + 1 else { throw DataError(message: "\(data) has \(c.count) samples; need more than --queries \(queries)") }
+                    guard c.samples.rank == 4 else { throw TrainingError("\(data) holds vectors \(c.samples.shape), not images (N, C, H, W)") }
+                    guard c.count > queries + 1 else { throw TrainingError("\(data) has \(c.count) samples; need more than --queries \(queries)") }
                     held = c.samples.rows((c.count - queries)..<c.count)
                     db = pick(c.samples.rows(0..<(c.count - queries)), database, step: 0)
                     source = "dataset \(data): \(db.rows) samples (database), the last \(held.rows) (queries)"

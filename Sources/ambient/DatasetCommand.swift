@@ -128,7 +128,7 @@ extension Ambient.Dataset {
                 let c = try DatasetDirectory(path: directory).read()
                 let files = c.manifest.files.keys.sorted().joined(separator: ", ")
                 if let png {
-                    guard c.samples.rank == 4 else { throw DataError(message: "--png needs image data; \(directory) holds vectors of shape \(c.manifest.sampleShape)") }
+                    guard c.samples.rank == 4 else { throw TrainingError("--png needs image data; \(directory) holds vectors of shape \(c.manifest.sampleShape)") }
                     let n = min(64, c.count)
                     try PNG.writeGrid(c.samples.gather(rows: (0..<n).map { $0 * c.count / n }), columns: 8, path: png)   // spread over the set
                 }

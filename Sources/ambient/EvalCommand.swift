@@ -83,7 +83,7 @@ extension Ambient {
                 var generated: Tensor<Float>
                 if let samples {
                     let x = try NPY.readFloat(samples)
-                    guard x.rank >= 2, x.rowSize == d else { throw DataError(message: "\(samples) has shape \(x.shape); the run's samples have \(d) values") }
+                    guard x.rank >= 2, x.rowSize == d else { throw TrainingError("\(samples) has shape \(x.shape); the run's samples have \(d) values") }
                     generated = x.reshaped([x.rows, d])
                 } else {
                     let progress = quiet ? nil : ProgressReporter(label: "sample", total: count, unit: "sample")

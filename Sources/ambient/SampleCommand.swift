@@ -98,7 +98,7 @@ extension Ambient {
                     let x = try NPY.readFloat(from)
                     let d = model.denoiser.dimension
                     guard x.rank >= 2, x.rowSize == d else {
-                        throw DataError(message: "\(from) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
+                        throw TrainingError("\(from) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
                     }
                     let bar = progress(x.rows)
                     samples = sampler.posterior(model.denoiser, model.store, observations: x.reshaped([x.rows, d]), sigma: sigma, seed: seed,
@@ -165,7 +165,7 @@ extension Ambient {
                 let x = try NPY.readFloat(input)
                 let d = model.denoiser.dimension
                 guard x.rank >= 2, x.rowSize == d else {
-                    throw DataError(message: "\(input) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
+                    throw TrainingError("\(input) has shape \(x.shape); the model of \(runDirectory) needs (N, \(d)) or (N, ...) with \(d) values per sample")
                 }
                 try validateFinite(x, name: input)
                 if let floor = model.trainedFloor, sigma < floor {

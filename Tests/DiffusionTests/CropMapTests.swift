@@ -144,13 +144,13 @@ import Testing
         let back = try JSONDecoder.snake.decode(CropMap.self, from: Data(try map.encoded()))
         #expect(back == map)
         map.crop = [5, 3, 8]
-        #expect(throws: CropMapError.self) { try map.validate() }
+        #expect(throws: ConfigurationError.self) { try map.validate() }
         map.crop = monotone
         map.mse = [[1]]
-        #expect(throws: CropMapError.self) { try map.validate() }
+        #expect(throws: ConfigurationError.self) { try map.validate() }
         map.mse = mse
         map.formatVersion = 9
-        #expect(throws: CropMapError.self) { try map.validate() }
+        #expect(throws: ConfigurationError.self) { try map.validate() }
     }
 
     /// Crops copy the right pixels of every channel.

@@ -16,7 +16,7 @@ import Testing
         try file.append("{\"step\":9}")
         try file.close()
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "{\"step\":0}\n{\"step\":1}\n{\"step\":2}\n{\"step\":9}\n")
-        #expect(throws: RunDirectoryError.self) { try file.append("{}") }
+        #expect(throws: TrainingError.self) { try file.append("{}") }
 
         let log = try MetricsLog(path: path)
         try log.append(StepReport(step: 10, loss: .nan, terms: ["a": 1], gradNorm: 2, learningRate: 1e-3, seconds: 0.5), samplesPerSecond: 64)

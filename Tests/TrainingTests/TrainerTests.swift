@@ -67,7 +67,7 @@ func smallConfig(steps: Int = 30, seed: UInt64 = 5, shards: Int = 1, objective: 
             #expect(obj["step"] is Int && obj["loss"] is Double && obj["term.denoising"] is Double)
         }
         // A second run into the same directory is refused and leaves it untouched.
-        #expect(throws: RunDirectoryError.self) {
+        #expect(throws: TrainingError.self) {
             try Trainer(config: c, runPath: dir, logger: Logger(label: "test"), showProgress: false).run()
         }
     }

@@ -65,6 +65,6 @@ import Training
         let edited = text.replacingOccurrences(of: "16\n", with: "12\n").replacingOccurrences(of: ",16]", with: ",12]")
         #expect(edited != text)
         try edited.write(toFile: configPath, atomically: true, encoding: .utf8)
-        #expect(throws: RunDirectoryError.self) { try TrainedModel.load(run: dir) }
+        #expect(throws: TrainingError.self) { try TrainedModel.load(run: dir) }
     }
 }
