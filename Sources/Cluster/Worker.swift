@@ -80,9 +80,9 @@ public final class Worker: @unchecked Sendable {
     private var unregisteredSince: Double
     private var heartbeatTimeout: Double
     /// Messages the socket would not take yet (high-water mark reached while the coordinator
-    /// was busy), oldest first. Gradient chunks are never dropped for that: a lost chunk would
-    /// stall the step until its deadline. Cleared when registration starts again.
-    private var backlog: [[[UInt8]]] = []
+    /// was busy). Gradient chunks are never dropped for that: a lost chunk would stall the step
+    /// until its deadline. Cleared when registration starts again.
+    private var backlog = SendBacklog()
 
     // Shared between threads (under `lock`)
     private let lock = NSCondition()
@@ -99,25 +99,12 @@ public final class Worker: @unchecked Sendable {
     private var taskEpoch = 0
 
     private var workload: (any WorkerWorkload)?
-    /// Update chunks of the next version received so far (by start offset), decoded into
-    /// `pendingUpdate`. They are applied together when the last one arrives: until then this
-    /// worker may still be asked to (re)compute shards of the current step, which needs the
-    /// parameters of the current version.
-    private var appliedChunks = Set<Int>()
-    private var pendingUpdate: [Float] = []
-    /// Error-feedback residuals of lossy codecs, per (shard, chunk): they follow the shard as
-    /// long as this worker keeps it. Rules: a residual whose shard was not computed here at the
-    /// previous step is read from the checkpoint's residual file of this step if there is one
-    /// (a restart from that checkpoint, or a shard that moved at a checkpoint step), else starts
-    /// again from 0 (the shard moved); every residual in memory is dropped when the parameters
-    /// are replaced by a full copy (a restart or a repair). Before each checkpoint step the
-    /// worker that computes a shard writes its residuals (ResidualFile) to the welcome's
-    /// `residualDirectory`, before the shard's last chunk leaves.
-    private let feedbackLock = NSLock()
-    private var feedbacks: [Int: FeedbackBox] = [:]
+    /// The chunks of the update to the next version received so far. They are applied
+    /// together when the last one arrives: until then this worker may still be asked to
+    /// (re)compute shards of the current step, which needs the parameters of the current version.
+    private var updates: UpdateAssembler?
+    private let feedbacks: FeedbackStore
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
-
-    private var gradientBuffer: [UInt8] = []
 
     public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
                 clock: any Clock = MonotonicClock(), factory: @escaping Factory) {
@@ -130,6 +117,7 @@ public final class Worker: @unchecked Sendable {
         lastHeard = clock.now()
         unregisteredSince = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
+        feedbacks = FeedbackStore(logger: logger)
     }
 
     /// Runs until the coordinator shuts the run down; throws if registration keeps failing or
@@ -190,32 +178,28 @@ public final class Worker: @unchecked Sendable {
 
     private func sendFrames(_ frames: [[UInt8]], keep: Bool = true) {
         if !backlog.isEmpty {
-            if keep { backlog.append(frames) }
+            if keep { backlog.append(frames, now: clock.now()) }
             return
         }
         do {
             try transport.send(frames)
         } catch .full where keep {
-            backlog.append(frames)
+            backlog.append(frames, now: clock.now())
         } catch {
             logger.debug("send failed", metadata: ["error": "\(error)"])
         }
     }
 
     private func flushBacklog() {
-        var sent = 0
-        for frames in backlog {
-            do {
+        _ = backlog.flush(now: clock.now()) { [logger, transport] (frames) throws(TransportError) in
+            do throws(TransportError) {
                 try transport.send(frames)
-                sent += 1
-            } catch .full {
-                break
             } catch {
+                if case .full = error { throw error }
+                // Not a full queue: this message cannot go out; move on.
                 logger.debug("send failed", metadata: ["error": "\(error)"])
-                sent += 1   // not a full queue: this message cannot go out; move on
             }
         }
-        backlog.removeFirst(sent)
     }
 
     private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
@@ -233,7 +217,7 @@ public final class Worker: @unchecked Sendable {
         unregisteredSince = clock.now()
         lastHeard = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
-        backlog = []
+        backlog.clear()
         clearPendingCompute()
     }
 
@@ -362,6 +346,7 @@ public final class Worker: @unchecked Sendable {
             case .stop:
                 return
             case let .build(body):
+                updates = nil   // the welcome's chunk plan may differ
                 if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, workload != nil {
                     post(.built(datasetHash: b.datasetHash))
                     continue
@@ -394,10 +379,8 @@ public final class Worker: @unchecked Sendable {
             let ranges = try meta.sectionRanges(valueCount: flat.count).get()
             let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
             try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
-            appliedChunks = []
-            feedbackLock.lock()
-            feedbacks = [:]
-            feedbackLock.unlock()
+            updates?.reset()
+            feedbacks.clear()
             guard workload.parameterChecksum == meta.parameterChecksum else {
                 throw ClusterError("parameters differ from the coordinator's checksum after loading")
             }
@@ -419,31 +402,21 @@ public final class Worker: @unchecked Sendable {
                                                reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
             return
         }
-        let n = workload.parameterCount
-        // Both at most 2^63 - 1 (MessageHeader.decode), so the conversions cannot trap.
-        let offset = Int(h.keyOffset), count = Int(h.keyCount)
-        guard let chunk = welcome.chunkRange(startingAt: offset, parameterCount: n),
-              chunk.count == count, !appliedChunks.contains(offset) else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "update chunk [\(offset), +\(count)) does not fit the chunk plan or came twice")))
-            return
+        if updates == nil {
+            guard let plan = welcome.chunkPlan(parameterCount: workload.parameterCount) else {
+                post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                                   reason: "the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters")))
+                return
+            }
+            updates = UpdateAssembler(plan: plan)
         }
-        if pendingUpdate.count != n { pendingUpdate = [Float](repeating: 0, count: n) }
-        do {
-            let result: Result<Void, WireError> = pendingUpdate.withUnsafeMutableBufferPointer { buf in
-                Result { () throws(WireError) in
-                    try message.decodeTensor(into: UnsafeMutableBufferPointer(rebasing: buf[offset..<(offset + count)]))
-                }
-            }
-            try result.get()
-            appliedChunks.insert(offset)
-            if appliedChunks.count == welcome.chunkOffsets.count {
-                pendingUpdate.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
-                appliedChunks = []
-            }
-        } catch {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "undecodable update: \(error)")))
+        switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
+        case .success(true):
+            updates!.buffer.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+        case .success(false):
+            break
+        case let .failure(refusal):
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0, reason: "\(refusal)")))
         }
     }
 
@@ -467,7 +440,7 @@ public final class Worker: @unchecked Sendable {
             post(.buildFailed("unknown codec \(welcome.codec)"))
             return
         }
-        guard let chunks = welcome.chunkRanges(parameterCount: workload.parameterCount) else {
+        guard let chunks = welcome.chunkPlan(parameterCount: workload.parameterCount)?.ranges else {
             post(.buildFailed("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters"))
             return
         }
@@ -485,7 +458,7 @@ public final class Worker: @unchecked Sendable {
     private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
                                 welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
         let buffer = workload.gradientBuffer(slot: slot)
-        if !codec.isLossless { restoreResiduals(shard: k, step: step, chunks: chunks, welcome: welcome) }
+        if !codec.isLossless, let dir = welcome.residualDirectory { feedbacks.restore(shard: k, step: step, chunks: chunks, directory: dir) }
         do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
@@ -500,7 +473,7 @@ public final class Worker: @unchecked Sendable {
                 var m = Message(header: h, tensor: values, codec: codec, meta: metaBytes)
                 if !codec.isLossless {
                     // Error feedback: what the lossy codec drops now is added to this shard's next gradient.
-                    let box = feedback(shard: k, chunk: c, step: step, count: values.count)
+                    let box = feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)
                     var bytes: [UInt8] = []
                     do {
                         try box.state.compensateAndEncode(values, codec: codec, into: &bytes)
@@ -527,7 +500,7 @@ public final class Worker: @unchecked Sendable {
                     // The last chunk's encoding finalises the shard's residuals; they are on disk
                     // before that chunk leaves, so a committed checkpoint always has them.
                     let frames = encode(last, meta: meta)
-                    saveResiduals(shard: k, step: step + 1, chunks: chunks, directory: dir)
+                    feedbacks.save(shard: k, step: step + 1, chunks: chunks, directory: dir)
                     post(.send(frames))
                 } else {
                     send(last, meta: meta)
@@ -535,81 +508,5 @@ public final class Worker: @unchecked Sendable {
             }
         }
     }
-
-    /// Writes the residuals of `shard` for checkpoint step `step` (every chunk of the shard has
-    /// been encoded).
-    private func saveResiduals(shard k: Int, step: Int, chunks: [Range<Int>], directory: String) {
-        var file = ResidualFile(step: step, shard: k, chunks: [])
-        feedbackLock.lock()
-        for (c, r) in chunks.enumerated() {
-            guard let box = feedbacks[k << 20 | c], box.state.count == r.count else { continue }
-            file.chunks.append(.init(offset: r.lowerBound, values: box.state.residual))
-        }
-        feedbackLock.unlock()
-        let path = ResidualFile.path(directory: directory, step: step, shard: k)
-        do {
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            try FileBytes.writeAtomically(file.encode(), to: path)
-        } catch {
-            logger.warning("cannot write error-feedback residuals: a restart from this checkpoint resets them",
-                           metadata: ["path": "\(path)", "error": "\(error)"])
-        }
-    }
-
-    /// Brings back the residuals of `shard` for `step` from the checkpoint's residual file when
-    /// this worker did not compute the shard at the previous step.
-    private func restoreResiduals(shard k: Int, step: Int, chunks: [Range<Int>], welcome: WelcomeBody) {
-        guard let dir = welcome.residualDirectory else { return }
-        feedbackLock.lock()
-        let current = chunks.indices.allSatisfy { c in
-            feedbacks[k << 20 | c].map { $0.lastStep == step - 1 || $0.lastStep == step } ?? false
-        }
-        feedbackLock.unlock()
-        if current { return }
-        let path = ResidualFile.path(directory: dir, step: step, shard: k)
-        guard FileManager.default.fileExists(atPath: path) else { return }
-        do {
-            let file = try ResidualFile.decode(FileBytes.contents(of: path))
-            guard file.step == step, file.shard == k, file.chunks.map(\.offset) == chunks.map(\.lowerBound),
-                  zip(file.chunks, chunks).allSatisfy({ $0.values.count == $1.count }) else {
-                throw ClusterError("it does not match this run's chunk plan")
-            }
-            feedbackLock.lock()
-            for (c, chunk) in file.chunks.enumerated() {
-                var state = ErrorFeedback(count: chunk.values.count)
-                state.restore(chunk.values)
-                feedbacks[k << 20 | c] = FeedbackBox(state: state, lastStep: step - 1)
-            }
-            feedbackLock.unlock()
-            logger.info("restored error-feedback residuals", metadata: ["shard": "\(k)", "step": "\(step)"])
-        } catch {
-            logger.warning("unreadable error-feedback residuals: starting them from 0", metadata: ["path": "\(path)", "error": "\(error)"])
-        }
-    }
-
-    /// The residual of (shard, chunk), reset when the shard was not computed here last step.
-    private func feedback(shard: Int, chunk: Int, step: Int, count: Int) -> FeedbackBox {
-        feedbackLock.lock()
-        defer { feedbackLock.unlock() }
-        let key = shard << 20 | chunk
-        if let box = feedbacks[key], box.state.count == count {
-            if box.lastStep != step - 1 && box.lastStep != step { box.state.reset() }
-            box.lastStep = step
-            return box
-        }
-        let box = FeedbackBox(state: ErrorFeedback(count: count), lastStep: step)
-        feedbacks[key] = box
-        return box
-    }
 }
 
-/// One error-feedback state, mutated only by the compute slot that holds its shard.
-final class FeedbackBox: @unchecked Sendable {
-    var state: ErrorFeedback
-    var lastStep: Int
-    init(state: ErrorFeedback, lastStep: Int) {
-        self.state = state
-        self.lastStep = lastStep
-    }
-}
