@@ -42,6 +42,14 @@ public final class Coordinator: @unchecked Sendable {
     /// Checksum of the master parameters at the current version (sent with assignments).
     var parameterChecksum: UInt64 = 0
     private var abortRequested = false
+    private var nextHeartbeat = 0.0
+    /// The checkpoint being written on its own thread, whether one is due before the next
+    /// step starts, and why the last one failed.
+    var checkpointInFlight: CheckpointWriter?
+    var checkpointDue = false
+    var checkpointError: (any Error)?
+    /// Writes a snapshot into the store (on the checkpoint's thread); tests slow it down.
+    var writeCheckpointFile: @Sendable (CheckpointStore, StateSnapshot, Int) throws -> String = { try $0.write($1, step: $2) }
 
     public init(workload: any CoordinatorWorkload, transport: any ServerTransport, options: CoordinatorOptions,
                 checkpoints: CheckpointStore?, incarnation: UInt64, logger: Logger, clock: any Clock = MonotonicClock()) throws {
@@ -82,7 +90,7 @@ public final class Coordinator: @unchecked Sendable {
         statsLock.unlock()
     }
 
-    private var isAborting: Bool {
+    var isAborting: Bool {
         statsLock.lock(); defer { statsLock.unlock() }
         return abortRequested
     }
@@ -99,8 +107,8 @@ public final class Coordinator: @unchecked Sendable {
         statsLock.unlock()
     }
 
-    func event(_ kind: ClusterEvent.Kind, worker: String = "", _ detail: String) {
-        onEvent?(ClusterEvent(time: Date().timeIntervalSince1970, kind: kind, step: current?.step ?? workload.version,
+    func event(_ kind: ClusterEvent.Kind, worker: String = "", step: Int? = nil, _ detail: String) {
+        onEvent?(ClusterEvent(time: Date().timeIntervalSince1970, kind: kind, step: step ?? current?.step ?? workload.version,
                               worker: worker, detail: detail))
     }
 
@@ -120,13 +128,13 @@ public final class Coordinator: @unchecked Sendable {
         }
         firstStep = workload.version
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
-        var nextHeartbeat = clock.now()
+        nextHeartbeat = clock.now()
         parameterChecksum = workload.parameterChecksum
         while workload.version < workload.totalSteps {
-            if isAborting { return }
+            if isAborting { return abandonCheckpoint() }
             if shouldStop?() == true {
                 var path: String?
-                if let store = checkpoints { try writeCheckpoint(store); path = store.list().first?.path }
+                if let store = checkpoints { try checkpointNow(store); path = store.list().first?.path }
                 event(.fatal, "stopped on request at step \(workload.version)")
                 shutdownWorkers(reason: "the coordinator was stopped; restart it to resume", success: false)
                 throw CoordinatorStopped(step: workload.version, checkpoint: path)
@@ -136,31 +144,51 @@ public final class Coordinator: @unchecked Sendable {
                 shutdownWorkers(reason: fatal.message, success: false)
                 throw fatal
             }
-            let received: (peer: PeerID, frames: [[UInt8]])?
-            do {
-                received = try transport.receive(timeout: 0.05)
-            } catch {
-                throw ClusterError("coordinator transport failed: \(error)")
-            }
-            if let (peer, frames) = received { handle(peer, frames) }
+            try serve()
             let now = clock.now()
-            flushBacklogs(now)
-            if now >= nextHeartbeat {
-                sendHeartbeats()
-                nextHeartbeat = now + options.heartbeatInterval
+            if current == nil {
+                if checkpointDue, let store = checkpoints {
+                    // Between steps, so the snapshot is of one version; written while the
+                    // next step runs.
+                    checkpointDue = false
+                    try startCheckpoint(store)
+                    continue
+                }
+                startStepIfPossible(now)
+            } else {
+                checkDeadline(now)
             }
-            checkLiveness(now)
-            if current == nil { startStepIfPossible(now) } else { checkDeadline(now) }
             if members.live.isEmpty && now - members.lastHeard > options.noWorkerTimeout {
                 fatal = ClusterError("no worker has been available for \(Int(options.noWorkerTimeout)) s; start workers with `ambient worker --connect ...` (or raise --no-worker-timeout)")
             }
         }
         if let store = checkpoints {
-            try writeCheckpoint(store)
+            try checkpointNow(store)
         }
+        if isAborting { return abandonCheckpoint() }
         try workload.finish()
         event(.finish, "finished \(workload.totalSteps) steps")
         shutdownWorkers(reason: "run finished", success: true)
+    }
+
+    /// One turn of the loop's housekeeping: at most one message, queued sends, heartbeats,
+    /// silent workers, and the end of a checkpoint being written.
+    func serve() throws {
+        let received: (peer: PeerID, frames: [[UInt8]])?
+        do {
+            received = try transport.receive(timeout: 0.05)
+        } catch {
+            throw ClusterError("coordinator transport failed: \(error)")
+        }
+        if let (peer, frames) = received { handle(peer, frames) }
+        let now = clock.now()
+        flushBacklogs(now)
+        if now >= nextHeartbeat {
+            sendHeartbeats()
+            nextHeartbeat = now + options.heartbeatInterval
+        }
+        checkLiveness(now)
+        finishCheckpointIfWritten()
     }
 
     // MARK: Messages

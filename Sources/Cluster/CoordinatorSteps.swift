@@ -8,7 +8,9 @@ import Wire
 extension Coordinator {
     func startStepIfPossible(_ now: Double) {
         let needed = workload.version == 0 ? options.minWorkers : 1
-        guard members.live.count >= max(needed, 1) else { return }
+        // Not past the last step: the loop that completed it used to assign one more step that
+        // nobody waited for, and the workers computed it while the final checkpoint was written.
+        guard workload.version < workload.totalSteps, members.live.count >= max(needed, 1) else { return }
         reducer.reset()
         current = StepState(step: workload.version, shards: workload.shardCount, now: now, deadline: now + options.initialStepDeadline)
         for (w, shards) in members.roundRobin(shards: workload.shardCount) {
@@ -215,26 +217,62 @@ extension Coordinator {
             fatal = ClusterError("step \(state.step): \(error)")
             return
         }
-        if let store = checkpoints, options.checkpointEvery > 0, workload.version % options.checkpointEvery == 0,
+        if checkpoints != nil, options.checkpointEvery > 0, workload.version % options.checkpointEvery == 0,
            workload.version < workload.totalSteps {
-            do {
-                try writeCheckpoint(store)
-            } catch {
-                fatal = ClusterError("\(error)")
-            }
+            checkpointDue = true   // started by the run loop before the next step
         }
     }
 
-    func writeCheckpoint(_ store: CheckpointStore) throws {
-        let start = clock.now()
-        let path = try store.write(workload.checkpointSnapshot(), step: workload.version)
-        if let dir = options.residualDirectory {
-            ResidualFile.prune(directory: dir, keeping: Set(store.list().map(\.step)), before: workload.version)
+    // MARK: Checkpoints
+
+    /// Takes a snapshot of the current state and writes it on the checkpoint's own thread, once
+    /// the previous checkpoint has ended (serving the workers while it is waited for).
+    func startCheckpoint(_ store: CheckpointStore) throws {
+        try awaitCheckpoint()
+        if isAborting { return }
+        let snapshot = workload.checkpointSnapshot(), step = workload.version, write = writeCheckpointFile
+        checkpointInFlight = CheckpointWriter(step: step, startedAt: clock.now()) { try write(store, snapshot, step) }
+    }
+
+    /// Serves the workers (messages, heartbeats, silence) until the checkpoint in flight ends.
+    func awaitCheckpoint() throws {
+        while checkpointInFlight != nil && !isAborting { try serve() }
+    }
+
+    /// Writes a checkpoint of the current state and returns once it is on disk (throws its
+    /// error otherwise); the workers are served meanwhile.
+    func checkpointNow(_ store: CheckpointStore) throws {
+        try startCheckpoint(store)
+        try awaitCheckpoint()
+        if let error = checkpointError { throw error }
+    }
+
+    /// The bookkeeping of a checkpoint whose writing has ended: residual files of steps no
+    /// checkpoint keeps are removed, and a failure stops the run.
+    func finishCheckpointIfWritten() {
+        guard let writer = checkpointInFlight, let outcome = writer.outcome else { return }
+        checkpointInFlight = nil
+        switch outcome {
+        case let .success(path):
+            if let dir = options.residualDirectory, let store = checkpoints {
+                ResidualFile.prune(directory: dir, keeping: Set(store.list().map(\.step)), before: writer.step)
+            }
+            count { $0.checkpoints += 1 }
+            logger.info("checkpoint", metadata: ["path": "\(path)", "step": "\(writer.step)",
+                                                 "seconds": "\(String(format: "%.2f", clock.now() - writer.startedAt))"])
+            event(.checkpoint, step: writer.step, "\(path)")
+        case let .failure(error):
+            checkpointError = error
+            fatal = ClusterError("\(error)")
         }
-        count { $0.checkpoints += 1 }
-        logger.info("checkpoint", metadata: ["path": "\(path)", "step": "\(workload.version)",
-                                             "seconds": "\(String(format: "%.2f", clock.now() - start))"])
-        event(.checkpoint, "\(path)")
+    }
+
+    /// An abort (a simulated crash) lets a write in flight end first, so no thread of this
+    /// coordinator touches the store after `run()` has returned.
+    func abandonCheckpoint() {
+        let deadline = Date().addingTimeInterval(120)
+        while let writer = checkpointInFlight, writer.outcome == nil, Date() < deadline { usleep(10_000) }
+        checkpointInFlight = nil
     }
 
     // MARK: Deadlines
