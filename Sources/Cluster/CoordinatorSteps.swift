@@ -283,7 +283,10 @@ extension Coordinator {
         current = state
     }
 
-    func checkDeadline(_ now: Double) {
+    /// Like silence, lateness is judged when the inbound queue was last empty: a gradient still
+    /// unread behind other messages is not late.
+    func checkDeadline() {
+        let now = drainedAt
         guard let state = current, now > state.deadline else { return }
         let late = members.all.filter { !$0.pending.isEmpty }
         for w in late {
