@@ -202,6 +202,7 @@ extension Coordinator {
         guard let state = current else { return }
         workload.apply(gradient: reducer.total, range: 0..<workload.parameterCount)
         workload.finishStep()
+        parametersCache = nil
         parameterChecksum = workload.parameterChecksum
         let now = clock.now()
         logger.debug("step", metadata: ["step": "\(state.step)", "ms": "\(Int((now - state.startedAt) * 1000))"])
