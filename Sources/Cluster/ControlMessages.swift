@@ -61,24 +61,6 @@ extension WelcomeBody {
         }
         return nil
     }
-
-    /// The gradient chunks for a model of `parameterCount` parameters (nil if the offsets do
-    /// not fit it).
-    public func chunkRanges(parameterCount: Int) -> [Range<Int>]? {
-        guard problem == nil, let last = chunkOffsets.last, last < parameterCount else { return nil }
-        return chunkOffsets.indices.map { chunkRange(index: $0, parameterCount: parameterCount) }
-    }
-
-    /// The chunk that starts at `offset` (nil if none does), without building the whole plan:
-    /// a worker looks one up for every update chunk it receives.
-    public func chunkRange(startingAt offset: Int, parameterCount: Int) -> Range<Int>? {
-        guard let i = chunkOffsets.firstIndex(of: offset), offset < parameterCount else { return nil }
-        return chunkRange(index: i, parameterCount: parameterCount)
-    }
-
-    private func chunkRange(index i: Int, parameterCount: Int) -> Range<Int> {
-        chunkOffsets[i]..<(i + 1 < chunkOffsets.count ? chunkOffsets[i + 1] : parameterCount)
-    }
 }
 
 /// `reject` (coordinator → worker). `rejoin` true: register again (the coordinator does not

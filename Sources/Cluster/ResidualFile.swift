@@ -88,3 +88,16 @@ public struct ResidualFile: Equatable, Sendable {
         return ResidualFile(step: step, shard: shard, chunks: chunks)
     }
 }
+
+extension ResidualFile {
+    /// Removes the residual directories (`step-N`) under `directory` of steps before `before`
+    /// that are not in `keeping`: checkpoints no longer kept, and steps that never got one (such
+    /// as the step a crash interrupted).
+    public static func prune(directory: String, keeping steps: Set<Int>, before: Int) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix("step-") {
+            guard let step = Int(name.dropFirst(5)), !steps.contains(step), step < before else { continue }
+            try? FileManager.default.removeItem(atPath: directory + "/" + name)
+        }
+    }
+}

@@ -39,22 +39,6 @@ public enum WorkerExit: Sendable, Equatable {
 public final class Worker: @unchecked Sendable {
     public typealias Factory = @Sendable (WelcomeBody) throws -> any WorkerWorkload
 
-    enum Task {
-        case build(WelcomeBody)
-        case load(Message)
-        case apply(Message)
-        case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader)
-        case stop
-    }
-
-    enum Outcome {
-        case built(datasetHash: String)
-        case buildFailed(String)
-        case loaded(version: Int)
-        case send([[UInt8]])
-        case outOfSync(ChecksumReportBody)
-    }
-
     enum Phase: Equatable {
         case probing
         case building
@@ -80,44 +64,11 @@ public final class Worker: @unchecked Sendable {
     private var unregisteredSince: Double
     private var heartbeatTimeout: Double
     /// Messages the socket would not take yet (high-water mark reached while the coordinator
-    /// was busy), oldest first. Gradient chunks are never dropped for that: a lost chunk would
-    /// stall the step until its deadline. Cleared when registration starts again.
-    private var backlog: [[[UInt8]]] = []
-
-    // Shared between threads (under `lock`)
-    private let lock = NSCondition()
-    private var tasks: [(task: Task, epoch: Int)] = []
-    private var outbox: [(outcome: Outcome, epoch: Int)] = []
-    /// Counts registrations. Every task carries the epoch it was queued in and every outcome
-    /// the epoch of its task: what a task of an earlier registration produces (a gradient for
-    /// a coordinator that has since restarted, a load that raced with a reset) is discarded
-    /// instead of reaching the coordinator this worker now talks to.
-    private var epoch = 0
-
-    // Compute thread state
-    /// The epoch of the task the compute thread is running (read by its compute slots).
-    private var taskEpoch = 0
-
-    private var workload: (any WorkerWorkload)?
-    /// Update chunks of the next version received so far (by start offset), decoded into
-    /// `pendingUpdate`. They are applied together when the last one arrives: until then this
-    /// worker may still be asked to (re)compute shards of the current step, which needs the
-    /// parameters of the current version.
-    private var appliedChunks = Set<Int>()
-    private var pendingUpdate: [Float] = []
-    /// Error-feedback residuals of lossy codecs, per (shard, chunk): they follow the shard as
-    /// long as this worker keeps it. Rules: a residual whose shard was not computed here at the
-    /// previous step is read from the checkpoint's residual file of this step if there is one
-    /// (a restart from that checkpoint, or a shard that moved at a checkpoint step), else starts
-    /// again from 0 (the shard moved); every residual in memory is dropped when the parameters
-    /// are replaced by a full copy (a restart or a repair). Before each checkpoint step the
-    /// worker that computes a shard writes its residuals (ResidualFile) to the welcome's
-    /// `residualDirectory`, before the shard's last chunk leaves.
-    private let feedbackLock = NSLock()
-    private var feedbacks: [Int: FeedbackBox] = [:]
-    private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
-
-    private var gradientBuffer: [UInt8] = []
+    /// was busy). Gradient chunks are never dropped for that: a lost chunk would stall the step
+    /// until its deadline. Cleared when registration starts again.
+    private var backlog = SendBacklog()
+    /// The compute thread's side: the workload and the tasks queued for it.
+    private let compute: WorkerCompute
 
     public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
                 clock: any Clock = MonotonicClock(), factory: @escaping Factory) {
@@ -130,15 +81,16 @@ public final class Worker: @unchecked Sendable {
         lastHeard = clock.now()
         unregisteredSince = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
+        compute = WorkerCompute(options: options, logger: logger, factory: factory, wake: { [transport] in transport.wake() })
     }
 
     /// Runs until the coordinator shuts the run down; throws if registration keeps failing or
     /// the coordinator refuses this worker for good.
     public func run() throws -> WorkerExit {
-        let computeThread = Thread { [self] in computeLoop() }
+        let computeThread = Thread { [compute] in compute.run() }
         computeThread.name = "ambient-compute"
         computeThread.start()
-        defer { enqueue(.stop) }
+        defer { compute.enqueue(.stop) }
         var nextHeartbeat = 0.0
         while true {
             let now = clock.now()
@@ -190,32 +142,28 @@ public final class Worker: @unchecked Sendable {
 
     private func sendFrames(_ frames: [[UInt8]], keep: Bool = true) {
         if !backlog.isEmpty {
-            if keep { backlog.append(frames) }
+            if keep { backlog.append(frames, now: clock.now()) }
             return
         }
         do {
             try transport.send(frames)
         } catch .full where keep {
-            backlog.append(frames)
+            backlog.append(frames, now: clock.now())
         } catch {
             logger.debug("send failed", metadata: ["error": "\(error)"])
         }
     }
 
     private func flushBacklog() {
-        var sent = 0
-        for frames in backlog {
-            do {
+        _ = backlog.flush(now: clock.now()) { [logger, transport] (frames) throws(TransportError) in
+            do throws(TransportError) {
                 try transport.send(frames)
-                sent += 1
-            } catch .full {
-                break
             } catch {
+                if case .full = error { throw error }
+                // Not a full queue: this message cannot go out; move on.
                 logger.debug("send failed", metadata: ["error": "\(error)"])
-                sent += 1   // not a full queue: this message cannot go out; move on
             }
         }
-        backlog.removeFirst(sent)
     }
 
     private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
@@ -233,8 +181,8 @@ public final class Worker: @unchecked Sendable {
         unregisteredSince = clock.now()
         lastHeard = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
-        backlog = []
-        clearPendingCompute()
+        backlog.clear()
+        compute.clearPending()
     }
 
     /// Handles one message; returns an exit when the run is over.
@@ -262,7 +210,7 @@ public final class Worker: @unchecked Sendable {
             coordinatorIncarnation = h.coordinatorIncarnation
             heartbeatTimeout = body.coordinatorTimeout
             phase = .building
-            enqueue(.build(body))
+            compute.enqueue(.build(body))
         case .reject:
             let body = try? message.decodeJSON(RejectBody.self, limits: options.limits)
             let reason = body?.reason ?? "unreadable reason"
@@ -274,16 +222,16 @@ public final class Worker: @unchecked Sendable {
             }
         case .parameters:
             guard phase == .joining || phase == .ready else { return nil }
-            enqueue(.load(message))
+            compute.enqueue(.load(message))
         // Updates and assignments may arrive right behind the parameters, before the compute
         // thread has loaded them: the task queue keeps them in order behind the load.
         case .update:
             guard phase == .joining || phase == .ready else { return nil }
-            enqueue(.apply(message))
+            compute.enqueue(.apply(message))
         case .assign:
             guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits),
                   body.isValid(shardCount: welcome?.shardCount ?? 0) else { return nil }
-            enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion,
+            compute.enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion,
                              checksum: body.parameterChecksum, header: h))
         case .shutdown:
             let body = try? message.decodeJSON(ShutdownBody.self, limits: options.limits)
@@ -298,12 +246,7 @@ public final class Worker: @unchecked Sendable {
     }
 
     private func drainOutbox() throws {
-        lock.lock()
-        let current = epoch
-        let items = outbox.filter { $0.epoch == current }.map(\.outcome)
-        outbox.removeAll()
-        lock.unlock()
-        for item in items {
+        for item in compute.takeOutcomes() {
             switch item {
             case let .built(hash):
                 guard phase == .building else { continue }
@@ -325,291 +268,5 @@ public final class Worker: @unchecked Sendable {
                 if let m = try? Message.control(header(.checksumReport, version: body.parameterVersion), body: body) { sendMessage(m) }
             }
         }
-    }
-
-    // MARK: Compute thread
-
-    private func enqueue(_ task: Task) {
-        lock.lock()
-        tasks.append((task, epoch))
-        lock.signal()
-        lock.unlock()
-    }
-
-    private func clearPendingCompute() {
-        lock.lock()
-        epoch += 1
-        tasks.removeAll { if case .stop = $0.task { return false } else { return true } }
-        outbox.removeAll()
-        lock.unlock()
-    }
-
-    private func post(_ outcome: Outcome) {
-        lock.lock()
-        outbox.append((outcome, taskEpoch))
-        lock.unlock()
-        transport.wake()
-    }
-
-    private func computeLoop() {
-        while true {
-            lock.lock()
-            while tasks.isEmpty { lock.wait() }
-            let (task, queuedIn) = tasks.removeFirst()
-            taskEpoch = queuedIn
-            lock.unlock()
-            switch task {
-            case .stop:
-                return
-            case let .build(body):
-                if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, workload != nil {
-                    post(.built(datasetHash: b.datasetHash))
-                    continue
-                }
-                do {
-                    let w = try factory(body)
-                    workload = w
-                    builtFor = (body.runID, w.datasetHash, body.workloadSpec)
-                    post(.built(datasetHash: w.datasetHash))
-                } catch {
-                    post(.buildFailed("\(error)"))
-                }
-            case let .load(message):
-                load(message)
-            case let .apply(message):
-                apply(message)
-            case let .compute(step, shards, version, checksum, assignHeader):
-                compute(step: step, shards: shards, version: version, checksum: checksum, assignHeader: assignHeader)
-            }
-        }
-    }
-
-    private func load(_ message: Message) {
-        guard let workload else { return }
-        do {
-            guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits) else {
-                throw ClusterError("parameters message without a valid state description")
-            }
-            let flat = try message.decodeTensor()
-            let ranges = try meta.sectionRanges(valueCount: flat.count).get()
-            let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
-            try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
-            appliedChunks = []
-            feedbackLock.lock()
-            feedbacks = [:]
-            feedbackLock.unlock()
-            guard workload.parameterChecksum == meta.parameterChecksum else {
-                throw ClusterError("parameters differ from the coordinator's checksum after loading")
-            }
-            post(.loaded(version: workload.version))
-        } catch {
-            logger.error("cannot load parameters", metadata: ["error": "\(error)"])
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "could not load parameters: \(error)")))
-        }
-    }
-
-    /// Takes one chunk of the update to the next version; when every chunk of the welcome's
-    /// plan is in, applies the whole update and advances the version.
-    private func apply(_ message: Message) {
-        guard let workload, let welcome else { return }
-        let h = message.header
-        guard h.parameterVersion == UInt64(workload.version + 1) else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
-                                               reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
-            return
-        }
-        let n = workload.parameterCount
-        // Both at most 2^63 - 1 (MessageHeader.decode), so the conversions cannot trap.
-        let offset = Int(h.keyOffset), count = Int(h.keyCount)
-        guard let chunk = welcome.chunkRange(startingAt: offset, parameterCount: n),
-              chunk.count == count, !appliedChunks.contains(offset) else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "update chunk [\(offset), +\(count)) does not fit the chunk plan or came twice")))
-            return
-        }
-        if pendingUpdate.count != n { pendingUpdate = [Float](repeating: 0, count: n) }
-        do {
-            let result: Result<Void, WireError> = pendingUpdate.withUnsafeMutableBufferPointer { buf in
-                Result { () throws(WireError) in
-                    try message.decodeTensor(into: UnsafeMutableBufferPointer(rebasing: buf[offset..<(offset + count)]))
-                }
-            }
-            try result.get()
-            appliedChunks.insert(offset)
-            if appliedChunks.count == welcome.chunkOffsets.count {
-                pendingUpdate.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
-                appliedChunks = []
-            }
-        } catch {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "undecodable update: \(error)")))
-        }
-    }
-
-    private func compute(step: Int, shards: [Int], version: Int, checksum: UInt64, assignHeader: MessageHeader) {
-        guard let workload, let welcome else { return }
-        guard version == workload.version else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: checksum,
-                                               reason: "assigned step \(step) at version \(version), this worker holds version \(workload.version)")))
-            return
-        }
-        let mine = workload.parameterChecksum
-        guard mine == checksum else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: mine, expected: checksum,
-                                               reason: "parameter checksum differs from the coordinator's at version \(version)")))
-            return
-        }
-        let codec: any GradientCodec
-        do {
-            codec = try CodecRegistry.codec(named: welcome.codec)
-        } catch {
-            post(.buildFailed("unknown codec \(welcome.codec)"))
-            return
-        }
-        guard let chunks = welcome.chunkRanges(parameterCount: workload.parameterCount) else {
-            post(.buildFailed("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters"))
-            return
-        }
-        let t = max(1, workload.parallelism)
-        // Up to t shards at once, one per compute slot; each slot streams its own chunks.
-        for first in stride(from: 0, to: shards.count, by: t) {
-            let round = Array(shards[first..<min(first + t, shards.count)])
-            Parallel.forEach(round.count) { slot in
-                computeAndSend(step: step, shard: round[slot], slot: slot, version: version, chunks: chunks,
-                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader)
-            }
-        }
-    }
-
-    private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
-                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
-        let buffer = workload.gradientBuffer(slot: slot)
-        if !codec.isLossless { restoreResiduals(shard: k, step: step, chunks: chunks, welcome: welcome) }
-        do {
-            // Each chunk is sent as soon as the backward pass has finished it; the last one to
-            // finish is held back a moment so it can carry the shard's loss and compute time.
-            func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
-                var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
-                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
-                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
-                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
-                h.keyOffset = UInt64(chunks[c].lowerBound)
-                let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
-                let metaBytes = meta.flatMap { try? Message.jsonPayload($0) } ?? []
-                var m = Message(header: h, tensor: values, codec: codec, meta: metaBytes)
-                if !codec.isLossless {
-                    // Error feedback: what the lossy codec drops now is added to this shard's next gradient.
-                    let box = feedback(shard: k, chunk: c, step: step, count: values.count)
-                    var bytes: [UInt8] = []
-                    do {
-                        try box.state.compensateAndEncode(values, codec: codec, into: &bytes)
-                        h.codec = codec.id
-                        h.keyCount = UInt64(values.count)
-                        h.rawLength = UInt64(values.count) * 4
-                        m = Message(header: h, payload: bytes, meta: metaBytes)
-                    } catch {
-                        // A non-finite gradient goes out as it is: the coordinator rejects it and the shard is recomputed.
-                        box.state.reset()
-                    }
-                }
-                return m.frames()
-            }
-            func send(_ c: Int, meta: GradientMeta?) { post(.send(encode(c, meta: meta))) }
-            var held: Int?
-            let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
-                if let previous = held { send(previous, meta: nil) }
-                held = c
-            }
-            if let last = held {
-                if !codec.isLossless, let dir = welcome.residualDirectory, let every = welcome.checkpointEvery,
-                   every > 0, (step + 1) % every == 0 {
-                    // The last chunk's encoding finalises the shard's residuals; they are on disk
-                    // before that chunk leaves, so a committed checkpoint always has them.
-                    let frames = encode(last, meta: meta)
-                    saveResiduals(shard: k, step: step + 1, chunks: chunks, directory: dir)
-                    post(.send(frames))
-                } else {
-                    send(last, meta: meta)
-                }
-            }
-        }
-    }
-
-    /// Writes the residuals of `shard` for checkpoint step `step` (every chunk of the shard has
-    /// been encoded).
-    private func saveResiduals(shard k: Int, step: Int, chunks: [Range<Int>], directory: String) {
-        var file = ResidualFile(step: step, shard: k, chunks: [])
-        feedbackLock.lock()
-        for (c, r) in chunks.enumerated() {
-            guard let box = feedbacks[k << 20 | c], box.state.count == r.count else { continue }
-            file.chunks.append(.init(offset: r.lowerBound, values: box.state.residual))
-        }
-        feedbackLock.unlock()
-        let path = ResidualFile.path(directory: directory, step: step, shard: k)
-        do {
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            try FileBytes.writeAtomically(file.encode(), to: path)
-        } catch {
-            logger.warning("cannot write error-feedback residuals: a restart from this checkpoint resets them",
-                           metadata: ["path": "\(path)", "error": "\(error)"])
-        }
-    }
-
-    /// Brings back the residuals of `shard` for `step` from the checkpoint's residual file when
-    /// this worker did not compute the shard at the previous step.
-    private func restoreResiduals(shard k: Int, step: Int, chunks: [Range<Int>], welcome: WelcomeBody) {
-        guard let dir = welcome.residualDirectory else { return }
-        feedbackLock.lock()
-        let current = chunks.indices.allSatisfy { c in
-            feedbacks[k << 20 | c].map { $0.lastStep == step - 1 || $0.lastStep == step } ?? false
-        }
-        feedbackLock.unlock()
-        if current { return }
-        let path = ResidualFile.path(directory: dir, step: step, shard: k)
-        guard FileManager.default.fileExists(atPath: path) else { return }
-        do {
-            let file = try ResidualFile.decode(FileBytes.contents(of: path))
-            guard file.step == step, file.shard == k, file.chunks.map(\.offset) == chunks.map(\.lowerBound),
-                  zip(file.chunks, chunks).allSatisfy({ $0.values.count == $1.count }) else {
-                throw ClusterError("it does not match this run's chunk plan")
-            }
-            feedbackLock.lock()
-            for (c, chunk) in file.chunks.enumerated() {
-                var state = ErrorFeedback(count: chunk.values.count)
-                state.restore(chunk.values)
-                feedbacks[k << 20 | c] = FeedbackBox(state: state, lastStep: step - 1)
-            }
-            feedbackLock.unlock()
-            logger.info("restored error-feedback residuals", metadata: ["shard": "\(k)", "step": "\(step)"])
-        } catch {
-            logger.warning("unreadable error-feedback residuals: starting them from 0", metadata: ["path": "\(path)", "error": "\(error)"])
-        }
-    }
-
-    /// The residual of (shard, chunk), reset when the shard was not computed here last step.
-    private func feedback(shard: Int, chunk: Int, step: Int, count: Int) -> FeedbackBox {
-        feedbackLock.lock()
-        defer { feedbackLock.unlock() }
-        let key = shard << 20 | chunk
-        if let box = feedbacks[key], box.state.count == count {
-            if box.lastStep != step - 1 && box.lastStep != step { box.state.reset() }
-            box.lastStep = step
-            return box
-        }
-        let box = FeedbackBox(state: ErrorFeedback(count: count), lastStep: step)
-        feedbacks[key] = box
-        return box
-    }
-}
-
-/// One error-feedback state, mutated only by the compute slot that holds its shard.
-final class FeedbackBox: @unchecked Sendable {
-    var state: ErrorFeedback
-    var lastStep: Int
-    init(state: ErrorFeedback, lastStep: Int) {
-        self.state = state
-        self.lastStep = lastStep
     }
 }

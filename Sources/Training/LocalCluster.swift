@@ -4,17 +4,27 @@ import Logging
 import TensorCore
 import Wire
 
-/// `ambient train --workers N`: a coordinator in this process and N workers on 127.0.0.1:
-/// `ambient worker` processes, authenticated with CURVE keys made for this run (or plaintext
-/// when asked for: the socket is bound to loopback only), and optionally some of the N as
-/// threads of this process (`colocated`), whose traffic never touches the socket.
+/// `ambient train --workers N`: a coordinator in this process and N `ambient worker` processes
+/// on this machine, and optionally some of the N as threads of this process (`colocated`),
+/// whose traffic never touches a socket. By default the processes talk over a Unix socket
+/// (`ipc://`) in a directory only this user can enter (0700), without CURVE: the bytes never
+/// leave the kernel and no other user can connect, so encryption would only cost CPU on every
+/// gradient byte. `link = .tcp` uses 127.0.0.1 with CURVE keys made for this run (or plaintext
+/// when asked for). CURVE stays mandatory for TCP between hosts (`ambient coordinator`).
 public struct LocalCluster {
+    /// How the coordinator and the worker processes of a local cluster are connected.
+    public enum Link: String, Sendable, CaseIterable {
+        case ipc, tcp
+    }
+
     public let workers: Int
     public let logLevel: String
     public let logger: Logger
     /// The `ambient` executable the workers run.
     public let executable: String
-    /// No CURVE on the loopback socket (encryption costs CPU on every byte of every gradient).
+    public var link = Link.ipc
+    /// With `link = .tcp`: no CURVE on the loopback socket (encryption costs CPU on every byte
+    /// of every gradient).
     public var plaintext = false
     /// How many of the workers run in this process (0 ... workers).
     public var colocated = 0
@@ -49,19 +59,39 @@ public struct LocalCluster {
         }
     }
 
-    /// Starts a CURVE-secured server on 127.0.0.1 and the worker processes, runs `body` (the
-    /// coordinator), then stops the workers.
+    /// Makes the run's private directory (mode 0700, whatever the umask): the ipc socket or
+    /// the CURVE keys live in it, and it is removed when the cluster stops.
+    public static func makePrivateDirectory() throws -> String {
+        let dir = NSTemporaryDirectory() + "ambient-local-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(dir, 0o700) == 0, chmod(dir, 0o700) == 0 else {
+            throw ClusterError("cannot create the local cluster's directory \(dir): \(String(cString: strerror(errno))); set TMPDIR to a writable directory")
+        }
+        return dir
+    }
+
+    /// Starts the coordinator's server (ipc, or tcp on 127.0.0.1) and the worker processes,
+    /// runs `body` (the coordinator), then stops the workers.
     func withWorkers<R>(limits: WireLimits, _ body: (any ServerTransport) throws -> R) throws -> R {
-        let keyDir = NSTemporaryDirectory() + "ambient-keys-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: keyDir, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        defer { try? FileManager.default.removeItem(atPath: keyDir) }
-        let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
-        try coordinatorKeys.write(directory: keyDir, name: "coordinator")
-        try workerKeys.write(directory: keyDir, name: "worker")
+        let runDir = try Self.makePrivateDirectory()
+        defer { try? FileManager.default.removeItem(atPath: runDir) }
+        let socketPath = runDir + "/coordinator.sock"
+        if link == .ipc && socketPath.utf8.count > 100 {
+            throw ClusterError("the local cluster's socket path \(socketPath) is longer than a Unix socket allows: set TMPDIR to a shorter directory or use --local-link tcp")
+        }
+        let security: TransportSecurity
+        var workerSecurity = ["--plaintext"]
+        if link == .tcp && !plaintext {
+            let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
+            try coordinatorKeys.write(directory: runDir, name: "coordinator")
+            try workerKeys.write(directory: runDir, name: "worker")
+            security = .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey])
+            workerSecurity = ["--key", runDir + "/worker.key", "--server-key", runDir + "/coordinator.pub"]
+        } else {
+            security = .plaintext
+        }
         let context = ZMQContext()
-        let server = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*",
-                                      security: plaintext ? .plaintext : .curveServer(secret: coordinatorKeys, allowed: [workerKeys.publicKey]),
+        let server = try ZeroMQServer(context: context, bind: link == .ipc ? "ipc://" + socketPath : "tcp://127.0.0.1:*",
+                                      security: security,
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
         let inProcess = max(0, min(colocated, workers))
         let network = InMemoryNetwork(queueLimit: 4096)
@@ -91,9 +121,7 @@ public struct LocalCluster {
         for i in inProcess..<workers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
-            let security = plaintext ? ["--plaintext"]
-                : ["--key", keyDir + "/worker.key", "--server-key", keyDir + "/coordinator.pub"]
-            p.arguments = ["worker", "--connect", server.endpoint] + security + ["--name", "local-\(i)",
+            p.arguments = ["worker", "--connect", server.endpoint] + workerSecurity + ["--name", "local-\(i)",
                            "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
                            "--max-reconnect", "60"]
             var env = ProcessInfo.processInfo.environment
@@ -103,7 +131,7 @@ public struct LocalCluster {
             children.append(p)
         }
         logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)",
-                                                  "in-process": "\(inProcess)", "security": "\(plaintext ? "plaintext" : "curve")"])
+                                                  "in-process": "\(inProcess)", "link": "\(link)", "curve": "\(workerSecurity != ["--plaintext"])"])
         return try body(transport)
     }
 

@@ -9,7 +9,7 @@
 /// |      4 |    2 | version                  | 1                                                  |
 /// |      6 |    2 | type                     | `MessageType` raw value                            |
 /// |      8 |    4 | flags                    | `MessageFlags`; low 16 bits must be understood     |
-/// |     12 |    4 | generation               | membership / assignment epoch                      |
+/// |     12 |    4 | generation               | assignment epoch (a new one per assign)            |
 /// |     16 |    8 | runID                    |                                                    |
 /// |     24 |    8 | coordinatorIncarnation   | bumps when the coordinator restarts                |
 /// |     32 |    4 | senderID                 | worker id; 0 = coordinator                         |

@@ -3,7 +3,7 @@
 public enum MessageType: UInt16, Sendable, CaseIterable, Codable, CustomStringConvertible {
     /// Worker → coordinator: registration (JSON body: worker id, incarnation, capabilities).
     case hello = 1
-    /// Coordinator → worker: registration accepted (JSON body: generation, run config hash).
+    /// Coordinator → worker: registration accepted (JSON body: run id, worker id, run configuration, dataset hash, chunk plan).
     case welcome = 2
     /// Coordinator → worker: registration or message refused (JSON body: reason).
     case reject = 3

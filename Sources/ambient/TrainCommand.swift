@@ -41,8 +41,9 @@ extension Ambient {
             names the file, line and column.
 
             With --workers N the run uses the cluster machinery on this machine: a coordinator in this \
-            process and N worker processes on 127.0.0.1 (CURVE keys generated for the run). With the same \
-            --shards the result is bitwise identical to the single-process run, for any N.
+            process and N worker processes, connected by a Unix socket in a directory only you can enter \
+            (--local-link tcp: 127.0.0.1 with CURVE keys generated for the run). With the same --shards \
+            the result is bitwise identical to the single-process run, for any N.
 
             The run directory gets config.json (the resolved configuration and its hash), metrics.jsonl, \
             checkpoints/, model.safetensors (EMA weights, written last: its presence means the run \
@@ -78,7 +79,10 @@ extension Ambient {
         @Option(name: .customLong("colocated-workers"), help: "With --workers N: run this many of the N workers as threads of the coordinator's process; their gradients and updates skip the socket (with 2 workers the coordinator's link then carries half the bytes).")
         var colocatedWorkers: Int = 0
 
-        @Flag(name: .customLong("plaintext"), help: "With --workers N: no CURVE encryption on the local cluster's loopback socket (it costs CPU on every gradient byte; the socket is bound to 127.0.0.1 only).")
+        @Option(name: .customLong("local-link"), help: "With --workers N: how the worker processes reach the coordinator: ipc (default: a Unix socket in a 0700 directory of this run, no encryption needed) or tcp (127.0.0.1 with CURVE keys made for the run).")
+        var localLink: LocalCluster.Link?
+
+        @Flag(name: .customLong("plaintext"), help: "With --workers N: tcp on 127.0.0.1 without CURVE encryption (it costs CPU on every gradient byte).")
         var plaintext = false
 
         @Flag(name: .customLong("dry-run"), help: "Print the resolved configuration and its hash, and exit (nothing is written).")
@@ -99,6 +103,8 @@ extension Ambient {
             if timeLimit != nil && workers > 0 { throw ValidationError("--time-limit applies to single-process training (no --workers)") }
             if colocatedWorkers < 0 || colocatedWorkers > workers { throw ValidationError("--colocated-workers must be between 0 and --workers") }
             if plaintext && workers == 0 { throw ValidationError("--plaintext applies to a local cluster (--workers N)") }
+            if localLink != nil && workers == 0 { throw ValidationError("--local-link applies to a local cluster (--workers N)") }
+            if plaintext && localLink == .ipc { throw ValidationError("--plaintext applies to --local-link tcp (ipc never uses encryption)") }
         }
 
         func run() throws {
@@ -122,6 +128,7 @@ extension Ambient {
                 } else {
                     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
                     var local = LocalCluster(workers: workers, logLevel: common.logLevel, logger: logger, executable: me)
+                    local.link = localLink ?? (plaintext ? .tcp : .ipc)
                     local.plaintext = plaintext
                     local.colocated = colocatedWorkers
                     try local.run(config: config, data: data, runPath: out!, options: cluster.options(showProgress: !quiet), stop: stop)
@@ -148,3 +155,5 @@ enum DryRunFormat: String, ExpressibleByArgument, CaseIterable {
         }
     }
 }
+
+extension LocalCluster.Link: ExpressibleByArgument {}

@@ -256,7 +256,9 @@ struct ClusterStep: ParsableCommand {
     @Option(help: "Gradient codec.") var codec: String = "lz4"
     @Option(help: "MLP width.") var width: Int = 1024
     @Option(help: "MLP blocks.") var blocks: Int = 4
-    @Flag(help: "No CURVE encryption on the loopback socket.") var plaintext = false
+    @Option(help: "How the worker processes reach the coordinator: ipc (Unix socket, no CURVE) or tcp (127.0.0.1, CURVE).")
+    var link: LocalCluster.Link = .ipc
+    @Flag(help: "With --link tcp: no CURVE encryption on the loopback socket.") var plaintext = false
     @Option(help: "Workers run as threads of the coordinator's process.") var colocated: Int = 0
 
     func run() throws {
@@ -281,6 +283,7 @@ struct ClusterStep: ParsableCommand {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         var local = LocalCluster(workers: workers, logLevel: "error", logger: logger, executable: ambient)
+        local.link = link
         local.plaintext = plaintext
         local.colocated = colocated
         try local.run(config: config, data: data, runPath: dir, options: options)
@@ -290,7 +293,7 @@ struct ClusterStep: ParsableCommand {
         func med(_ key: String) -> Double { median(rows.compactMap { $0[key] as? Double }) }
         let step = med("step_seconds"), compute = med("compute_seconds")
         let bytesIn = med("bytes_in"), bytesOut = med("bytes_out")
-        print("cluster: \(workers) workers x 1 thread (\(colocated) in the coordinator's process), \(batchPerWorker) samples each, codec \(codec), \(plaintext ? "plaintext" : "CURVE"), \(rows.count) steps timed")
+        print("cluster: \(workers) workers x 1 thread (\(colocated) in the coordinator's process), \(batchPerWorker) samples each, codec \(codec), \(link == .ipc ? "ipc" : plaintext ? "tcp plaintext" : "tcp CURVE"), \(rows.count) steps timed")
         print(String(format: "step %.1f ms (median), %.1f samples/s", step * 1e3, Double(batchPerWorker * workers) / step))
         print(String(format: "compute per shard %.1f ms, rest of the step (communication, reduction, optimiser) %.1f ms = %.0f%%",
                      compute * 1e3, (step - compute) * 1e3, (step - compute) / step * 100))
@@ -300,3 +303,4 @@ struct ClusterStep: ParsableCommand {
 }
 
 extension ObjectiveKind: ExpressibleByArgument {}
+extension LocalCluster.Link: ExpressibleByArgument {}

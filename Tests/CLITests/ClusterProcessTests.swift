@@ -6,13 +6,14 @@ final class Child: @unchecked Sendable {
     let process = Process()
     let log: String
 
-    init(_ args: [String], log: String, threads: Int = 1) throws {
+    init(_ args: [String], log: String, threads: Int = 1, environment: [String: String] = [:]) throws {
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: CommandRunner.ambient)
         process.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = String(threads)
+        for (k, v) in environment { env[k] = v }
         process.environment = env
         let handle = FileHandle(forWritingAtPath: log)!
         process.standardError = handle

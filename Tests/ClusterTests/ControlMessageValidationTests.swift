@@ -13,9 +13,10 @@ import Testing
         let w = Self.welcome(offsets: [0, 4, 10])
         #expect(w.problem == nil)
         #expect(w.chunkRanges(parameterCount: 12) == [0..<4, 4..<10, 10..<12])
-        #expect(w.chunkRange(startingAt: 4, parameterCount: 12) == 4..<10)
-        #expect(w.chunkRange(startingAt: 10, parameterCount: 12) == 10..<12)
-        #expect(w.chunkRange(startingAt: 5, parameterCount: 12) == nil)
+        let plan = w.chunkPlan(parameterCount: 12)
+        #expect(plan?.chunk(keyOffset: 4, keyCount: 6) == 1)
+        #expect(plan?.chunk(keyOffset: 10, keyCount: 2) == 2)
+        #expect(plan?.chunk(keyOffset: 5, keyCount: 5) == nil)
         #expect(w.chunkRanges(parameterCount: 10) == nil, "the last chunk would be empty")
     }
 

@@ -1,0 +1,183 @@
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// The coordinator's message handling: the byte layer's verdict, run and incarnation checks,
+/// registration (probe, join) and the full-state messages that bring a worker in.
+extension Coordinator {
+    func handle(_ peer: PeerID, _ frames: [[UInt8]]) {
+        let message: Message
+        do {
+            message = try Message.decode(frames: frames, limits: options.limits)
+        } catch {
+            count { $0.framesRejected[error.kind, default: 0] += 1 }
+            logger.debug("rejected frame", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            return
+        }
+        let h = message.header
+        if h.type != .hello && h.runID != options.runID {
+            count { $0.framesRejected["wrongRun", default: 0] += 1 }
+            // Told to register again, a worker holds nothing: what it owed goes to others now.
+            if let known = members[peer] { forget(known, remove: true, reason: "sent a message for another run") }
+            reject(peer, label: peer.description, reason: "message for run \(h.runID), this coordinator runs \(options.runID)", rejoin: true)
+            return
+        }
+        members.heard(from: peer, now: clock.now())
+        // Gradients and reports answer an assignment of an earlier coordinator incarnation: they
+        // were computed (or queued in the socket) before this coordinator started. Answering them
+        // with "register again" would reset a worker that has already joined this incarnation,
+        // so they are dropped without a reply.
+        if (h.type == .gradient || h.type == .checksumReport) && h.coordinatorIncarnation != incarnation {
+            count { $0.staleMessages += 1 }
+            logger.debug("dropped a message for an earlier coordinator incarnation", metadata: [
+                "peer": "\(peer)", "type": "\(h.type)", "incarnation": "\(h.coordinatorIncarnation)", "step": "\(h.step)"])
+            return
+        }
+        switch h.type {
+        case .hello:
+            handleHello(peer, message)
+        case .heartbeat:
+            if members[peer] == nil {
+                count { $0.unknownPeers += 1 }
+                reject(peer, label: peer.description, reason: "unknown worker (coordinator restarted or worker dropped): register again", rejoin: true)
+            }
+        case .gradient:
+            handleGradient(peer, message)
+        case .checksumReport:
+            guard let record = members[peer], record.joined else {
+                reject(peer, label: peer.description, reason: "unknown worker: register again", rejoin: true)
+                return
+            }
+            let body = try? message.decodeJSON(ChecksumReportBody.self, limits: options.limits)
+            logger.warning("worker out of sync: sending full parameters", metadata: [
+                "worker": "\(record.label)", "step": "\(workload.version)", "reason": "\(body?.reason ?? "?")"])
+            count { $0.repairs += 1 }
+            // It did not compute what it was assigned: give those shards to others.
+            let owed = record.pending.sorted()
+            record.pending = []
+            if !owed.isEmpty { reassign(owed, reason: "\(record.label) is being repaired") }
+            sendParameters(to: record)
+        case .error:
+            let text = String(decoding: message.payload.prefix(2000), as: UTF8.self)
+            if let record = members[peer] { drop(record, reason: "worker reported an error: \(text)") }
+        default:
+            count { $0.framesRejected["unexpectedType", default: 0] += 1 }
+        }
+    }
+
+    private func handleHello(_ peer: PeerID, _ message: Message) {
+        let body: HelloBody
+        do {
+            body = try message.decodeJSON(HelloBody.self, limits: options.limits)
+        } catch {
+            count { $0.framesRejected["badHello", default: 0] += 1 }
+            if let known = members[peer] { forget(known, remove: true, reason: "sent a malformed hello") }
+            reject(peer, label: peer.description, reason: "malformed hello: \(error)", rejoin: false)
+            return
+        }
+        guard body.protocolVersion == clusterProtocolVersion else {
+            if let known = members[peer] { forget(known, remove: true, reason: "speaks another protocol version") }
+            reject(peer, label: body.workerName, reason: "protocol version \(body.protocolVersion), coordinator speaks \(clusterProtocolVersion): use the same ambient build everywhere", rejoin: false)
+            event(.reject, worker: body.workerName, "protocol version \(body.protocolVersion)")
+            return
+        }
+        let now = clock.now()
+        // A new incarnation of a worker we know under the same name replaces the old one.
+        for old in members.namesakes(of: body.workerName, otherThan: peer) {
+            drop(old, reason: "replaced by a new incarnation (\(peer))")
+        }
+        let record = members.admit(peer, name: body.workerName, incarnation: message.header.senderIncarnation, now: now)
+        switch body.phase {
+        case .probe:
+            if record.joined {
+                // Messages on one connection arrive in order, so a probe behind the join was sent
+                // after it: the worker has reset its registration (it saw a reject or a long
+                // silence) and will not compute what it holds. Take its shards back and welcome
+                // it again; it receives full parameters when it joins.
+                logger.notice("joined worker registers again", metadata: [
+                    "worker": "\(record.label)", "step": "\(current?.step ?? workload.version)"])
+                event(.reject, worker: record.label, "registered again while joined")
+                forget(record, remove: false, reason: "registers again")
+            }
+            var welcome = WelcomeBody(runID: options.runID, workerID: record.id, workloadSpec: workload.workloadSpec,
+                                      datasetHash: workload.datasetHash, shardCount: workload.shardCount, codec: options.codec,
+                                      heartbeatInterval: options.heartbeatInterval, coordinatorTimeout: options.coordinatorTimeout,
+                                      chunkOffsets: plan.offsets)
+            if !codec.isLossless, options.checkpointEvery > 0, let dir = options.residualDirectory {
+                welcome.residualDirectory = dir
+                welcome.checkpointEvery = options.checkpointEvery
+            }
+            sendControl(.welcome, welcome, to: peer, label: record.label)
+        case .join:
+            // A join that fails validation forgets the worker, and with it the shards it held
+            // if it had joined before on this connection (they once stayed owned by nobody
+            // and the step waited forever).
+            guard body.runID == options.runID else {
+                forget(record, remove: true, reason: "joined another run")
+                reject(peer, label: record.label, reason: "worker prepared run \(body.runID.map(String.init) ?? "none"), this is run \(options.runID): probe again", rejoin: true)
+                return
+            }
+            guard body.datasetHash == workload.datasetHash else {
+                forget(record, remove: true, reason: "joined with another dataset")
+                let reason = "dataset hash \(body.datasetHash ?? "none") differs from the coordinator's \(workload.datasetHash): every worker must read the same data (same files, same corruption seed)"
+                reject(peer, label: record.label, reason: reason, rejoin: false)
+                event(.reject, worker: record.label, reason)
+                logger.error("rejected worker", metadata: ["worker": "\(record.label)", "reason": "\(reason)"])
+                return
+            }
+            if record.joined { return }
+            if sendParameters(to: record) {
+                record.joined = true
+                count { $0.joins += 1 }
+                logger.notice("worker joined", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "host": "\(body.host)",
+                                                          "pid": "\(body.pid)", "threads": "\(body.threads)", "step": "\(workload.version)",
+                                                          "workers": "\(members.live.count)"])
+                event(.join, worker: record.label, "host \(body.host) pid \(body.pid) threads \(body.threads)")
+                assignOrphans()
+            }
+        }
+    }
+
+    /// Sends the full replica state (parameters and optimiser moments).
+    @discardableResult
+    func sendParameters(to record: WorkerRecord) -> Bool {
+        guard let m = parametersMessage() else { return false }
+        if !send(m, to: record) {
+            drop(record, reason: "unreachable while sending parameters")
+            return false
+        }
+        // Mid-step: the chunks of the update already broadcast follow, so this worker reaches
+        // the next version with everyone else.
+        if let state = current {
+            for c in 0..<plan.count where reducer.isReduced(chunk: c) {
+                if !send(updateMessage(chunk: c, step: state.step), to: record) {
+                    drop(record, reason: "unreachable while catching up")
+                    return false
+                }
+            }
+        }
+        return true
+    }
+
+    /// The full replica state at the current version as one message, built once per version:
+    /// joiners at the same version (8 at the start of a run at 8 hosts) get the same bytes
+    /// without the state being copied, compressed and checksummed again for each.
+    private func parametersMessage() -> Message? {
+        if let cached = parametersCache, cached.version == workload.version { return cached.message }
+        let snapshot = workload.replicaSnapshot()
+        var flat: [Float] = []
+        flat.reserveCapacity(snapshot.elementCount)
+        for s in snapshot.sections { flat += s.values }
+        let meta = StateMeta(sections: snapshot.sections.map(\.name), counts: snapshot.sections.map(\.values.count),
+                             counters: snapshot.counters, parameterChecksum: workload.parameterChecksum)
+        guard let metaBytes = try? Message.jsonPayload(meta, maxBytes: options.limits.maxJSONBytes) else { return nil }
+        let m = flat.withUnsafeBufferPointer {
+            // Always lossless: a replica must start bitwise equal to the coordinator's state.
+            Message(header: header(.parameters, step: workload.version, version: workload.version), tensor: $0,
+                    codec: LZ4Codec(), meta: metaBytes)
+        }
+        parametersCache = (workload.version, m)
+        return m
+    }
+}

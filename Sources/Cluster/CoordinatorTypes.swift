@@ -1,0 +1,85 @@
+import Foundation
+import Wire
+
+/// Timing, limits and policies of a coordinator (docs/operations.md explains each).
+public struct CoordinatorOptions: Sendable {
+    public var runID: UInt64
+    /// Codec of the update broadcast (workers choose theirs for gradients from the welcome).
+    public var codec: String = "lz4"
+    public var heartbeatInterval: Double = 0.5
+    /// A worker silent for this long is dropped.
+    public var heartbeatTimeout: Double = 4
+    /// Told to workers: re-register after hearing nothing for this long.
+    public var coordinatorTimeout: Double = 15
+    /// Deadline of a step before shard timings exist.
+    public var initialStepDeadline: Double = 60
+    /// Deadline = max(minimumDeadline, factor x median shard time x shards held by the worker).
+    public var deadlineFactor: Double = 10
+    public var minimumDeadline: Double = 3
+    /// Workers that must have joined before the first step starts.
+    public var minWorkers: Int = 1
+    /// Give up when no worker is available for this long.
+    public var noWorkerTimeout: Double = 300
+    /// Checkpoint every this many steps (0: only at the end).
+    public var checkpointEvery: Int = 0
+    /// Where workers write error-feedback residuals before checkpoint steps (lossy codecs
+    /// only; see WelcomeBody.residualDirectory). Nil: residuals are not checkpointed.
+    public var residualDirectory: String?
+    /// A shard whose gradient is rejected (non-finite) this many times stops the run.
+    public var maxShardAttempts: Int = 3
+    /// After the shutdown messages, wait at most this long for the workers to leave.
+    public var shutdownGrace: Double = 3
+    public var limits: WireLimits
+
+    public init(runID: UInt64, limits: WireLimits) {
+        self.runID = runID
+        self.limits = limits
+    }
+}
+
+/// Something the coordinator did that an operator may want to know (events.jsonl, reports).
+public struct ClusterEvent: Sendable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case start, restore, join, drop, reassign, reject, nonFinite, checkpoint, finish, fatal
+    }
+    public var time: Double
+    public var kind: Kind
+    public var step: Int
+    public var worker: String
+    public var detail: String
+}
+
+/// Counters of everything the coordinator rejected or recovered from.
+public struct CoordinatorStats: Sendable {
+    public var framesRejected: [String: Int] = [:]
+    public var staleMessages = 0
+    /// Sends that met a full queue and waited in a worker's backlog.
+    public var backpressure = 0
+    public var duplicateGradients = 0
+    public var nonFiniteGradients = 0
+    public var unknownPeers = 0
+    public var joins = 0
+    public var drops = 0
+    public var reassignedShards = 0
+    public var checkpoints = 0
+    /// Full parameter copies sent to repair a worker that diverged or missed an update.
+    public var repairs = 0
+    public var stepsCompleted = 0
+    public var totalRejected: Int { framesRejected.values.reduce(0, +) }
+}
+
+/// The coordinator stopped on request (Ctrl-C, SIGTERM) after checkpointing.
+public struct CoordinatorStopped: Error, CustomStringConvertible, Sendable {
+    public let step: Int
+    public let checkpoint: String?
+    public var description: String {
+        "stopped at step \(step); " + (checkpoint.map { "checkpoint \($0) written: run the same command again to resume" } ?? "no checkpoint store")
+    }
+}
+
+/// A fatal condition of the run.
+public struct ClusterError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,273 @@
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// A worker's compute thread: owns the workload and runs the tasks the I/O thread queues, in
+/// order (build the workload from a welcome, load a full state, apply update chunks, compute
+/// assigned shards and stream their gradient chunks), and hands back outcomes (messages to
+/// send, joins, out-of-sync reports) through an outbox the I/O thread drains.
+final class WorkerCompute: @unchecked Sendable {
+    enum Task {
+        case build(WelcomeBody)
+        case load(Message)
+        case apply(Message)
+        case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader)
+        case stop
+    }
+
+    enum Outcome {
+        case built(datasetHash: String)
+        case buildFailed(String)
+        case loaded(version: Int)
+        case send([[UInt8]])
+        case outOfSync(ChecksumReportBody)
+    }
+
+    let options: WorkerOptions
+    let logger: Logger
+    let factory: Worker.Factory
+    /// Ends the I/O thread's wait for the socket (an outcome is ready).
+    let wake: @Sendable () -> Void
+
+    // Shared with the I/O thread (under `lock`)
+    private let lock = NSCondition()
+    private var tasks: [(task: Task, epoch: Int)] = []
+    private var outbox: [(outcome: Outcome, epoch: Int)] = []
+    /// Counts registrations. Every task carries the epoch it was queued in and every outcome
+    /// the epoch of its task: what a task of an earlier registration produces (a gradient for
+    /// a coordinator that has since restarted, a load that raced with a reset) is discarded
+    /// instead of reaching the coordinator this worker now talks to.
+    private var epoch = 0
+
+    // Compute thread only
+    /// The epoch of the task the compute thread is running (read by its compute slots).
+    private var taskEpoch = 0
+    private var workload: (any WorkerWorkload)?
+    /// The welcome of the registration the workload was built for.
+    private var welcome: WelcomeBody?
+    /// The chunks of the update to the next version received so far. They are applied
+    /// together when the last one arrives: until then this worker may still be asked to
+    /// (re)compute shards of the current step, which needs the parameters of the current version.
+    private var updates: UpdateAssembler?
+    private let feedbacks: FeedbackStore
+    private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
+
+    init(options: WorkerOptions, logger: Logger, factory: @escaping Worker.Factory, wake: @escaping @Sendable () -> Void) {
+        self.options = options
+        self.logger = logger
+        self.factory = factory
+        self.wake = wake
+        feedbacks = FeedbackStore(logger: logger)
+    }
+
+    func enqueue(_ task: Task) {
+        lock.lock()
+        tasks.append((task, epoch))
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// A new registration: tasks queued for the earlier one are dropped (but not `stop`), and
+    /// whatever they still produce is discarded.
+    func clearPending() {
+        lock.lock()
+        epoch += 1
+        tasks.removeAll { if case .stop = $0.task { return false } else { return true } }
+        outbox.removeAll()
+        lock.unlock()
+    }
+
+    /// The outcomes of tasks of the current registration, oldest first (for the I/O thread).
+    func takeOutcomes() -> [Outcome] {
+        lock.lock()
+        defer { lock.unlock() }
+        let current = epoch
+        let items = outbox.filter { $0.epoch == current }.map(\.outcome)
+        outbox.removeAll()
+        return items
+    }
+
+    private func post(_ outcome: Outcome) {
+        lock.lock()
+        outbox.append((outcome, taskEpoch))
+        lock.unlock()
+        wake()
+    }
+
+    /// The compute thread's loop: runs tasks in order until `stop`.
+    func run() {
+        while true {
+            lock.lock()
+            while tasks.isEmpty { lock.wait() }
+            let (task, queuedIn) = tasks.removeFirst()
+            taskEpoch = queuedIn
+            lock.unlock()
+            switch task {
+            case .stop:
+                return
+            case let .build(body):
+                welcome = body
+                updates = nil   // the welcome's chunk plan may differ
+                if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, workload != nil {
+                    post(.built(datasetHash: b.datasetHash))
+                    continue
+                }
+                do {
+                    let w = try factory(body)
+                    workload = w
+                    builtFor = (body.runID, w.datasetHash, body.workloadSpec)
+                    post(.built(datasetHash: w.datasetHash))
+                } catch {
+                    post(.buildFailed("\(error)"))
+                }
+            case let .load(message):
+                load(message)
+            case let .apply(message):
+                apply(message)
+            case let .compute(step, shards, version, checksum, assignHeader):
+                compute(step: step, shards: shards, version: version, checksum: checksum, assignHeader: assignHeader)
+            }
+        }
+    }
+
+    private func load(_ message: Message) {
+        guard let workload else { return }
+        do {
+            guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits) else {
+                throw ClusterError("parameters message without a valid state description")
+            }
+            let flat = try message.decodeTensor()
+            let ranges = try meta.sectionRanges(valueCount: flat.count).get()
+            let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
+            try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
+            updates?.reset()
+            feedbacks.clear()
+            guard workload.parameterChecksum == meta.parameterChecksum else {
+                throw ClusterError("parameters differ from the coordinator's checksum after loading")
+            }
+            post(.loaded(version: workload.version))
+        } catch {
+            logger.error("cannot load parameters", metadata: ["error": "\(error)"])
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                               reason: "could not load parameters: \(error)")))
+        }
+    }
+
+    /// Takes one chunk of the update to the next version; when every chunk of the welcome's
+    /// plan is in, applies the whole update and advances the version.
+    private func apply(_ message: Message) {
+        guard let workload, let welcome else { return }
+        let h = message.header
+        guard h.parameterVersion == UInt64(workload.version + 1) else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
+                                               reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
+            return
+        }
+        if updates == nil {
+            guard let plan = welcome.chunkPlan(parameterCount: workload.parameterCount) else {
+                post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                                   reason: "the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters")))
+                return
+            }
+            updates = UpdateAssembler(plan: plan)
+        }
+        switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
+        case .success(true):
+            updates!.buffer.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+        case .success(false):
+            break
+        case let .failure(refusal):
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0, reason: "\(refusal)")))
+        }
+    }
+
+    private func compute(step: Int, shards: [Int], version: Int, checksum: UInt64, assignHeader: MessageHeader) {
+        guard let workload, let welcome else { return }
+        guard version == workload.version else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: checksum,
+                                               reason: "assigned step \(step) at version \(version), this worker holds version \(workload.version)")))
+            return
+        }
+        let mine = workload.parameterChecksum
+        guard mine == checksum else {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: mine, expected: checksum,
+                                               reason: "parameter checksum differs from the coordinator's at version \(version)")))
+            return
+        }
+        let codec: any GradientCodec
+        do {
+            codec = try CodecRegistry.codec(named: welcome.codec)
+        } catch {
+            post(.buildFailed("unknown codec \(welcome.codec)"))
+            return
+        }
+        guard let chunks = welcome.chunkPlan(parameterCount: workload.parameterCount)?.ranges else {
+            post(.buildFailed("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters"))
+            return
+        }
+        let t = max(1, workload.parallelism)
+        // Up to t shards at once, one per compute slot; each slot streams its own chunks.
+        for first in stride(from: 0, to: shards.count, by: t) {
+            let round = Array(shards[first..<min(first + t, shards.count)])
+            Parallel.forEach(round.count) { slot in
+                computeAndSend(step: step, shard: round[slot], slot: slot, version: version, chunks: chunks,
+                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader)
+            }
+        }
+    }
+
+    private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
+                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
+        let buffer = workload.gradientBuffer(slot: slot)
+        if !codec.isLossless, let dir = welcome.residualDirectory { feedbacks.restore(shard: k, step: step, chunks: chunks, directory: dir) }
+        do {
+            // Each chunk is sent as soon as the backward pass has finished it; the last one to
+            // finish is held back a moment so it can carry the shard's loss and compute time.
+            func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
+                var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
+                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
+                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
+                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
+                h.keyOffset = UInt64(chunks[c].lowerBound)
+                let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
+                let metaBytes = meta.flatMap { try? Message.jsonPayload($0) } ?? []
+                var m = Message(header: h, tensor: values, codec: codec, meta: metaBytes)
+                if !codec.isLossless {
+                    // Error feedback: what the lossy codec drops now is added to this shard's next gradient.
+                    let box = feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)
+                    var bytes: [UInt8] = []
+                    do {
+                        try box.state.compensateAndEncode(values, codec: codec, into: &bytes)
+                        h.codec = codec.id
+                        h.keyCount = UInt64(values.count)
+                        h.rawLength = UInt64(values.count) * 4
+                        m = Message(header: h, payload: bytes, meta: metaBytes)
+                    } catch {
+                        // A non-finite gradient goes out as it is: the coordinator rejects it and the shard is recomputed.
+                        box.state.reset()
+                    }
+                }
+                return m.frames()
+            }
+            func send(_ c: Int, meta: GradientMeta?) { post(.send(encode(c, meta: meta))) }
+            var held: Int?
+            let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
+                if let previous = held { send(previous, meta: nil) }
+                held = c
+            }
+            if let last = held {
+                if !codec.isLossless, let dir = welcome.residualDirectory, let every = welcome.checkpointEvery,
+                   every > 0, (step + 1) % every == 0 {
+                    // The last chunk's encoding finalises the shard's residuals; they are on disk
+                    // before that chunk leaves, so a committed checkpoint always has them.
+                    let frames = encode(last, meta: meta)
+                    feedbacks.save(shard: k, step: step + 1, chunks: chunks, directory: dir)
+                    post(.send(frames))
+                } else {
+                    send(last, meta: meta)
+                }
+            }
+        }
+    }
+}
