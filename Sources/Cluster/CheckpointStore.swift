@@ -21,7 +21,7 @@ public final class CheckpointStore: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointStoreError("cannot create checkpoint directory \(directory): \(error.localizedDescription)")
+            throw ClusterError("cannot create checkpoint directory \(directory): \(error.localizedDescription)")
         }
     }
 
@@ -36,7 +36,7 @@ public final class CheckpointStore: @unchecked Sendable {
             try FileBytes.writeAtomically(CheckpointFormat.encode(snapshot), to: path)
             try FileBytes.writeAtomically(Array((name + "\n").utf8), to: directory + "/LATEST")
         } catch {
-            throw CheckpointStoreError("checkpoint of step \(step) not written: \(error)")
+            throw ClusterError("checkpoint of step \(step) not written: \(error)")
         }
         prune()
         return path
@@ -90,12 +90,6 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 }
 
-public struct CheckpointStoreError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// An exclusive lock on a run's checkpoint directory, held by the running coordinator
 /// (flock: released by the kernel when the process dies, even by kill -9). Each holder gets
 /// the next incarnation number, which goes into every message header so workers notice a
@@ -107,12 +101,12 @@ public final class CoordinatorLock: @unchecked Sendable {
     public init(directory: String) throws {
         let path = directory + "/coordinator.lock"
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CheckpointStoreError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ClusterError("cannot open \(path): \(String(cString: strerror(errno)))") }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let holder = String(decoding: (try? FileBytes.contents(of: path)) ?? [], as: UTF8.self)
                 .replacingOccurrences(of: "\n", with: ", ")
             close(fd)
-            throw CheckpointStoreError("another coordinator holds \(path) (\(holder)); two coordinators must never write the same run: stop the other one first")
+            throw ClusterError("another coordinator holds \(path) (\(holder)); two coordinators must never write the same run: stop the other one first")
         }
         var previous: UInt64 = 0
         var buf = [UInt8](repeating: 0, count: 4096)

@@ -16,7 +16,7 @@ public struct CurveKeyPair: Sendable, Equatable {
     public static func generate() throws -> CurveKeyPair {
         var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
         guard zmq_curve_keypair(&pub, &sec) == 0 else {
-            throw KeyFileError("cannot generate a CURVE key pair: \(String(cString: zmq_strerror(zmq_errno()))) (libzmq without CURVE?)")
+            throw ClusterError("cannot generate a CURVE key pair: \(String(cString: zmq_strerror(zmq_errno()))) (libzmq without CURVE?)")
         }
         return CurveKeyPair(publicKey: cString(pub), secretKey: cString(sec))
     }
@@ -26,7 +26,7 @@ public struct CurveKeyPair: Sendable, Equatable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let secretPath = directory + "/" + name + ".key", publicPath = directory + "/" + name + ".pub"
         if FileManager.default.fileExists(atPath: secretPath) {
-            throw KeyFileError("\(secretPath) exists; refusing to overwrite a key (remove it first)")
+            throw ClusterError("\(secretPath) exists; refusing to overwrite a key (remove it first)")
         }
         let text = "# Ambient CURVE key pair: keep this file secret\npublic \(publicKey)\nsecret \(secretKey)\n"
         try FileBytes.writeAtomically(Array(text.utf8), to: secretPath, mode: 0o600)
@@ -39,7 +39,7 @@ public struct CurveKeyPair: Sendable, Equatable {
         do {
             text = String(decoding: try FileBytes.contents(of: path), as: UTF8.self)
         } catch {
-            throw KeyFileError("\(error)")
+            throw ClusterError("\(error)")
         }
         var pub: String?, sec: String?
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
@@ -49,7 +49,7 @@ public struct CurveKeyPair: Sendable, Equatable {
             if parts[0] == "secret" { sec = parts[1] }
         }
         guard let p = pub, let s = sec, isValidZ85Key(p), isValidZ85Key(s) else {
-            throw KeyFileError("\(path) is not an Ambient key file (expected 'public <z85>' and 'secret <z85>' lines; create one with `ambient keys generate`)")
+            throw ClusterError("\(path) is not an Ambient key file (expected 'public <z85>' and 'secret <z85>' lines; create one with `ambient keys generate`)")
         }
         return CurveKeyPair(publicKey: p, secretKey: s)
     }
@@ -60,7 +60,7 @@ public struct CurveKeyPair: Sendable, Equatable {
 public func readPublicKeys(_ path: String) throws -> Set<String> {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-        throw KeyFileError("\(path) does not exist (expected a public key file or a directory of .pub files)")
+        throw ClusterError("\(path) does not exist (expected a public key file or a directory of .pub files)")
     }
     var files = [path]
     if isDir.boolValue {
@@ -73,18 +73,18 @@ public func readPublicKeys(_ path: String) throws -> Set<String> {
         for line in text.split(separator: "\n") {
             let k = line.trimmingCharacters(in: .whitespaces)
             if k.isEmpty || k.hasPrefix("#") { continue }
-            guard isValidZ85Key(k) else { throw KeyFileError("\(f): '\(k.prefix(50))' is not a Z85 CURVE public key") }
+            guard isValidZ85Key(k) else { throw ClusterError("\(f): '\(k.prefix(50))' is not a Z85 CURVE public key") }
             keys.insert(k)
         }
     }
-    guard !keys.isEmpty else { throw KeyFileError("\(path) holds no public keys") }
+    guard !keys.isEmpty else { throw ClusterError("\(path) holds no public keys") }
     return keys
 }
 
 /// Reads a single public key (the coordinator's, for a worker).
 public func readPublicKey(_ path: String) throws -> String {
     let keys = try readPublicKeys(path)
-    guard keys.count == 1 else { throw KeyFileError("\(path) holds \(keys.count) keys; expected exactly one") }
+    guard keys.count == 1 else { throw ClusterError("\(path) holds \(keys.count) keys; expected exactly one") }
     return keys.first!
 }
 
@@ -106,12 +106,6 @@ func z85Encode(_ raw: [UInt8]) -> String? {
     var out = [CChar](repeating: 0, count: 41)
     guard zmq_z85_encode(&out, raw, 32) != nil else { return nil }
     return cString(out)
-}
-
-public struct KeyFileError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// An authentication decision of the ZAP handler, for logs and counters.

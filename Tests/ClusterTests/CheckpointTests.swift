@@ -94,7 +94,7 @@ import Wire
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = try CoordinatorLock(directory: dir)
         #expect(a.incarnation == 1)
-        #expect(throws: CheckpointStoreError.self) { _ = try CoordinatorLock(directory: dir) }
+        #expect(throws: ClusterError.self) { _ = try CoordinatorLock(directory: dir) }
         a.release()
         let b = try CoordinatorLock(directory: dir)
         #expect(b.incarnation == 2)

@@ -116,10 +116,10 @@ import Wire
         #expect(try CurveKeyPair.read(dir + "/a.key") == k)
         #expect(try readPublicKey(dir + "/a.pub") == k.publicKey)
         #expect(try readPublicKeys(dir) == [k.publicKey])
-        #expect(throws: KeyFileError.self) { try k.write(directory: dir, name: "a") }   // no overwrite
+        #expect(throws: ClusterError.self) { try k.write(directory: dir, name: "a") }   // no overwrite
         try FileBytes.writeAtomically(Array("not a key\n".utf8), to: dir + "/bad.pub")
-        #expect(throws: KeyFileError.self) { _ = try readPublicKeys(dir) }
-        #expect(throws: KeyFileError.self) { _ = try CurveKeyPair.read(dir + "/a.pub") }
+        #expect(throws: ClusterError.self) { _ = try readPublicKeys(dir) }
+        #expect(throws: ClusterError.self) { _ = try CurveKeyPair.read(dir + "/a.pub") }
         let attrs = try FileManager.default.attributesOfItem(atPath: dir + "/a.key")
         #expect((attrs[.posixPermissions] as? Int) == 0o600)
     }
