@@ -21,7 +21,7 @@ extension Ambient.Classifier {
             annotates the unseen clean images high, and its training images' annotations differ from the \
             unseen corrupted ones'. Prints a table with PASS/FAIL per group with a known answer and the held-out \
             loss: the classifier's training loss (BCE and accuracy, sigma drawn as in training) on 1,000 other \
-            test images (from row 5,000, so never the groups' images), half clean, half corrupted as the data; \
+            test images (from row 5,000, so never the groups' images), each once clean and once corrupted as the data; \
             held-out early stopping trains classifiers of several lengths and keeps the one with the lowest. \
             With --out, writes groups and held-out loss as JSON. Exits with status 0 either way: the report is \
             the result.
@@ -82,8 +82,8 @@ extension Ambient.Classifier {
                 print(ClassifierCheck.table(groups))
                 let heldOut = check.heldOut(trained.classifier, trained.store, contents: contents, unseen: unseen)
                 if let h = heldOut {
-                    print(String(format: "held-out loss (%d unseen test images from row %d, half clean, half corrupted as the data): BCE %.4f, accuracy %.3f",
-                                 h.count, ClassifierCheck.heldOutStart, h.bce, h.accuracy))
+                    print(String(format: "held-out loss (%d unseen test images from row %d, each clean and corrupted as the data): BCE %.4f, accuracy %.3f",
+                                 h.count / 2, ClassifierCheck.heldOutStart, h.bce, h.accuracy))
                 }
                 if let out { try writeJSONOutput(Report(groups: groups, heldOut: heldOut), to: out) }
             }
