@@ -4,8 +4,8 @@ scripts/experiment-memorization as markdown (stdlib only): one row per run and s
 import glob, json, os, sys
 
 out = sys.argv[1]
-print("| seed | run | FD | FD of real training images | residual noise (test images) | nn-sim > 0.95 | calibrated copies (threshold, noise added) | noisy test images above threshold |")
-print("|---|---|---|---|---|---|---|---|")
+print("| seed | run | FD noise-aware (real training images) | FD class-only (real training images) | residual noise (test images) | samples diverged | nn-sim > 0.95 | calibrated copies (threshold, noise added) | noisy test images above threshold |")
+print("|---|---|---|---|---|---|---|---|---|")
 for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     run = os.path.basename(os.path.dirname(path))
     seed = os.path.basename(os.path.dirname(os.path.dirname(path)))[4:]
@@ -14,8 +14,9 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     c = m.get("calibrated_copies") or {}
     def f(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
-    print(f"| {seed} | `{run}` | {f(q.get('frechet_distance'), '.2f')} | {f(q.get('frechet_distance_of_training_images'), '.2f')} | "
-          f"{f(q.get('residual_noise'), '.3f')} ({f(q.get('residual_noise_of_test_images'), '.3f')}) | {f(m.get('fraction_above_0_95'), '.4f')} | "
+    print(f"| {seed} | `{run}` | {f(q.get('noise_aware_frechet_distance'), '.2f')} ({f(q.get('noise_aware_frechet_distance_of_training_images'), '.2f')}) | "
+          f"{f(q.get('frechet_distance'), '.2f')} ({f(q.get('frechet_distance_of_training_images'), '.2f')}) | "
+          f"{f(q.get('residual_noise'), '.3f')} ({f(q.get('residual_noise_of_test_images'), '.3f')}) | {q.get('samples_diverged', '-')} | {f(m.get('fraction_above_0_95'), '.4f')} | "
           f"{f(c.get('samples_above_threshold'), '.4f')} ({f(c.get('threshold'), '.3f')}, {f(c.get('matched_noise'), '.3f')}) | "
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
 for path in sorted(glob.glob(os.path.join(out, "seed*", "annotate.txt"))):

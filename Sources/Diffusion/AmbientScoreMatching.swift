@@ -49,11 +49,29 @@ public struct AmbientScoreMatching: TrainingObjective {
         }
     }
 
+    /// How an O2 row's squared error is weighted. Both keep the minimiser `E[X0 | X_sigma]`
+    /// (the weight depends on sigma and sigma_n only); they differ in how much target noise
+    /// a row carries. The target `x0*` has per-pixel noise variance `sigma_n^2 sigma^2 /
+    /// (sigma^2 - sigma_n^2)` around `x0` (4 sigma_n^2 at the buffer).
+    public enum Weighting: String, Sendable, Codable {
+        /// SPEC O2: `lambda(sigma) sigma^4/(sigma^2 - sigma_n^2)^2 ||xhat_n - x_n||^2`, i.e.
+        /// `lambda ||D - x0*||^2`: every level's denoiser error counts as in O1, and the rows
+        /// just above the buffer carry up to `4 lambda sigma_n^2` of target noise per pixel.
+        case clean
+        /// `lambda(sigma) ||xhat_n - x_n||^2 = lambda (1 - sigma_n^2/sigma^2)^2 ||D - x0*||^2`,
+        /// the authors' memorisation code (kulinshah98/memorization_noisy_data,
+        /// `AmbientHighNoise_EDMLowNoise_Loss`): target noise `lambda sigma_n^2 (1 -
+        /// sigma_n^2/sigma^2)` per pixel, at most that of plain DSM on data noisy at sigma_n and
+        /// falling to 0 at the split, so O2 rows mixed with O1 rows (SPEC O6) do not swamp them.
+        case noisy
+    }
+
     /// The O2 loss of rows `base` (the noisy data x_n) at noise levels `sigmaN`, with the
     /// training sigma already drawn (rows, 1), every `sigma > sigma_n`. Returns the loss, the
     /// noisy input x and D(x, sigma) (SPEC O4 and O6 build on them).
     static func loss<T: Scalar>(_ tape: Tape<T>, denoiser: Denoiser, store: ParameterStore<T>, batch: ShardBatch<T>,
-                                base: UnsafePointer<T>, sigmaN: UnsafePointer<Double>, sigma: Var) -> (loss: Var, x: Var, denoised: Var) {
+                                base: UnsafePointer<T>, sigmaN: UnsafePointer<Double>, sigma: Var,
+                                weighting: Weighting = .clean) -> (loss: Var, x: Var, denoised: Var) {
         let (rows, d) = (batch.rows, batch.dimension)
         let edm = denoiser.schedule
         let xn = tape.constant(base, rows: rows, cols: d)
@@ -76,7 +94,8 @@ public struct AmbientScoreMatching: TrainingObjective {
         let weight = tape.column(rows: rows) { r in
             let s = Double(tape.value(sigma)[r]), sn = sigmaN[r]
             let gap = s * s - sn * sn
-            return edm.lossWeight(s) * (s * s * s * s) / (gap * gap) / Double(batch.globalBatch)
+            let scale = weighting == .clean ? (s * s * s * s) / (gap * gap) : 1
+            return edm.lossWeight(s) * scale / Double(batch.globalBatch)
         }
         return (tape.weightedSumOfSquares(tape.sub(xhat, xn), weights: weight), x, dx)
     }

@@ -5,9 +5,13 @@ import TensorCore
 /// index, `RandomPurpose.corruption`, stream 4). For a training sigma below the split the row
 /// is O1 on the clean sample; above it, O2 on the fixed noisy copy.
 ///
-/// The switch happens at `b sigma_n` rather than sigma_n: the O2 weight
-/// `sigma^4/(sigma^2 - sigma_n^2)^2` is unbounded as sigma approaches sigma_n, and b (from
-/// s_max, as in O2) caps it at s_max^2. With s_max large, b tends to 1 and this is SPEC's split.
+/// The O2 rows are weighted in the noisy space (`AmbientScoreMatching.Weighting.noisy`, as
+/// the authors' code does), not by SPEC O2's `sigma^4/(sigma^2 - sigma_n^2)^2`: with that
+/// weight the few O2 rows just above the split carry up to 4 lambda sigma_n^2 of target noise
+/// per pixel (64 lambda at sigma_n = 4, against about lambda/4 for an O1 row), their gradient
+/// swamps the clean rows', the denoiser above the split is learned badly and the sampler's
+/// trajectories leave the data range there (docs/objectives.md, O6). The switch happens at
+/// `b sigma_n` (b from s_max as in O2); with s_max large, b tends to 1 and this is SPEC's split.
 public struct MemorizationSplit: TrainingObjective {
     public static let noiseStream = 4
     public var name: String { "split" }
@@ -39,7 +43,8 @@ public struct MemorizationSplit: TrainingObjective {
             for j in 0..<d { base[r * d + j] += T(sigmaN * rng.normal()) }
         }
         let r = levels.withUnsafeBufferPointer {
-            AmbientScoreMatching.loss(tape, denoiser: denoiser, store: store, batch: batch, base: base, sigmaN: $0.baseAddress!, sigma: sigma)
+            AmbientScoreMatching.loss(tape, denoiser: denoiser, store: store, batch: batch, base: base, sigmaN: $0.baseAddress!, sigma: sigma,
+                                      weighting: .noisy)
         }
         return ObjectiveResult(loss: r.loss, terms: ["denoising": Double(tape.scalar(r.loss)), "ambient_rows": Double(above) / Double(batch.globalBatch)])
     }

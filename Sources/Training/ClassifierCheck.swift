@@ -76,6 +76,50 @@ public struct ClassifierCheck: Sendable {
         return groups
     }
 
+    /// The classifier's training loss on images it never saw: binary cross-entropy and accuracy
+    /// of `c(w + sigma n, sigma)` over unseen clean images (label 1) and the same number of
+    /// unseen corrupted ones (label 0), sigma and n drawn as in training from `seed`. A
+    /// classifier that memorised its clean set scores low on its training batches and high
+    /// here; held-out early stopping picks the training length where this is lowest.
+    public struct HeldOut: Codable, Sendable {
+        public var count: Int
+        public var bce: Double
+        public var accuracy: Double
+    }
+
+    /// First row of `unseen` the held-out loss uses: the groups use rows from 0, so choosing a
+    /// training length by this loss does not select on the images the groups judge.
+    public static let heldOutStart = 5000
+
+    /// `heldOut` on `count` unseen images from row `heldOutStart` (fewer if `unseen` is
+    /// shorter), clean and corrupted as the dataset's manifest says; nil when the manifest's
+    /// corruption cannot be applied to them.
+    public func heldOut(_ classifier: NoiseConditionedClassifier, _ store: ParameterStore<Float>, contents: DatasetDirectory.Contents,
+                        unseen: Tensor<Float>, count: Int = 1000) -> HeldOut? {
+        let start = min(Self.heldOutStart, unseen.rows / 2), k = min(count, unseen.rows - start)
+        let shape = Array(contents.samples.shape.dropFirst())
+        guard k > 0, shape.count == 3, let spec = contents.manifest.corruption, let c = try? CorruptionSpec.parse(spec) else { return nil }
+        let clean = unseen.rows(start..<(start + k))
+        guard let corrupted = try? c.apply(clean.reshaped([k] + shape), imageShape: shape, seed: seed &+ 31) else { return nil }
+        return heldOut(classifier, store, clean: clean, corrupted: corrupted.samples.reshaped([k, clean.rowSize]))
+    }
+
+    public func heldOut(_ classifier: NoiseConditionedClassifier, _ store: ParameterStore<Float>, clean: Tensor<Float>,
+                        corrupted: Tensor<Float>) -> HeldOut {
+        let k = min(clean.rows, corrupted.rows), d = clean.rowSize
+        precondition(k > 0 && corrupted.rowSize == d)
+        let x = clean.rows(0..<k).storage + corrupted.rows(0..<k).storage
+        let labels = [Float](repeating: 1, count: k) + [Float](repeating: 0, count: k)
+        let zeros = [Double](repeating: 0, count: 2 * k)
+        let tape = Tape<Float>(recordsGradients: false)
+        let terms = x.withUnsafeBufferPointer { xp in zeros.withUnsafeBufferPointer { sp in labels.withUnsafeBufferPointer { lp in
+            let batch = ShardBatch(data: xp.baseAddress!, rows: 2 * k, dimension: d, sigmaN: sp.baseAddress!,
+                                   seed: seed &+ 30, step: 0, shard: 0, globalBatch: 2 * k)
+            return classifier.loss(tape, store, batch: batch, labels: lp.baseAddress!).terms
+        } } }
+        return HeldOut(count: 2 * k, bce: terms["bce"] ?? .nan, accuracy: terms["accuracy"] ?? .nan)
+    }
+
     /// A table of the groups, one line each, with PASS/FAIL where the answer is known.
     public static func table(_ groups: [Group]) -> String {
         var lines = ["group, count, sigma_min quartiles (25% / median / 75%), never crossed, allowed median, verdict"]

@@ -19,8 +19,12 @@ extension Ambient.Classifier {
             noise of level s = 0.05, 0.2, 0.5, which must come out near s (median within a factor 5). A \
             classifier that learnt which training images are clean instead of what corruption looks like \
             annotates the unseen clean images high, and its training images' annotations differ from the \
-            unseen corrupted ones'. Prints a table with PASS/FAIL per group with a known answer and, with \
-            --out, writes it as JSON. Exits with status 0 either way: the report is the result.
+            unseen corrupted ones'. Prints a table with PASS/FAIL per group with a known answer and the held-out \
+            loss: the classifier's training loss (BCE and accuracy, sigma drawn as in training) on 1,000 other \
+            test images (from row 5,000, so never the groups' images), each once clean and once corrupted as the data; \
+            held-out early stopping trains classifiers of several lengths and keeps the one with the lowest. \
+            With --out, writes groups and held-out loss as JSON. Exits with status 0 either way: the report is \
+            the result.
 
             Examples:
               ambient classifier check --data data/fm-blur --classifier runs/classifier
@@ -47,6 +51,12 @@ extension Ambient.Classifier {
         var out: String?
         @OptionGroup var common: CommonOptions
 
+        /// The JSON of --out.
+        struct Report: Encodable {
+            var groups: [ClassifierCheck.Group]
+            var heldOut: ClassifierCheck.HeldOut?
+        }
+
         func validate() throws {
             if count < 1 || grid < 2 || draws < 1 || span < 1 { throw ValidationError("--count, --draws, --span must be >= 1 and --grid >= 2") }
             if !(eps >= 0 && eps < 0.5) { throw ValidationError("--eps must be in [0, 0.5)") }
@@ -67,10 +77,15 @@ extension Ambient.Classifier {
                 let unseen = test.images.reshaped([test.images.rows, test.images.rowSize])
                 let annotator = Annotator(grid: Annotator.logGrid(count: grid, from: 0.002, to: contents.manifest.sigmaMax), draws: draws, span: span,
                                           tau: 0.5 - eps, sigmaMax: contents.manifest.sigmaMax)
-                let groups = try ClassifierCheck(annotator: annotator, seed: seed).run(trained.classifier, trained.store, contents: contents,
-                                                                                      unseen: unseen, count: count)
+                let check = ClassifierCheck(annotator: annotator, seed: seed)
+                let groups = try check.run(trained.classifier, trained.store, contents: contents, unseen: unseen, count: count)
                 print(ClassifierCheck.table(groups))
-                if let out { try writeJSONOutput(groups, to: out) }
+                let heldOut = check.heldOut(trained.classifier, trained.store, contents: contents, unseen: unseen)
+                if let h = heldOut {
+                    print(String(format: "held-out loss (%d unseen test images from row %d, each clean and corrupted as the data): BCE %.4f, accuracy %.3f",
+                                 h.count / 2, ClassifierCheck.heldOutStart, h.bce, h.accuracy))
+                }
+                if let out { try writeJSONOutput(Report(groups: groups, heldOut: heldOut), to: out) }
             }
         }
     }
