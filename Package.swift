@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
         // Prometheus exposition of a cluster run's metrics (`--metrics-port`), in Monitoring only.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // SHA-256 of dataset files (BoringSSL's assembly; docs/dataset-format.md), in Datasets only.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -42,7 +44,8 @@ let package = Package(
         // EDM preconditioning, networks, objectives (SPEC O1-O6), samplers, oracles.
         .target(name: "Diffusion", dependencies: ["TensorCore"], swiftSettings: optimizedKernels),
         // Loaders, formats (IDX, NPY, PNG), synthetic data, corruption.
-        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"], swiftSettings: optimizedKernels),
+        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: optimizedKernels),
         // Byte formats: safetensors, and (cluster) headers and codecs. Pure functions over bytes.
         .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"], swiftSettings: optimizedKernels),
         // Transports (ZeroMQ, in-memory), coordinator, worker, membership, checkpoints, CURVE keys.

@@ -73,8 +73,17 @@ public struct Tensor<T: Scalar>: Equatable, Sendable {
     /// True when no element is NaN or infinite.
     public var isFinite: Bool { storage.allSatisfy { $0.isFinite } }
 
-    /// Index of the first non-finite element, if any.
-    public var firstNonFiniteIndex: Int? { storage.firstIndex { !$0.isFinite } }
+    /// Index of the first non-finite element, if any. Float (every dataset and gradient) goes
+    /// through the vectorised `firstNonFinite`; the generic scan took 30% of `dataset verify`.
+    public var firstNonFiniteIndex: Int? {
+        storage.withUnsafeBufferPointer { p -> Int? in
+            guard let base = p.baseAddress else { return nil }
+            if T.self == Float.self {
+                return firstNonFinite(UnsafeRawPointer(base).assumingMemoryBound(to: Float.self), p.count)
+            }
+            return p.firstIndex { !$0.isFinite }
+        }
+    }
 }
 
 extension Tensor {
