@@ -20,23 +20,21 @@ public struct RunDirectory: Sendable {
     public var modelPath: String { path + "/model.safetensors" }
 
     /// Creates the run directory, or accepts an existing one of the same configuration
-    /// (a restarted coordinator resumes from its newest checkpoint).
-    /// Returns whether the run is resumed. The same for the single-process trainer and the
-    /// coordinator.
+    /// (a restarted coordinator resumes from its newest checkpoint). Returns whether the run
+    /// is resumed. The same for the single-process trainer and the coordinator.
     public func prepare(config: RunConfig, data: TrainingData) throws -> Bool {
-        let dir = self
-        if FileManager.default.fileExists(atPath: dir.configPath) {
-            let record = try dir.readConfig()
+        if FileManager.default.fileExists(atPath: configPath) {
+            let record = try readConfig()
             guard record.hash == config.hash else {
                 if record.config == config {
                     // Same options, hashed over the JSON of an earlier version (data and corruption
                     // specs were objects before they became strings): its checkpoints carry that hash.
-                    throw TrainingError("\(dir.path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
+                    throw TrainingError("\(path) holds a run of this configuration written by an earlier version of ambient (config hash \(record.hash), now \(config.hash)); its checkpoints cannot be resumed by this version: finish it with the version that started it, or choose another --out")
                 }
-                throw TrainingError("\(dir.path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
+                throw TrainingError("\(path) holds a run with config hash \(record.hash), not \(config.hash): resuming with a different configuration is refused; choose another --out")
             }
-            if FileManager.default.fileExists(atPath: dir.modelPath) {
-                throw TrainingError("\(dir.path) holds a finished run (model.safetensors exists); choose another --out")
+            if FileManager.default.fileExists(atPath: modelPath) {
+                throw TrainingError("\(path) holds a finished run (model.safetensors exists); choose another --out")
             }
             return true
         }
