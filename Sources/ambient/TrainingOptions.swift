@@ -100,56 +100,14 @@ struct TrainingOptions: ParsableArguments {
         if dataSigma != nil && corrupt != nil {
             throw ConfigurationError(message: "--data-sigma (the data is already noisy) and --corrupt (simulate noise on clean data) exclude each other")
         }
-        // The network's inputs and outputs follow the objective: a mask channel for O3, one
-        // logit for the classifier.
-        let kind = config.objective
-        config.model.conditioningChannels = kind == .masked ? 1 : 0
-        config.model.outputDimension = kind == .classifier ? 1 : nil
-        // Validate what does not need the data first, so a bad option fails fast.
-        let dimension = config.model.dataDimension
-        config.model.dataDimension = max(dimension, 1)
-        try config.validate()
-        let trainingData = try TrainingData.load(config)
-        // Not chosen anywhere (option, file, --width/--blocks): the network that measured best for
-        // the data (NetworkDefaults), with its batch and learning rate unless those were given.
-        let archChosen = arch != nil || fileKeys.contains("model") || width != nil || blocks != nil
-        let buildUNet = arch == "unet"
-            || (!archChosen && NetworkDefaults.prefersUNet(objective: kind, imageShape: trainingData.imageShape, crops: config.classifierCrop))
-        if buildUNet, case .mlp = config.model {
-            if batch == nil && !fileKeys.contains("batch") {
-                config.batch = NetworkDefaults.unetBatch
-                if shards == nil && !fileKeys.contains("shards") { config.shards = min(4, config.batch) }
-            }
-            if lr == nil && !fileKeys.contains("learningRate") { config.learningRate = NetworkDefaults.unetLearningRate }
-            var u = UNetConfig(dataDimension: trainingData.dimension, imageChannels: trainingData.imageShape?.first ?? 1,
-                               conditioningChannels: kind == .masked ? 1 : 0, outputDimension: kind == .classifier ? 1 : nil)
-            u.channels = unetChannels ?? UNetConfig.defaultChannels(side: u.side)
-            config.model = .unet(u)
-        } else if case var .unet(u) = config.model {
-            u.dataDimension = trainingData.dimension
-            u.imageChannels = trainingData.imageShape?.first ?? u.imageChannels
-            if let unetChannels { u.channels = unetChannels }
-            config.model = .unet(u)
-        } else {
-            config.model.dataDimension = trainingData.dimension
-        }
-        // The crops classifier (SPEC O5 crops) takes C*S*S values of each image.
-        if let s = config.classifierCrop {
-            guard case .mlp = config.model else { throw ConfigurationError(message: "--crops trains an MLP on the flattened crops; drop --arch unet") }
-            guard let shape = trainingData.imageShape, s >= 1, s <= min(shape[1], shape[2]) else {
-                throw ConfigurationError(message: "--crops \(s) needs images of at least \(s) x \(s) pixels; \(trainingData.summary)")
-            }
-            config.model.dataDimension = ImageCrops.dimension(shape: shape, size: s)
-        }
-        // Derived from the data: recomputed, never taken from a file, so that a printed
-        // configuration resolves to itself.
-        config.observedFraction = kind == .masked ? trainingData.observedFraction : nil
-        config.samplingFloor = nil
-        if case .directory = config.data, kind == .ambient {
-            config.samplingFloor = trainingData.samplingFloor(buffer: AmbientScoreMatching.buffer(sMax: config.ambientSMax))
-        }
-        try config.validate()
-        return (config, trainingData)
+        var choices = RunConfig.Choices()
+        choices.network = arch != nil || fileKeys.contains("model") || width != nil || blocks != nil
+        choices.batch = batch != nil || fileKeys.contains("batch")
+        choices.shards = shards != nil || fileKeys.contains("shards")
+        choices.learningRate = lr != nil || fileKeys.contains("learningRate")
+        choices.unetChannels = unetChannels
+        choices.unet = arch == "unet"
+        return try config.loadingData(choices)
     }
 
     /// The U-Net's channels from --channels (nil when not given), checking --arch.
