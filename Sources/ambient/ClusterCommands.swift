@@ -243,3 +243,43 @@ func makeCoordinatorServer(context: ZMQContext, bind: String, key: String?, allo
     logger.notice("listening", metadata: ["endpoint": "\(server.endpoint)", "security": "\(plaintext ? "plaintext" : "curve")"])
     return server
 }
+
+/// Options of the distributed machinery, shared by `train --workers` and `coordinator`.
+struct ClusterCommandOptions: ParsableArguments {
+    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint to RUNDIR/checkpoints every N steps (0: only at the end or when interrupted).")
+    var checkpointEvery: Int = 200
+
+    @Option(help: "Checkpoints to keep.")
+    var keep: Int = 3
+
+    @Option(help: "Gradient codec: raw, lz4, shuffle-lz4 (lossless), bf16, fp16, bf16-lz4, fp16-lz4, topk:F (lossy).")
+    var codec: String = "lz4"
+
+    @Option(name: .customLong("min-workers"), help: "Workers that must join before the first step.")
+    var minWorkers: Int = 1
+
+    @Option(name: .customLong("heartbeat-timeout"), help: "Seconds without a message before a worker is dropped.")
+    var heartbeatTimeout: Double = 4
+
+    @Option(name: .customLong("no-worker-timeout"), help: "Give up after this many seconds without any worker.")
+    var noWorkerTimeout: Double = 300
+
+    func validate() throws {
+        if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be >= 0") }
+        if keep < 1 { throw ValidationError("--keep must be >= 1") }
+        if minWorkers < 1 { throw ValidationError("--min-workers must be >= 1") }
+        if !(heartbeatTimeout > 0) { throw ValidationError("--heartbeat-timeout must be > 0") }
+    }
+
+    func options(showProgress: Bool) -> ClusterTraining.Options {
+        var o = ClusterTraining.Options()
+        o.checkpointEvery = checkpointEvery
+        o.keepCheckpoints = keep
+        o.codec = codec
+        o.minWorkers = minWorkers
+        o.heartbeatTimeout = heartbeatTimeout
+        o.noWorkerTimeout = noWorkerTimeout
+        o.showProgress = showProgress
+        return o
+    }
+}

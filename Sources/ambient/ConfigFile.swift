@@ -12,14 +12,9 @@ import Yams
 /// and column. Keys left out take their defaults; the derived ones (data dimension, mask
 /// channels, observed fraction, sampling floor) are recomputed from the data when training starts.
 enum ConfigFile {
-    /// Reads a configuration file. `dataGiven`: `--data` is on the command line, so the file
-    /// may leave `data` out.
-    static func load(_ path: String, dataGiven: Bool = false) throws -> RunConfig {
-        try loadDocument(path, dataGiven: dataGiven).config
-    }
-
-    /// The configuration and the top-level keys the file gives (the defaults that depend on the
-    /// data, such as the image network, apply only to what the file leaves out).
+    /// Reads a configuration file: the configuration and the top-level keys the file gives (the
+    /// defaults that depend on the data, such as the image network, apply only to what the file
+    /// leaves out). `dataGiven`: `--data` is on the command line, so the file may leave `data` out.
     static func loadDocument(_ path: String, dataGiven: Bool = false) throws -> (config: RunConfig, keys: Set<String>) {
         let bytes: [UInt8]
         do {
@@ -256,56 +251,19 @@ struct ConfigNodeReader {
     }
 
     func mlp(_ node: Node?) throws -> MLPConfig {
-        var m = MLPConfig(dataDimension: 1)
-        guard let node else { return m }
-        let p = "model.mlp."
-        let e = try entries(node, "model.mlp", known: ["dataDimension", "conditioningChannels", "width", "blocks", "embeddingSize", "outputDimension"])
-        if let (_, v) = e["dataDimension"] { m.dataDimension = try required(int(v, p + "dataDimension", min: 1), v, p + "dataDimension", "an integer") }
-        if let (_, v) = e["conditioningChannels"] { m.conditioningChannels = try required(int(v, p + "conditioningChannels", min: 0), v, p + "conditioningChannels", "an integer") }
-        if let (_, v) = e["width"] { m.width = try required(int(v, p + "width", min: 1), v, p + "width", "an integer") }
-        if let (_, v) = e["blocks"] { m.blocks = try required(int(v, p + "blocks", min: 0), v, p + "blocks", "an integer") }
-        if let (_, v) = e["embeddingSize"] { m.embeddingSize = try required(int(v, p + "embeddingSize", min: 2), v, p + "embeddingSize", "an integer") }
-        if let (_, v) = e["outputDimension"] { m.outputDimension = try int(v, p + "outputDimension", min: 1) }
-        return m
+        try section(node, "model.mlp", ConfigSections.mlp, MLPConfig(dataDimension: 1))
     }
 
     func unet(_ node: Node?) throws -> UNetConfig {
-        var u = UNetConfig(dataDimension: 1)
-        guard let node else { return u }
-        let p = "model.unet."
-        let e = try entries(node, "model.unet", known: ["dataDimension", "imageChannels", "conditioningChannels", "channels", "blocksPerLevel",
-                                                        "groups", "embeddingSize", "embeddingWidth", "gated", "outputDimension"])
-        func count(_ key: String, min: Int) throws -> Int? {
-            guard let (_, v) = e[key] else { return nil }
-            return try required(int(v, p + key, min: min), v, p + key, "an integer")
-        }
-        u.dataDimension = try count("dataDimension", min: 1) ?? u.dataDimension
-        u.imageChannels = try count("imageChannels", min: 1) ?? u.imageChannels
-        u.conditioningChannels = try count("conditioningChannels", min: 0) ?? u.conditioningChannels
-        if let (_, v) = e["channels"] { u.channels = try ints(v, p + "channels", min: 1) }
-        u.blocksPerLevel = try count("blocksPerLevel", min: 1) ?? u.blocksPerLevel
-        u.groups = try count("groups", min: 1) ?? u.groups
-        u.embeddingSize = try count("embeddingSize", min: 2) ?? u.embeddingSize
-        if let (_, v) = e["embeddingWidth"] { u.embeddingWidth = try int(v, p + "embeddingWidth", min: 1) }
-        if let (_, v) = e["gated"] { u.gated = try required(bool(v, p + "gated"), v, p + "gated", "true or false") }
-        if let (_, v) = e["outputDimension"] { u.outputDimension = try int(v, p + "outputDimension", min: 1) }
-        return u
+        try section(node, "model.unet", ConfigSections.unet, UNetConfig(dataDimension: 1))
     }
 
     func schedule(_ node: Node) throws -> EDMSchedule {
-        var s = EDMSchedule()
-        let e = try entries(node, "schedule", known: ["sigmaData", "pMean", "pStd", "sigmaMin", "sigmaMax", "rho"])
-        func number(_ key: String, _ range: Range) throws -> Double? {
-            guard let (_, v) = e[key] else { return nil }
-            return try required(double(v, "schedule." + key, range), v, "schedule." + key, "a number")
+        let s = try section(node, "schedule", ConfigSections.schedule, EDMSchedule())
+        if s.sigmaMin >= s.sigmaMax {
+            let key = { (name: String) in node.mapping?.first { $0.key.string == name }?.key }
+            throw fail(key("sigmaMin") ?? key("sigmaMax"), "'schedule.sigmaMin' (\(s.sigmaMin)) must be below 'schedule.sigmaMax' (\(s.sigmaMax))")
         }
-        s.sigmaData = try number("sigmaData", .positive) ?? s.sigmaData
-        s.pMean = try number("pMean", .any) ?? s.pMean
-        s.pStd = try number("pStd", .positive) ?? s.pStd
-        s.sigmaMin = try number("sigmaMin", .positive) ?? s.sigmaMin
-        s.sigmaMax = try number("sigmaMax", .positive) ?? s.sigmaMax
-        s.rho = try number("rho", .positive) ?? s.rho
-        if s.sigmaMin >= s.sigmaMax { throw fail(e["sigmaMin"]?.key ?? e["sigmaMax"]?.key, "'schedule.sigmaMin' (\(s.sigmaMin)) must be below 'schedule.sigmaMax' (\(s.sigmaMax))") }
         return s
     }
 }
@@ -338,8 +296,6 @@ extension ConfigFile {
         func put(_ indent: Int, _ key: String, _ value: String?, _ comment: String = "") {
             lines.append((String(repeating: "  ", count: indent) + key + ":" + (value.map { " " + $0 } ?? ""), comment))
         }
-        func number(_ x: Double?) -> String { RunConfigField.number(x) }
-        func integer(_ x: Int?) -> String { x.map(String.init) ?? "null" }
         for field in RunConfigField.all {
             if let value = field.write(c) { put(0, field.key, value, field.comment) }
         }
@@ -348,33 +304,13 @@ extension ConfigFile {
         switch c.model {
         case let .mlp(m):
             put(1, "mlp", nil)
-            put(2, "dataDimension", "\(m.dataDimension)", "resolved from the data")
-            put(2, "conditioningChannels", "\(m.conditioningChannels)", "resolved from the objective (1 for masked)")
-            put(2, "width", "\(m.width)", "--width")
-            put(2, "blocks", "\(m.blocks)", "--blocks")
-            put(2, "embeddingSize", "\(m.embeddingSize)", "sinusoidal embedding of c_noise")
-            put(2, "outputDimension", integer(m.outputDimension), "resolved from the objective (1 for classifier)")
+            for f in ConfigSections.mlp { put(2, f.key, f.write(m), f.comment) }
         case let .unet(u):
             put(1, "unet", nil)
-            put(2, "dataDimension", "\(u.dataDimension)", "resolved from the data")
-            put(2, "imageChannels", "\(u.imageChannels)")
-            put(2, "conditioningChannels", "\(u.conditioningChannels)", "resolved from the objective (1 for masked)")
-            put(2, "channels", "[" + u.channels.map(String.init).joined(separator: ", ") + "]", "--channels: feature channels per resolution")
-            put(2, "blocksPerLevel", "\(u.blocksPerLevel)")
-            put(2, "groups", "\(u.groups)", "GroupNorm groups")
-            put(2, "embeddingSize", "\(u.embeddingSize)")
-            put(2, "embeddingWidth", integer(u.embeddingWidth), "null: 4 channels[0]")
-            put(2, "gated", u.gated ? "true" : "false", "gated convolutions")
-            put(2, "outputDimension", integer(u.outputDimension), "resolved from the objective (1 for classifier)")
+            for f in ConfigSections.unet { put(2, f.key, f.write(u), f.comment) }
         }
-        let s = c.schedule
         put(0, "schedule", nil, "EDM (SPEC, Conventions)")
-        put(1, "sigmaData", number(s.sigmaData))
-        put(1, "pMean", number(s.pMean), "training sigma = exp(pMean + pStd N(0, 1))")
-        put(1, "pStd", number(s.pStd))
-        put(1, "sigmaMin", number(s.sigmaMin), "sampling range")
-        put(1, "sigmaMax", number(s.sigmaMax))
-        put(1, "rho", number(s.rho), "sampling grid curvature")
+        for f in ConfigSections.schedule { put(1, f.key, f.write(c.schedule), f.comment) }
         let width = lines.map(\.0.count).filter { $0 <= 36 }.max() ?? 0   // a long data spec keeps its comment close
         return lines.map { $0.1.isEmpty ? $0.0 : $0.0.padding(toLength: max(width, $0.0.count) + 2, withPad: " ", startingAt: 0) + "# " + $0.1 }
             .joined(separator: "\n") + "\n"
