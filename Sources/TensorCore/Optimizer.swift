@@ -7,9 +7,13 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         public var epsilon: Double
         /// Linear learning-rate warm-up over this many steps (0: none).
         public var warmupSteps: Int
+        /// Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): every parameter is first
+        /// multiplied by `1 - lr * weightDecay`, then the Adam step is taken (0: plain Adam).
+        public var weightDecay: Double
         public init(learningRate: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999,
-                    epsilon: Double = 1e-8, warmupSteps: Int = 0) {
+                    epsilon: Double = 1e-8, warmupSteps: Int = 0, weightDecay: Double = 0) {
             self.learningRate = learningRate
+            self.weightDecay = weightDecay
             self.beta1 = beta1
             self.beta2 = beta2
             self.epsilon = epsilon
@@ -74,7 +78,10 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         let eps = T(options.epsilon)
         let base = range.lowerBound
         let (p, m, v) = (params + base, self.m + base, self.v + base)
+        // Elementwise like the update itself, so a split range stays bitwise equal to one pass.
+        let shrink = options.weightDecay > 0 ? T(1 - lr * options.weightDecay) : nil
         Parallel.forRanges(range.count, threads: threads) { r in
+            if let shrink { for i in r { p[i] *= shrink } }
             guard let blockDone else {
                 let o = r.lowerBound
                 T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,

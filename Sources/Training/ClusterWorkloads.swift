@@ -172,5 +172,5 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
 }
 
 extension RunConfig {
-    var adamOptions: Adam<Float>.Options { .init(learningRate: learningRate, warmupSteps: warmupSteps) }
+    var adamOptions: Adam<Float>.Options { .init(learningRate: learningRate, warmupSteps: warmupSteps, weightDecay: weightDecay ?? 0) }
 }

@@ -22,6 +22,8 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var shards: Int
     public var seed: UInt64
     public var learningRate: Double
+    /// Decoupled weight decay of Adam (AdamW); nil: none.
+    public var weightDecay: Double?
     public var warmupSteps: Int
     public var emaDecay: Double
     /// s_max of SPEC O2: the buffer is `b = sqrt(1 + 1/(s_max - 1))`.
@@ -87,6 +89,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
         if batch < 1 { throw fail("--batch must be >= 1, got \(batch)") }
         if shards < 1 || shards > batch { throw fail("--shards must be in 1...batch (\(batch)), got \(shards)") }
         if !(learningRate > 0 && learningRate.isFinite) { throw fail("--lr must be a positive number, got \(learningRate)") }
+        if let wd = weightDecay, !(wd >= 0 && wd * learningRate < 1) {
+            throw fail("--weight-decay must be >= 0 with weight-decay x lr below 1, got \(wd)")
+        }
         if warmupSteps < 0 { throw fail("--warmup must be >= 0, got \(warmupSteps)") }
         if !(emaDecay >= 0 && emaDecay < 1) { throw fail("--ema must be in [0, 1), got \(emaDecay)") }
         if !(ambientSMax > 1 && ambientSMax.isFinite) { throw fail("--s-max must be > 1, got \(ambientSMax)") }

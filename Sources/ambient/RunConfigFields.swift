@@ -76,6 +76,8 @@ struct RunConfigField {
                        write: { "\($0.seed)" },
                        apply: { o, c in if let s = o.seed { c.seed = s } }),
         double("learningRate", option: "lr", "--lr (Adam)", \.learningRate, .positive, from: \.lr),
+        optionalDouble("weightDecay", option: "weight-decay", "--weight-decay: AdamW's decoupled decay (null: none)", \.weightDecay,
+                       .nonNegative, from: \.weightDecay),
         int("warmupSteps", option: "warmup", "--warmup", \.warmupSteps, min: 0, from: \.warmup),
         double("emaDecay", option: "ema", "--ema", \.emaDecay, .unit, from: \.ema),
         double("ambientSMax", option: "s-max", "--s-max: buffer b = sqrt(1 + 1/(s_max - 1))", \.ambientSMax, .any, from: \.sMax),

@@ -38,6 +38,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Adam learning rate (default 0.001 for the MLP, 0.002 for the U-Net).")
     var lr: Double?
 
+    @Option(name: .customLong("weight-decay"), help: "Decoupled weight decay of Adam (AdamW): each step multiplies every parameter by 1 - lr x decay (default none).")
+    var weightDecay: Double?
+
     @Option(help: "Linear learning-rate warm-up steps (default 100).")
     var warmup: Int?
 

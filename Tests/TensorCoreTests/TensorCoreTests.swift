@@ -96,6 +96,37 @@ import TensorCore
         for i in 0..<n { #expect(abs(p[i] - target[i]) < 1e-2) }
     }
 
+    /// AdamW: with a zero gradient the Adam step is zero, so one update only shrinks the
+    /// parameters by 1 - lr * decay; split into ranges and threads it gives the same bits; with
+    /// decay 0 the update is the plain Adam one.
+    @Test func weightDecayIsDecoupledAndElementwise() {
+        let n = 20_000
+        let start = (0..<n).map { Float(($0 % 97) - 48) / 10 }
+        func step(_ adam: Adam<Float>, _ x: inout [Float], _ g: [Float]) {
+            x.withUnsafeMutableBufferPointer { xp in g.withUnsafeBufferPointer { adam.update(params: xp.baseAddress!, grads: $0.baseAddress!) } }
+        }
+        var p = start, q = start, r = start
+        let zero = [Float](repeating: 0, count: n)
+        let grads = (0..<n).map { Float(($0 % 13) - 6) / 7 }
+        step(Adam<Float>(count: n, options: .init(learningRate: 0.1, weightDecay: 0.5)), &p, zero)
+        for i in 0..<n { #expect(p[i] == start[i] * Float(1 - 0.1 * 0.5)) }
+        let whole = Adam<Float>(count: n, options: .init(learningRate: 0.1, weightDecay: 0.5))
+        step(whole, &q, grads)
+        let split = Adam<Float>(count: n, options: .init(learningRate: 0.1, weightDecay: 0.5))
+        r.withUnsafeMutableBufferPointer { rp in
+            grads.withUnsafeBufferPointer { gp in
+                split.update(params: rp.baseAddress!, range: 0..<7_000, grads: gp.baseAddress!, threads: 2)
+                split.update(params: rp.baseAddress!, range: 7_000..<n, grads: gp.baseAddress! + 7_000, threads: 3)
+            }
+        }
+        split.advance()
+        #expect(q == r)
+        var plain = start, zeroDecay = start
+        step(Adam<Float>(count: n, options: .init(learningRate: 0.1)), &plain, grads)
+        step(Adam<Float>(count: n, options: .init(learningRate: 0.1, weightDecay: 0)), &zeroDecay, grads)
+        #expect(plain == zeroDecay && plain != q)
+    }
+
     @Test func emaTracksWithWarmup() {
         var x: [Float] = [0, 0]
         let ema = x.withUnsafeBufferPointer { ParameterEMA<Float>(copying: $0.baseAddress!, count: 2, decay: 0.9) }
