@@ -13,7 +13,11 @@ extension RunConfig {
         public var learningRate = false
         /// The U-Net's channels from --channels.
         public var unetChannels: [Int]?
-        public init() {}
+        public init(network: Bool = false, unet: Bool = false, batch: Bool = false, shards: Bool = false,
+                    learningRate: Bool = false, unetChannels: [Int]? = nil) {
+            (self.network, self.unet, self.batch, self.shards) = (network, unet, batch, shards)
+            (self.learningRate, self.unetChannels) = (learningRate, unetChannels)
+        }
     }
 
     /// Validates what does not need the data (so a bad option fails before a download), loads the

@@ -103,14 +103,10 @@ struct TrainingOptions: ParsableArguments {
         if dataSigma != nil && corrupt != nil {
             throw ConfigurationError(message: "--data-sigma (the data is already noisy) and --corrupt (simulate noise on clean data) exclude each other")
         }
-        var choices = RunConfig.Choices()
-        choices.network = arch != nil || fileKeys.contains("model") || width != nil || blocks != nil
-        choices.batch = batch != nil || fileKeys.contains("batch")
-        choices.shards = shards != nil || fileKeys.contains("shards")
-        choices.learningRate = lr != nil || fileKeys.contains("learningRate")
-        choices.unetChannels = unetChannels
-        choices.unet = arch == "unet"
-        return try config.loadingData(choices)
+        func given(_ option: Any?, _ key: String) -> Bool { option != nil || fileKeys.contains(key) }
+        return try config.loadingData(.init(network: given(arch, "model") || width != nil || blocks != nil, unet: arch == "unet",
+                                            batch: given(batch, "batch"), shards: given(shards, "shards"),
+                                            learningRate: given(lr, "learningRate"), unetChannels: unetChannels))
     }
 
     /// The U-Net's channels from --channels (nil when not given), checking --arch.
