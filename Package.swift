@@ -40,28 +40,30 @@ let package = Package(
         // Hand-written C kernels BLAS lacks (the direct 3x3 convolution, AVX2 chosen at run time).
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
         // Tensors, BLAS, kernels, the tape, RNG, parameters and optimiser.
+        // Whole-file reads and crash-safe writes with errors that name the file (every format uses it).
+        .target(name: "FileIO", path: "Sources/FileIO"),
         .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: optimizedKernels),
         // EDM preconditioning, networks, objectives (SPEC O1-O6), samplers, oracles.
-        .target(name: "Diffusion", dependencies: ["TensorCore"], swiftSettings: optimizedKernels),
+        .target(name: "Diffusion", dependencies: ["TensorCore", "FileIO"], swiftSettings: optimizedKernels),
         // Loaders, formats (IDX, NPY, PNG), synthetic data, corruption.
-        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
+        .target(name: "Datasets", dependencies: ["TensorCore", "FileIO", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: optimizedKernels),
         // Byte formats: safetensors, and (cluster) headers and codecs. Pure functions over bytes.
-        .target(name: "Wire", dependencies: ["TensorCore", "CLZ4", "CZlib"], swiftSettings: optimizedKernels),
+        .target(name: "Wire", dependencies: ["TensorCore", "FileIO", "CLZ4", "CZlib"], swiftSettings: optimizedKernels),
         // Transports (ZeroMQ, in-memory), coordinator, worker, membership, checkpoints, CURVE keys.
         // Knows nothing of diffusion: it drives workloads through protocols Training implements.
         .target(name: "Cluster",
-                dependencies: ["Wire", "TensorCore", "CZeroMQ", .product(name: "Logging", package: "swift-log")]),
+                dependencies: ["Wire", "TensorCore", "FileIO", "CZeroMQ", .product(name: "Logging", package: "swift-log")]),
         // Run configuration, the training loop, run directories.
         .target(name: "Training",
-                dependencies: ["TensorCore", "Diffusion", "Datasets", "Wire", "Cluster",
+                dependencies: ["TensorCore", "FileIO", "Diffusion", "Datasets", "Wire", "Cluster",
                                .product(name: "Logging", package: "swift-log")]),
         // Prometheus metrics of coordinator and workers (metering transports, the step observer)
         // and the small HTTP server that exposes them.
         .target(name: "Monitoring",
                 dependencies: ["Cluster", "Wire", .product(name: "Prometheus", package: "swift-prometheus")]),
         .executableTarget(name: "ambient",
-                          dependencies: ["Training", "Cluster", "Monitoring", "Diffusion", "Datasets", "Wire", "TensorCore",
+                          dependencies: ["Training", "Cluster", "Monitoring", "Diffusion", "Datasets", "Wire", "TensorCore", "FileIO",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "Yams", package: "Yams")]),
@@ -71,19 +73,19 @@ let package = Package(
                           dependencies: ["Training", "Cluster", "TensorCore", "Wire",
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "bench",
-                          dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire",
+                          dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire", "FileIO",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: optimizedKernels),
 
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TensorCore"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore", "FileIO"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore", "FileIO"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
         .testTarget(name: "MonitoringTests", dependencies: ["Monitoring", "Cluster", "Wire"]),
-        .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore"],
+        .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore", "FileIO"],
                     exclude: ["Snapshots"]),
     ]
 )

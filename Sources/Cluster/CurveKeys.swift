@@ -1,4 +1,5 @@
 import CZeroMQ
+import FileIO
 import Foundation
 import TensorCore
 

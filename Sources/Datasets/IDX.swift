@@ -1,3 +1,4 @@
+import FileIO
 import TensorCore
 /// An unsigned-byte array read from an IDX file: its dimensions and its elements in row-major order.
 public struct IDXArray: Equatable, Sendable {

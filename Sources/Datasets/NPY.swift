@@ -1,3 +1,4 @@
+import FileIO
 import TensorCore
 
 /// NumPy's `.npy` format (numpy.lib.format, versions 1.0, 2.0 and 3.0), the subset we need.

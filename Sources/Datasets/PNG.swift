@@ -1,4 +1,5 @@
 import CZlib
+import FileIO
 import TensorCore
 
 /// 8-bit grayscale PNG (RFC 2083 / W3C PNG specification), enough to look at samples.

@@ -1,4 +1,5 @@
 import Diffusion
+import FileIO
 import Foundation
 import TensorCore
 import Wire

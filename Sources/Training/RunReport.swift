@@ -1,6 +1,6 @@
-import Cluster
 import Datasets
 import Diffusion
+import FileIO
 import Foundation
 import TensorCore
 import Wire

@@ -1,8 +1,8 @@
-import Cluster
 import Diffusion
 import Foundation
 import Logging
 import TensorCore
+import Wire
 
 /// Runs a training configuration to completion in one process and writes its run directory.
 ///

@@ -1,3 +1,4 @@
+import FileIO
 import TensorCore
 
 /// The safetensors format (Hugging Face), the subset we need for checkpoints and parameter files.

@@ -1,5 +1,6 @@
 import Datasets
 import Diffusion
+import FileIO
 import Foundation
 import TensorCore
 import Training

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Diffusion
+import FileIO
 import Foundation
 import TensorCore
 import Training

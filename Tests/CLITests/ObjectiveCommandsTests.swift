@@ -1,4 +1,5 @@
 import Datasets
+import FileIO
 import Foundation
 import TensorCore
 import Testing

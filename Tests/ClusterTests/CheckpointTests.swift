@@ -1,4 +1,5 @@
 import Cluster
+import FileIO
 import Foundation
 import TensorCore
 import Testing

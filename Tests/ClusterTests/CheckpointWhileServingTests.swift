@@ -1,6 +1,7 @@
 @testable import Cluster
 import Foundation
 import Testing
+import Wire
 
 /// Checkpoints are written on a thread of their own: the coordinator keeps sending heartbeats
 /// (and running the next step) meanwhile. A write slower than the workers' coordinator timeout
