@@ -28,7 +28,8 @@ extension Ambient.Classifier {
 
             Examples:
               ambient classifier check --data data/fm-blur --classifier runs/classifier
-              ambient classifier check --data data/fm-blur --classifier runs/classifier --count 100 --out check.json
+              ambient classifier check --data data/fm-blur --classifier runs/classifier \\
+                  --count 100 --out check.json
             """)
 
         @Option(help: "Dataset directory the classifier was trained on (with clean.npy).")

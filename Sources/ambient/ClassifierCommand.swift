@@ -53,7 +53,8 @@ extension Ambient {
             Examples:
               ambient annotate --data data/fm-blur --classifier runs/classifier
               ambient annotate --data data/fm-blur --fixed-sigma 0.8
-              ambient annotate --data data/fm-ood --crops-classifier runs/crops7 --crop-map crop-map.json --grid 32
+              ambient annotate --data data/fm-ood --crops-classifier runs/crops7 --crop-map crop-map.json \\
+                  --grid 32
             """)
 
         @Option(help: "Dataset directory to annotate (updated in place).")

@@ -6,11 +6,13 @@ final class Child: @unchecked Sendable {
     let process = Process()
     let log: String
 
-    init(_ args: [String], log: String, threads: Int = 1, environment: [String: String] = [:]) throws {
+    init(_ args: [String], log: String, threads: Int = 1, environment: [String: String] = [:],
+         executable: String? = nil, directory: String? = nil) throws {
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: CommandRunner.ambient)
+        process.executableURL = URL(fileURLWithPath: executable ?? CommandRunner.ambient)
         process.arguments = args
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = String(threads)
         for (k, v) in environment { env[k] = v }

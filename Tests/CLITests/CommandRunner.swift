@@ -22,11 +22,13 @@ enum CommandRunner {
 
     /// Runs `ambient args` and waits at most `timeout` seconds (then kills it and records 124).
     /// `unsetting` names variables of this process's environment the child must not inherit.
+    /// `executable` replaces the binary (e.g. /bin/sh for a shell line); `directory` is the working directory.
     static func run(_ args: [String], environment: [String: String] = [:], unsetting: [String] = [],
-                    timeout: Double = 120) throws -> CommandResult {
+                    timeout: Double = 120, executable: String? = nil, directory: String? = nil) throws -> CommandResult {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: ambient)
+        p.executableURL = URL(fileURLWithPath: executable ?? ambient)
         p.arguments = args
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_NUM_THREADS"] = "1"
         for (k, v) in environment { env[k] = v }
