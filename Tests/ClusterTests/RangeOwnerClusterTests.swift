@@ -1,0 +1,74 @@
+import Foundation
+import TensorCore
+import Testing
+import Wire
+@testable import Cluster
+
+/// The sharded reduction end to end in one process (in-memory transports): workers reduce
+/// ranges of the gradient and send them to each other; the result must be the single-process
+/// reference bit for bit, whatever the numbers of workers and owners, and after an owner dies.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct RangeOwnerClusterTests {
+    let n = 2048
+    /// Six uneven chunks, so up to four owners each get whole chunks.
+    var chunks: [Range<Int>] { [0..<300, 300..<700, 700..<1000, 1000..<1500, 1500..<1800, 1800..<2048] }
+
+    func run(workers: Int, owners: Int, steps: Int, shards: Int, delay: Double = 0,
+             kill: (@Sendable (InMemoryNetwork, InMemoryDataMesh, [InMemoryClient], [InMemoryDataEndpoint], Coordinator, ToyCoordinatorWorkload) -> Void)? = nil)
+        throws -> (Coordinator, ToyCoordinatorWorkload, [WorkerThread], ownersSeen: Set<Int>) {
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: chunks)
+        let clients = (0..<workers).map { net.connect(identity: "w\($0)/1") }
+        let endpoints = (0..<workers).map { mesh.endpoint("w\($0)") }
+        let threads = (0..<workers).map {
+            WorkerThread(transport: clients[$0], data: endpoints[$0], name: "w\($0)", n: n, shards: shards, maxReconnect: 3, delay: delay)
+        }
+        var options = coordinatorOptions(minWorkers: workers)
+        options.rangeOwners = owners
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        // Owner counts of the steps, sampled from the coordinator's thread at each step's end.
+        final class Seen: @unchecked Sendable { var counts: Set<Int> = [] }
+        let seen = Seen()
+        c.onEvent = { [unowned c] _ in if let m = c.current?.ownerMap { seen.counts.insert(m.owners.count) } }
+        if let kill {
+            Thread { kill(net, mesh, clients, endpoints, c, workload) }.start()
+        }
+        try c.run()
+        if let m = c.ownerMap { seen.counts.insert(m.owners.count) }
+        return (c, workload, threads, seen.counts)
+    }
+
+    @Test(arguments: [1, 2, 3, 4])
+    func bitwiseForEveryWorkerAndOwnerCount(workers: Int) throws {
+        let steps = 6, shards = 5
+        let reference = bits(toyReference(n: n, steps: steps, shards: shards))
+        for owners in 1...4 {
+            let (c, workload, threads, seen) = try run(workers: workers, owners: owners, steps: steps, shards: shards)
+            for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+            #expect(bits(workload.state.p) == reference, "\(workers) workers, \(owners) owners")
+            #expect(workload.finished && workload.completed.count == steps)
+            #expect(c.stats.totalRejected == 0 && c.stats.drops == 0 && c.stats.repairs == 0, "\(c.stats)")
+            #expect(c.ownerMap?.owners.count == min(owners, workers), "\(seen)")
+            // The gradients went to the owners: none reached the coordinator.
+            #expect(workload.completed.allSatisfy { $0.bytesOut == 0 })
+        }
+    }
+
+    /// A worker that owns a range vanishes mid-run (its connections cut, as a kill -9 does):
+    /// its ranges move to survivors, the step in flight is computed again if its ranges had
+    /// not arrived, and the weights are the reference's bit for bit.
+    @Test func ownerKilledMidRunIsBitwiseEqual() throws {
+        let steps = 8, shards = 6
+        let (c, workload, threads, _) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02) { _, mesh, clients, endpoints, c, workload in
+            while workload.version < 3 { usleep(1000) }
+            // Worker 1 (id 2) owns the second range of every map of this run before the kill.
+            clients[1].close()
+            mesh.disconnect(endpoints[1].address)
+        }
+        for (i, t) in threads.enumerated() where i != 1 { #expect((try? t.wait()?.get()) == .finished) }
+        threads[1].wait()
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(c.stats.drops >= 1, "\(c.stats)")
+        #expect(c.ownerMap?.owners.count == 2)
+    }
+}
