@@ -17,6 +17,8 @@ public enum ClusterTraining {
         public var coordinatorTimeout: Double = 15
         public var noWorkerTimeout: Double = 300
         public var initialStepDeadline: Double = 60
+        /// Sharded reduction: workers (with a data endpoint) that each reduce a range (0: off).
+        public var rangeOwners: Int = 0
         public var showProgress = true
         public init() {}
 
@@ -32,6 +34,7 @@ public enum ClusterTraining {
             o.noWorkerTimeout = noWorkerTimeout
             o.initialStepDeadline = initialStepDeadline
             o.checkpointEvery = checkpointEvery
+            o.rangeOwners = rangeOwners
             return o
         }
     }
