@@ -55,6 +55,25 @@ public struct WelcomeBody: Codable, Sendable {
     /// The sharded reduction's range owners at the welcome (nil: the coordinator reduces
     /// everything). Later maps travel in assign.
     public var owners: RangeOwnersBody? = nil
+    /// The run's CURVE key pair for the data links between workers (Z85, public and secret),
+    /// sent only over a CURVE connection; nil: data links are plaintext (loopback only).
+    public var dataKey: DataKeyBody? = nil
+}
+
+/// A CURVE key pair in a welcome (`WelcomeBody.dataKey`).
+public struct DataKeyBody: Codable, Sendable, Equatable {
+    public var publicKey: String
+    public var secretKey: String
+
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    /// The pair, or nil unless both are 40-character Z85 keys.
+    public var keyPair: CurveKeyPair? {
+        isValidZ85Key(publicKey) && isValidZ85Key(secretKey) ? CurveKeyPair(publicKey: publicKey, secretKey: secretKey) : nil
+    }
 }
 
 extension WelcomeBody {

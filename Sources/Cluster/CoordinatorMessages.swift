@@ -116,6 +116,7 @@ extension Coordinator {
             if options.rangeOwners > 0 {
                 // The sharded reduction is on; the step's map comes with each assign.
                 welcome.owners = current?.ownersBody ?? RangeOwnersBody(generation: 0, ranges: [])
+                welcome.dataKey = options.dataKey.map { DataKeyBody(publicKey: $0.publicKey, secretKey: $0.secretKey) }
             }
             sendControl(.welcome, welcome, to: peer, label: record.label)
         case .join:

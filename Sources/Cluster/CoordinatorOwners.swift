@@ -39,8 +39,12 @@ extension Coordinator {
         guard let map else { return }
         var addresses: [UInt32: String] = [:]
         for w in candidates { addresses[w.id] = w.dataAddress }
+        // A worker on this coordinator's host relays every reduced chunk over that host's
+        // loopback instead of each owner sending its range across its link.
+        let relay = options.host.flatMap { host in candidates.first { $0.dataAddress.flatMap(endpointHost) == host }?.id }
         state.ownerMap = map
-        state.ownersBody = RangeOwnersBody(map: map, addresses: addresses, receivers: candidates.compactMap(\.dataAddress))
+        state.ownersBody = RangeOwnersBody(map: map, addresses: addresses, receivers: candidates.compactMap(\.dataAddress),
+                                           relay: relay)
         state.updates = [Message?](repeating: nil, count: plan.count)
         ownerMap = map
     }
@@ -48,7 +52,8 @@ extension Coordinator {
     /// An owner of the step in flight left before its ranges reached this coordinator: the step
     /// starts again under the map without it (its ranges go to survivors). True if it did.
     func restartStepWithout(_ record: WorkerRecord) -> Bool {
-        guard var state = current, let map = state.ownerMap, map.owners.contains(record.id),
+        guard var state = current, let map = state.ownerMap,
+              map.owners.contains(record.id) || state.ownersBody?.relay == record.id,
               state.updates.contains(where: { $0 == nil }) else {
             if let map = ownerMap, map.owners.contains(record.id) { ownerMap = map.forgetting(record.id) }
             return false
@@ -99,7 +104,7 @@ extension Coordinator {
             count { $0.framesRejected["keyRange", default: 0] += 1 }
             return
         }
-        guard map.owner(ofChunk: c) == record.id, state.updates[c] == nil else {
+        guard (state.ownersBody?.relay ?? map.owner(ofChunk: c)) == record.id, state.updates[c] == nil else {
             count { $0.duplicateGradients += 1 }
             return
         }
@@ -120,6 +125,7 @@ extension Coordinator {
         state.sumOfSquares += norm * norm
         state.bytesIn += message.payload.count
         state.updates[c] = message
+        if map.owner(ofChunk: c) != record.id { count { $0.relayedChunks += 1 } }
         current = state
         forwardUpdate(message, state: state)
         if ownedStepIsDone(state) { completeStep() }
@@ -156,4 +162,11 @@ extension Coordinator {
     func ownedStepIsDone(_ state: StepState) -> Bool {
         state.ownerMap != nil && state.metaCounted.allSatisfy { $0 } && state.updates.allSatisfy { $0 != nil }
     }
+}
+
+/// The host of a `tcp://HOST:PORT` endpoint (nil for other schemes).
+public func endpointHost(_ endpoint: String) -> String? {
+    guard endpoint.hasPrefix("tcp://"), let colon = endpoint.lastIndex(of: ":") else { return nil }
+    let host = endpoint[endpoint.index(endpoint.startIndex, offsetBy: 6)..<colon]
+    return host.isEmpty ? nil : String(host)
 }

@@ -22,10 +22,12 @@ extension Coordinator {
         updateDeadline(now)
     }
 
-    /// Owners of the step's map that compute no shard still need the map (an empty assign).
+    /// Owners (and the relay) of the step's map that compute no shard still need the map (an
+    /// empty assign).
     func configureIdleOwners() {
         guard let map = current?.ownerMap else { return }
-        for w in members.live where map.owners.contains(w.id) && w.pending.isEmpty { assign([], to: w) }
+        let relay = current?.ownersBody?.relay
+        for w in members.live where (map.owners.contains(w.id) || w.id == relay) && w.pending.isEmpty { assign([], to: w) }
     }
 
     /// Sends `shards` to `record` in one `assign` with a new generation, which its gradients

@@ -22,9 +22,10 @@ public final class InMemoryDataMesh: @unchecked Sendable {
 
     public init() {}
 
-    /// A new endpoint at `inproc://name`.
+    /// A new endpoint at `inproc://name` (or at `name` itself when it has a scheme: tests give
+    /// `tcp://HOST:PORT` names to place endpoints on hosts).
     public func endpoint(_ name: String) -> InMemoryDataEndpoint {
-        let address = "inproc://\(name)"
+        let address = name.contains("://") ? name : "inproc://\(name)"
         lock.lock()
         inboxes[address] = []
         lock.unlock()

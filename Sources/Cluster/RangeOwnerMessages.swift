@@ -28,17 +28,23 @@ public struct RangeOwnersBody: Codable, Sendable, Equatable {
     /// The data addresses every owner sends its reduced ranges to (the workers of the step;
     /// the coordinator gets them on its own connection).
     public var receivers: [String]
+    /// The worker that sends the coordinator every reduced chunk (it receives them all anyway);
+    /// nil: each owner sends its own. The coordinator picks a worker on its own host, so the
+    /// copy crosses no host link.
+    public var relay: UInt32?
 
-    public init(generation: UInt32, ranges: [OwnerRangeBody], receivers: [String] = []) {
+    public init(generation: UInt32, ranges: [OwnerRangeBody], receivers: [String] = [], relay: UInt32? = nil) {
         self.generation = generation
         self.ranges = ranges
         self.receivers = receivers
+        self.relay = relay
     }
 
     /// The body of `map`, with each owner's data address (the coordinator's range has none).
-    public init(map: RangeOwnerMap, addresses: [UInt32: String], receivers: [String] = []) {
+    public init(map: RangeOwnerMap, addresses: [UInt32: String], receivers: [String] = [], relay: UInt32? = nil) {
         generation = map.generation
         self.receivers = receivers
+        self.relay = relay
         ranges = map.entries.map {
             OwnerRangeBody(firstChunk: $0.chunks.lowerBound, endChunk: $0.chunks.upperBound, owner: $0.owner,
                            address: addresses[$0.owner])

@@ -72,10 +72,12 @@ public final class Worker: @unchecked Sendable {
     /// The sharded reduction's side (nil: this worker has no data endpoint and reduces nothing).
     private let dataPlane: WorkerDataPlane?
 
-    /// `data`: this worker's data endpoint for the sharded reduction (its address goes into
-    /// the hello); nil: it sends every gradient to the coordinator.
+    /// `dataEndpoint`: opens this worker's data endpoint for the sharded reduction when a
+    /// welcome arrives (with the run's data key, if any; its address goes into the join); nil:
+    /// the worker sends every gradient to the coordinator.
     public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
-                clock: any Clock = MonotonicClock(), data: (any DataTransport)? = nil, factory: @escaping Factory) {
+                clock: any Clock = MonotonicClock(), dataEndpoint: (@Sendable (CurveKeyPair?) throws -> any DataTransport)? = nil,
+                factory: @escaping Factory) {
         self.transport = transport
         self.options = options
         self.factory = factory
@@ -87,8 +89,8 @@ public final class Worker: @unchecked Sendable {
         heartbeatTimeout = options.coordinatorTimeout
         let compute = WorkerCompute(options: options, logger: logger, factory: factory, wake: { [transport] in transport.wake() })
         self.compute = compute
-        dataPlane = data.map { endpoint in
-            WorkerDataPlane(transport: endpoint, limits: options.limits, logger: logger,
+        dataPlane = dataEndpoint.map { make in
+            WorkerDataPlane(makeEndpoint: make, limits: options.limits, logger: logger,
                             toReplica: { compute.enqueue(.apply($0)) }, toCoordinator: { compute.relay($0) })
         }
         compute.dataPlane = dataPlane

@@ -128,6 +128,10 @@ final class WorkerCompute: @unchecked Sendable {
                     if let plan = body.chunkPlan(parameterCount: workload.parameterCount) {
                         dataPlane?.submit(.plan(plan, codec: body.codec, shardCount: body.shardCount))
                     }
+                    if let why = openDataEndpoint(body) {
+                        post(.buildFailed(why))
+                        continue
+                    }
                     post(.built(datasetHash: b.datasetHash))
                     continue
                 }
@@ -137,6 +141,10 @@ final class WorkerCompute: @unchecked Sendable {
                     builtFor = (body.runID, w.datasetHash, body.workloadSpec)
                     if let plan = body.chunkPlan(parameterCount: w.parameterCount) {
                         dataPlane?.submit(.plan(plan, codec: body.codec, shardCount: body.shardCount))
+                    }
+                    if let why = openDataEndpoint(body) {
+                        post(.buildFailed(why))
+                        continue
                     }
                     post(.built(datasetHash: w.datasetHash))
                 } catch {
@@ -149,6 +157,18 @@ final class WorkerCompute: @unchecked Sendable {
             case .compute:
                 runCompute(task)
             }
+        }
+    }
+
+    /// Opens the data endpoint for a welcome of the sharded reduction (nil), or says why not.
+    private func openDataEndpoint(_ body: WelcomeBody) -> String? {
+        guard body.owners != nil, let dataPlane else { return nil }
+        if body.dataKey != nil && body.dataKey?.keyPair == nil { return "the welcome's data key is not a Z85 key pair" }
+        do {
+            try dataPlane.open(key: body.dataKey?.keyPair)
+            return nil
+        } catch {
+            return "cannot open this worker's data endpoint: \(error)"
         }
     }
 

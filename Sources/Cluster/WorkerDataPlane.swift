@@ -10,6 +10,9 @@ import Wire
 /// (whose copy is the step barrier and the reference for checkpoints and joiners). Reduced
 /// chunks from other owners are handed to the replica. docs/architecture.md has the picture.
 final class WorkerDataPlane: @unchecked Sendable {
+    /// Opens this worker's endpoint for a run (with the run's data key, or plaintext).
+    typealias EndpointFactory = @Sendable (CurveKeyPair?) throws -> any DataTransport
+
     /// What the other threads hand over (under `lock`).
     enum Input {
         /// The model's chunk plan (after the workload is built).
@@ -21,7 +24,7 @@ final class WorkerDataPlane: @unchecked Sendable {
         case chunk(Int, [[UInt8]])
     }
 
-    let transport: any DataTransport
+    let makeEndpoint: EndpointFactory
     let limits: WireLimits
     let logger: Logger
     /// A reduced chunk (own or another owner's) for this worker's replica.
@@ -33,6 +36,11 @@ final class WorkerDataPlane: @unchecked Sendable {
     private var inputs: [Input] = []
     private var stopped = false
     private let finished = DispatchSemaphore(value: 0)
+    /// The endpoint (nil until a welcome opened it) and its key; endpoints it replaced, for
+    /// the data thread to close.
+    private var endpoint: (any DataTransport)?
+    private var endpointKey: CurveKeyPair?
+    private var retired: [any DataTransport] = []
 
     // Data thread only
     private var plan: ChunkPlan?
@@ -44,6 +52,8 @@ final class WorkerDataPlane: @unchecked Sendable {
     /// still on its way here), replayed when it arrives.
     private var early: [Message] = []
     private var scratch: [Float] = []
+    /// The endpoint in use this turn of the loop.
+    private var transport: (any DataTransport)?
 
     private struct Step {
         var step: Int
@@ -54,22 +64,43 @@ final class WorkerDataPlane: @unchecked Sendable {
         var template: MessageHeader
     }
 
-    init(transport: any DataTransport, limits: WireLimits, logger: Logger,
+    init(makeEndpoint: @escaping EndpointFactory, limits: WireLimits, logger: Logger,
          toReplica: @escaping @Sendable (Message) -> Void, toCoordinator: @escaping @Sendable ([[UInt8]]) -> Void) {
-        self.transport = transport
+        self.makeEndpoint = makeEndpoint
         self.limits = limits
         self.logger = logger
         self.toReplica = toReplica
         self.toCoordinator = toCoordinator
     }
 
-    var address: String { transport.address }
+    /// The endpoint's address (nil before a welcome opened it).
+    var address: String? {
+        lock.lock(); defer { lock.unlock() }
+        return endpoint?.address
+    }
+
+    /// Opens the endpoint for a welcome's data key (from the compute thread, before the join
+    /// that announces its address); an open one with the same key is kept.
+    func open(key: CurveKeyPair?) throws {
+        lock.lock()
+        let current = endpoint, sameKey = endpointKey == key
+        lock.unlock()
+        if current != nil && sameKey { return }
+        let fresh = try makeEndpoint(key)
+        lock.lock()
+        if let current { retired.append(current) }
+        endpoint = fresh
+        endpointKey = key
+        lock.unlock()
+        current?.wake()
+    }
 
     func submit(_ input: Input) {
         lock.lock()
         inputs.append(input)
+        let e = endpoint
         lock.unlock()
-        transport.wake()
+        e?.wake()
     }
 
     func start() {
@@ -85,10 +116,16 @@ final class WorkerDataPlane: @unchecked Sendable {
     func stop() {
         lock.lock()
         stopped = true
+        let e = endpoint
         lock.unlock()
-        transport.wake()
+        e?.wake()
         _ = finished.wait(timeout: .now() + 5)
-        transport.close()
+        lock.lock()
+        let all = retired + (endpoint.map { [$0] } ?? [])
+        retired = []
+        endpoint = nil
+        lock.unlock()
+        for t in all { t.close() }
     }
 
     private func run() {
@@ -96,10 +133,17 @@ final class WorkerDataPlane: @unchecked Sendable {
             lock.lock()
             let batch = inputs
             inputs = []
-            let stop = stopped
+            let stop = stopped, old = retired, current = endpoint
+            retired = []
             lock.unlock()
             if stop { return }
+            for t in old { t.close() }
+            transport = current
             for input in batch { take(input) }
+            guard let transport = current else {
+                usleep(10_000)   // no endpoint before the first welcome
+                continue
+            }
             do {
                 guard let frames = try transport.receive(timeout: 0.1) else { continue }
                 guard let message = try? Message.decode(frames: frames, limits: limits) else {
@@ -108,7 +152,11 @@ final class WorkerDataPlane: @unchecked Sendable {
                 }
                 switch message.header.type {
                 case .gradient: reduce(message)
-                case .update: toReplica(message)
+                case .update:
+                    toReplica(message)
+                    // The relay hands every reduced chunk of its step on to the coordinator.
+                    if let step, step.body.relay == step.me, message.header.step == UInt64(step.step),
+                       message.header.generation == step.map.generation { toCoordinator(frames) }
                 default: logger.debug("ignored data message", metadata: ["type": "\(message.header.type)"])
                 }
             } catch {
@@ -143,6 +191,7 @@ final class WorkerDataPlane: @unchecked Sendable {
                 if let m = try? Message.decode(frames: frames, limits: limits) { reduce(m) }
             } else if let address = step.body.address(of: owner) {
                 do {
+                    guard let transport else { throw TransportError.closed }
                     try transport.send(frames, to: address)
                 } catch {
                     // The owner is gone: the coordinator notices, moves its ranges and restarts the step.
@@ -188,15 +237,16 @@ final class WorkerDataPlane: @unchecked Sendable {
         h.shard = 0
         let message = reducer.updateMessage(chunk: c, header: h, codec: codec)
         let frames = message.frames()
-        for receiver in step.body.receivers where receiver != transport.address {
+        for receiver in step.body.receivers where receiver != transport?.address {
             do {
+                guard let transport else { throw TransportError.closed }
                 try transport.send(frames, to: receiver)
             } catch {
                 logger.debug("reduced chunk not sent", metadata: ["to": "\(receiver)", "error": "\(error)"])
             }
         }
         toReplica(message)
-        toCoordinator(frames)
+        if step.body.relay == nil || step.body.relay == step.me { toCoordinator(frames) }
     }
 }
 

@@ -19,6 +19,10 @@ public enum ClusterTraining {
         public var initialStepDeadline: Double = 60
         /// Sharded reduction: workers (with a data endpoint) that each reduce a range (0: off).
         public var rangeOwners: Int = 0
+        /// The data links' CURVE key pair (only with a CURVE coordinator; see CoordinatorOptions).
+        public var dataKey: CurveKeyPair?
+        /// The host of the coordinator's endpoint (a worker there relays reduced chunks to it).
+        public var host: String?
         public var showProgress = true
         public init() {}
 
@@ -35,6 +39,8 @@ public enum ClusterTraining {
             o.initialStepDeadline = initialStepDeadline
             o.checkpointEvery = checkpointEvery
             o.rangeOwners = rangeOwners
+            o.dataKey = dataKey
+            o.host = host
             return o
         }
     }

@@ -28,8 +28,9 @@ extension Ambient {
             With --range-owners N the reduction is sharded: up to N workers started with --data-bind \
             each sum one range of the gradient over the shards (in shard order: the same bits) and send \
             it to every worker, so no link carries every gradient; this coordinator keeps the control \
-            plane and a reference copy of the parameters. Data links are plaintext for now, so \
-            loopback only.
+            plane and a reference copy of the parameters. With CURVE keys it makes a fresh key pair \
+            for the links between workers and hands it to the workers it admits; with --plaintext \
+            those links are plaintext too (loopback only).
 
             Examples:
               ambient keys generate --name coordinator --dir keys
@@ -109,6 +110,8 @@ extension Ambient {
                 }
                 var options = cluster.options(showProgress: !quiet)
                 options.rangeOwners = rangeOwners
+                if rangeOwners > 0 && !plaintext { options.dataKey = try CurveKeyPair.generate() }
+                options.host = endpointHost(bind)
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: transport,
                                                options: options, logger: logger, stop: stop,
                                                onStep: onStep, onEvent: onEvent)
@@ -156,7 +159,7 @@ extension Ambient {
         @Option(name: .customLong("max-reconnect"), help: "Seconds to keep trying to (re)register before giving up.")
         var maxReconnect: Double = 120
 
-        @Option(name: .customLong("data-bind"), help: "Bind this worker's data endpoint here (ipc://PATH or tcp://127.0.0.1:*) so it can own a range when the coordinator runs --range-owners; loopback only for now.")
+        @Option(name: .customLong("data-bind"), help: "Bind this worker's data endpoint here (tcp://HOST:* with an address other workers reach, or ipc://PATH) so it can own a range when the coordinator runs --range-owners; CURVE with the run's data key, plaintext only on loopback.")
         var dataBind: String?
 
         @OptionGroup var metricsOptions: MetricsOptions
@@ -172,8 +175,8 @@ extension Ambient {
                 throw ValidationError("--plaintext is only allowed to loopback endpoints; use CURVE keys for \(connect)")
             }
             if !(maxReconnect > 0) { throw ValidationError("--max-reconnect must be > 0") }
-            if let dataBind, !isLoopback(endpoint: dataBind) {
-                throw ValidationError("--data-bind \(dataBind): data links are plaintext for now, so loopback only (ipc://PATH or tcp://127.0.0.1:*)")
+            if let dataBind, plaintext, !isLoopback(endpoint: dataBind) {
+                throw ValidationError("--data-bind \(dataBind) with --plaintext: plaintext data links are only allowed on loopback (ipc://PATH or tcp://127.0.0.1:*)")
             }
         }
 
@@ -198,10 +201,12 @@ extension Ambient {
                 var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
                 options.maxReconnectTime = maxReconnect
                 let threads = common.threads ?? environmentThreads() ?? 1
-                let data = try dataBind.map { bind throws(TransportError) in
-                    try ZeroMQDataEndpoint(bind: bind, options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes)))
+                let socketOptions = SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes))
+                var dataEndpoint: (@Sendable (CurveKeyPair?) throws -> any DataTransport)?
+                if let bind = dataBind {
+                    dataEndpoint = { @Sendable key in try ZeroMQDataEndpoint(bind: bind, key: key, options: socketOptions) }
                 }
-                let worker = Worker(transport: transport, options: options, threads: threads, logger: logger, data: data,
+                let worker = Worker(transport: transport, options: options, threads: threads, logger: logger, dataEndpoint: dataEndpoint,
                                     factory: DenoiserWorkerWorkload.factory(logger: logger, threads: threads))
                 switch try worker.run() {
                 case .finished: return

@@ -34,6 +34,23 @@ import Testing
         #expect(throws: TransportError.self) { try ZeroMQDataEndpoint(bind: "tcp://0.0.0.0:*", options: options) }
     }
 
+    /// With the run's data key every link is CURVE, and an endpoint holding another key cannot
+    /// deliver (the ZAP handler admits only the run's public key).
+    @Test func curveEndpointsAdmitOnlyTheRunsKey() throws {
+        guard ZMQContext.hasCurve else { return }
+        let options = SocketOptions(maxMessageBytes: 1 << 20)
+        let key = try CurveKeyPair.generate(), stranger = try CurveKeyPair.generate()
+        let a = try ZeroMQDataEndpoint(bind: "tcp://127.0.0.1:*", key: key, options: options)
+        let b = try ZeroMQDataEndpoint(bind: "tcp://127.0.0.1:*", key: key, options: options)
+        let c = try ZeroMQDataEndpoint(bind: "tcp://127.0.0.1:*", key: stranger, options: options)
+        defer { a.close(); b.close(); c.close() }
+        try exchange(a, b)
+        try c.send([[6, 6, 6]], to: b.address)
+        var got: [[UInt8]]?
+        for _ in 0..<10 { if let f = try b.receive(timeout: 0.1) { got = f } }
+        #expect(got == nil, "a peer without the run's key delivered a message")
+    }
+
     @Test func inMemoryEndpoints() throws {
         let mesh = InMemoryDataMesh()
         let a = mesh.endpoint("a"), b = mesh.endpoint("b")

@@ -32,6 +32,17 @@ import Wire
         #expect(body.address(of: 5) == "ipc:///tmp/run/5.sock" && body.address(of: 0) == nil && body.address(of: 3) == nil)
     }
 
+    @Test func dataKeyRoundTripsAndIsChecked() throws {
+        let key = try CurveKeyPair.generate()
+        var welcome = ControlMessageValidationTests.welcome(offsets: Self.plan.offsets)
+        welcome.dataKey = DataKeyBody(publicKey: key.publicKey, secretKey: key.secretKey)
+        let w = try Self.roundTrip(.welcome, welcome)
+        #expect(w.dataKey?.keyPair == key)
+        #expect(DataKeyBody(publicKey: key.publicKey, secretKey: "short").keyPair == nil)
+        #expect(DataKeyBody(publicKey: String(key.publicKey.dropLast()) + " ", secretKey: key.secretKey).keyPair == nil)
+        #expect(try Self.roundTrip(.welcome, ControlMessageValidationTests.welcome(offsets: [0])).dataKey == nil)
+    }
+
     /// Bodies of the single-coordinator data plane (no new keys) still decode, with no owners.
     @Test func bodiesWithoutTheNewKeysStillDecode() throws {
         let hello = try JSONDecoder().decode(HelloBody.self, from: Data("""

@@ -189,7 +189,8 @@ final class WorkerThread: @unchecked Sendable {
             var o = WorkerOptions(name: name, incarnation: incarnation, limits: toyLimits)
             o.maxReconnectTime = maxReconnect
             o.coordinatorTimeout = 3
-            let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger(), data: data) { _ in
+            let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger(),
+                           dataEndpoint: data.map { endpoint in { @Sendable _ in endpoint } }) { _ in
                 ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, corruptAtVersion: corruptAtVersion,
                                   poison: poison)
             }
