@@ -19,6 +19,7 @@ public final class InMemoryDataMesh: @unchecked Sendable {
     private let lock = NSCondition()
     private var inboxes: [String: [[[UInt8]]]] = [:]
     private var woken: Set<String> = []
+    private var sent: [String: Int] = [:]
 
     public init() {}
 
@@ -45,7 +46,14 @@ public final class InMemoryDataMesh: @unchecked Sendable {
         defer { lock.unlock() }
         guard inboxes[address] != nil else { throw .unreachable(peer: address) }
         inboxes[address]!.append(frames)
+        sent[address, default: 0] += frames.reduce(0) { $0 + $1.count }
         lock.broadcast()
+    }
+
+    /// Bytes delivered to each address so far (what its host's link would carry in).
+    public var bytesDelivered: [String: Int] {
+        lock.lock(); defer { lock.unlock() }
+        return sent
     }
 
     fileprivate func receive(_ address: String, timeout: Double) throws(TransportError) -> [[UInt8]]? {

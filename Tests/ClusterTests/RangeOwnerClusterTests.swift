@@ -52,6 +52,43 @@ import Wire
         }
     }
 
+    /// Every worker an owner: each one's data endpoint receives (W−1)/W of the gradient and
+    /// (W−1)/W of the reduced gradient per step, a ring all-reduce's 2·M·(W−1)/W.
+    @Test(arguments: [2, 3, 4])
+    func eachEndpointReceivesARingsBytes(workers: Int) throws {
+        let steps = 4, shards = workers
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: (0..<8).map { ($0 * 256)..<($0 * 256 + 256) })
+        let endpoints = (0..<workers).map { mesh.endpoint("w\($0)") }
+        let threads = (0..<workers).map {
+            WorkerThread(transport: net.connect(identity: "w\($0)/1"), data: endpoints[$0], name: "w\($0)", n: n, shards: shards)
+        }
+        var options = coordinatorOptions(minWorkers: workers)
+        options.rangeOwners = workers
+        options.codec = "raw"
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        // One message of one chunk (256 floats, raw) as it travels: header, payload, no meta.
+        let chunk = [Float](repeating: 1, count: 256)
+        let messageBytes = chunk.withUnsafeBufferPointer {
+            Message(header: MessageHeader(type: .gradient), tensor: $0, codec: RawCodec()).frames().reduce(0) { $0 + $1.count }
+        }
+        // In total: every chunk of every other worker's shard to its owner, and every reduced
+        // chunk to every other worker: 2·C·(W−1) messages per step, nothing else.
+        let chunks = 8, w = Double(workers)
+        let total = endpoints.reduce(0) { $0 + (mesh.bytesDelivered[$1.address] ?? 0) }
+        #expect(total == steps * 2 * chunks * (workers - 1) * messageBytes)
+        // Each endpoint: a ring all-reduce's 2·C·(W−1)/W chunks, within 10% (whole chunks per owner).
+        for e in endpoints {
+            let messages = Double(mesh.bytesDelivered[e.address] ?? 0) / Double(steps * messageBytes)
+            let ring = 2 * Double(chunks) * (w - 1) / w
+            #expect(messages >= ring * 0.9 && messages <= ring * 1.1, "\(e.address): \(messages) chunks per step, ring \(ring)")
+        }
+    }
+
     /// A worker that owns a range vanishes mid-run (its connections cut, as a kill -9 does):
     /// its ranges move to survivors, the step in flight is computed again if its ranges had
     /// not arrived, and the weights are the reference's bit for bit.
