@@ -18,12 +18,13 @@ import Wire
     @Test func ownerMapRoundTripsInWelcomeAndAssign() throws {
         let map = try RangeOwnerMap(plan: Self.plan, owners: [2, 0, 5], generation: 17)
         let body = RangeOwnersBody(map: map, addresses: [2: "tcp://10.0.0.2:5601", 5: "ipc:///tmp/run/5.sock"],
-                                   receivers: ["tcp://10.0.0.2:5601", "ipc:///tmp/run/5.sock", "inproc://w7"])
+                                   receivers: ["tcp://10.0.0.2:5601", "ipc:///tmp/run/5.sock", "inproc://w7"], relay: 5)
         #expect(body.ranges.map(\.address) == ["tcp://10.0.0.2:5601", nil, "ipc:///tmp/run/5.sock"])
         var welcome = ControlMessageValidationTests.welcome(offsets: Self.plan.offsets)
         welcome.owners = body
         let w = try Self.roundTrip(.welcome, welcome)
         #expect(w.owners == body)
+        #expect(w.owners?.relay == 5)
         #expect(try w.owners?.map(plan: Self.plan).get() == map)
         var assign = AssignBody(step: 4, shards: [1], parameterVersion: 4, parameterChecksum: .max)
         assign.owners = body
