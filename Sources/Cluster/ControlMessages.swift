@@ -15,9 +15,12 @@ public struct HelloBody: Codable, Sendable {
     public var runID: UInt64?
     public var datasetHash: String?
     public var threads: Int
+    /// Where this worker's reducer data socket listens for the sharded reduction (tcp://,
+    /// ipc://); nil: it does not reduce ranges.
+    public var dataAddress: String?
 
     public init(phase: Phase, workerName: String, host: String, pid: Int32, protocolVersion: Int,
-                runID: UInt64?, datasetHash: String?, threads: Int) {
+                runID: UInt64?, datasetHash: String?, threads: Int, dataAddress: String? = nil) {
         self.phase = phase
         self.workerName = workerName
         self.host = host
@@ -26,6 +29,7 @@ public struct HelloBody: Codable, Sendable {
         self.runID = runID
         self.datasetHash = datasetHash
         self.threads = threads
+        self.dataAddress = dataAddress
     }
 }
 
@@ -48,6 +52,28 @@ public struct WelcomeBody: Codable, Sendable {
     /// Nil: residuals are not checkpointed.
     public var residualDirectory: String? = nil
     public var checkpointEvery: Int? = nil
+    /// The sharded reduction's range owners at the welcome (nil: the coordinator reduces
+    /// everything). Later maps travel in assign.
+    public var owners: RangeOwnersBody? = nil
+    /// The run's CURVE key pair for the data links between workers (Z85, public and secret),
+    /// sent only over a CURVE connection; nil: data links are plaintext (loopback only).
+    public var dataKey: DataKeyBody? = nil
+}
+
+/// A CURVE key pair in a welcome (`WelcomeBody.dataKey`).
+public struct DataKeyBody: Codable, Sendable, Equatable {
+    public var publicKey: String
+    public var secretKey: String
+
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    /// The pair, or nil unless both are 40-character Z85 keys.
+    public var keyPair: CurveKeyPair? {
+        isValidZ85Key(publicKey) && isValidZ85Key(secretKey) ? CurveKeyPair(publicKey: publicKey, secretKey: secretKey) : nil
+    }
 }
 
 extension WelcomeBody {
@@ -78,6 +104,8 @@ public struct AssignBody: Codable, Sendable {
     /// XXH64 of the coordinator's parameters at that version: a worker whose parameters differ
     /// asks for a full copy instead of computing.
     public var parameterChecksum: UInt64
+    /// The range owner map this step's gradients are sent by (nil: all to the coordinator).
+    public var owners: RangeOwnersBody? = nil
 }
 
 extension AssignBody {

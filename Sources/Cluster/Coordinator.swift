@@ -52,6 +52,8 @@ public final class Coordinator: @unchecked Sendable {
     var checkpointError: (any Error)?
     /// The parameters message of one version (see `parametersMessage`).
     var parametersCache: (version: Int, message: Message)?
+    /// The range owner map of the sharded reduction, kept from step to step while its owners live.
+    var ownerMap: RangeOwnerMap?
     /// Writes a snapshot into the store (on the checkpoint's thread); tests slow it down.
     var writeCheckpointFile: @Sendable (CheckpointStore, StateSnapshot, Int) throws -> String = { try $0.write($1, step: $2) }
 
@@ -64,15 +66,8 @@ public final class Coordinator: @unchecked Sendable {
         self.incarnation = incarnation
         self.logger = logger
         self.clock = clock
-        // The update is a sum of S shard gradients. With top-k on the uplink (fraction f) it has
-        // at most S k non-zeros, so top-k with fraction min(1, S f) carries it exactly; other
-        // codecs are used as they are (the coordinator applies what the workers decode).
-        let uplink = try CodecRegistry.codec(named: options.codec)
-        if let topk = uplink as? TopKCodec {
-            self.codec = TopKCodec(fraction: min(1, topk.fraction * Double(workload.shardCount)))
-        } else {
-            self.codec = uplink
-        }
+        // The coordinator applies what the workers decode.
+        codec = try broadcastCodec(uplink: options.codec, shardCount: workload.shardCount)
         plan = try ChunkPlan(ranges: workload.chunkRanges, parameterCount: workload.parameterCount)
         reducer = ShardOrderReducer(plan: plan, shardCount: workload.shardCount)
         scratch = .allocate(capacity: workload.parameterCount)
@@ -295,6 +290,7 @@ public final class Coordinator: @unchecked Sendable {
     /// ever owned by a worker that will not compute it.
     func forget(_ record: WorkerRecord, remove: Bool, reason: String) {
         let owed = members.forget(record, remove: remove)
+        if restartStepWithout(record) { return }   // every shard is assigned again
         if !owed.isEmpty { reassign(owed, reason: "\(record.label) \(reason)") }
     }
 

@@ -28,7 +28,7 @@ extension Coordinator {
         // were computed (or queued in the socket) before this coordinator started. Answering them
         // with "register again" would reset a worker that has already joined this incarnation,
         // so they are dropped without a reply.
-        if (h.type == .gradient || h.type == .checksumReport) && h.coordinatorIncarnation != incarnation {
+        if [.gradient, .checksumReport, .update, .shardDone].contains(h.type) && h.coordinatorIncarnation != incarnation {
             count { $0.staleMessages += 1 }
             logger.debug("dropped a message for an earlier coordinator incarnation", metadata: [
                 "peer": "\(peer)", "type": "\(h.type)", "incarnation": "\(h.coordinatorIncarnation)", "step": "\(h.step)"])
@@ -44,6 +44,10 @@ extension Coordinator {
             }
         case .gradient:
             handleGradient(peer, message)
+        case .update:
+            handleReducedChunk(peer, message)
+        case .shardDone:
+            handleShardDone(peer, message)
         case .checksumReport:
             guard let record = members[peer], record.joined else {
                 reject(peer, label: peer.description, reason: "unknown worker: register again", rejoin: true)
@@ -88,6 +92,7 @@ extension Coordinator {
             drop(old, reason: "replaced by a new incarnation (\(peer))")
         }
         let record = members.admit(peer, name: body.workerName, incarnation: message.header.senderIncarnation, now: now)
+        record.dataAddress = body.dataAddress.flatMap { RangeOwnersBody.isDataAddress($0) ? $0 : nil }
         switch body.phase {
         case .probe:
             if record.joined {
@@ -107,6 +112,11 @@ extension Coordinator {
             if !codec.isLossless, options.checkpointEvery > 0, let dir = options.residualDirectory {
                 welcome.residualDirectory = dir
                 welcome.checkpointEvery = options.checkpointEvery
+            }
+            if options.rangeOwners > 0 {
+                // The sharded reduction is on; the step's map comes with each assign.
+                welcome.owners = current?.ownersBody ?? RangeOwnersBody(generation: 0, ranges: [])
+                welcome.dataKey = options.dataKey.map { DataKeyBody(publicKey: $0.publicKey, secretKey: $0.secretKey) }
             }
             sendControl(.welcome, welcome, to: peer, label: record.label)
         case .join:
@@ -149,7 +159,12 @@ extension Coordinator {
         }
         // Mid-step: the chunks of the update already broadcast follow, so this worker reaches
         // the next version with everyone else.
-        if let state = current {
+        if let state = current, state.ownerMap != nil {
+            for m in state.updates.compactMap({ $0 }) where !send(m, to: record) {
+                drop(record, reason: "unreachable while catching up")
+                return false
+            }
+        } else if let state = current {
             for c in 0..<plan.count where reducer.isReduced(chunk: c) {
                 if !send(updateMessage(chunk: c, step: state.step), to: record) {
                     drop(record, reason: "unreachable while catching up")

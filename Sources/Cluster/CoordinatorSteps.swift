@@ -12,16 +12,27 @@ extension Coordinator {
         // nobody waited for, and the workers computed it while the final checkpoint was written.
         guard workload.version < workload.totalSteps, members.live.count >= max(needed, 1) else { return }
         reducer.reset()
-        current = StepState(step: workload.version, shards: workload.shardCount, now: now, deadline: now + options.initialStepDeadline)
+        var state = StepState(step: workload.version, shards: workload.shardCount, now: now, deadline: now + options.initialStepDeadline)
+        planOwners(&state, previous: ownerMap)
+        current = state
         for (w, shards) in members.roundRobin(shards: workload.shardCount) {
             assign(shards, to: w)
         }
+        configureIdleOwners()
         updateDeadline(now)
+    }
+
+    /// Owners (and the relay) of the step's map that compute no shard still need the map (an
+    /// empty assign).
+    func configureIdleOwners() {
+        guard let map = current?.ownerMap else { return }
+        let relay = current?.ownersBody?.relay
+        for w in members.live where (map.owners.contains(w.id) || w.id == relay) && w.pending.isEmpty { assign([], to: w) }
     }
 
     /// Sends `shards` to `record` in one `assign` with a new generation, which its gradients
     /// must echo.
-    private func assign(_ shards: [Int], to record: WorkerRecord) {
+    func assign(_ shards: [Int], to record: WorkerRecord) {
         guard members.isCurrent(record), record.joined else {
             // Forgotten while this assignment was planned (a send to it failed): to the others.
             reassign(shards, reason: "\(record.label) left")
@@ -38,7 +49,7 @@ extension Coordinator {
         current = state
         record.pending.formUnion(shards)
         let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version,
-                              parameterChecksum: parameterChecksum)
+                              parameterChecksum: parameterChecksum, owners: state.ownersBody)
         guard let m = try? Message.control(header(.assign, step: state.step, version: workload.version), body: body),
               send(m, to: record) else {
             drop(record, reason: "unreachable while assigning shards \(shards)")
@@ -50,7 +61,7 @@ extension Coordinator {
     func assignOrphans() {
         guard let state = current else { return }
         let orphans = (0..<state.owner.count).filter { k in
-            !reducer.isComplete(shard: k) && (state.owner[k].map { members[$0]?.joined != true } ?? true)
+            !shardIsIn(k, state) && (state.owner[k].map { members[$0]?.joined != true } ?? true)
         }
         guard !orphans.isEmpty else { return }
         reassign(orphans, reason: "no owner")
@@ -82,7 +93,7 @@ extension Coordinator {
             reject(peer, label: peer.description, reason: "gradient from an unregistered worker: register again", rejoin: true)
             return
         }
-        guard var state = current else {
+        guard var state = current, state.ownerMap == nil else {
             count { $0.staleMessages += 1 }
             return
         }
@@ -127,25 +138,7 @@ extension Coordinator {
         state.bytesIn += message.payload.count
         // The meta frame travels on each shard's last chunk: the shard's loss, and its timing.
         if !state.metaCounted[k], let meta = try? message.decodeMeta(GradientMeta.self, limits: options.limits) {
-            state.metaCounted[k] = true
-            state.loss += meta.loss
-            for (key, v) in meta.terms { state.terms[key, default: 0] += v }
-            // The coordinator's own clock bounds what a worker reports: a compute time of 1e300
-            // s (or NaN) from one peer would otherwise set every later deadline to infinity.
-            let turnaround = clock.now() - state.assignedAt[k]
-            let computeSeconds = meta.computeSeconds.isFinite ? min(max(meta.computeSeconds, 0), turnaround) : 0
-            state.computeSeconds += computeSeconds
-            // The deadline is derived from shard turnaround (assignment to its last chunk), not
-            // compute time alone: a worker first applies the previous step's update, and that
-            // share grows with the model and the load. With compute time only, healthy workers
-            // of an 8.5M-parameter model on a loaded machine missed 3 s deadlines step after
-            // step, were all dropped and re-synced, and the run stalled (cluster/compose.yaml's
-            // defaults). The first step of this coordinator is not sampled: no worker applied
-            // an update before it.
-            if state.step > firstStep { deadlines.record(turnaround: turnaround) }
-            logger.debug("gradient", metadata: ["worker": "\(record.label)", "step": "\(state.step)", "shard": "\(k)",
-                                                "since_start_ms": "\(Int((clock.now() - state.startedAt) * 1000))",
-                                                "compute_ms": "\(Int(computeSeconds * 1000))"])
+            countMeta(meta, shard: k, state: &state)
         }
         let chunkReduced = reducer.add(shard: k, chunk: c, UnsafeBufferPointer(values))
         if reducer.isComplete(shard: k) { record.pending.remove(k) }
@@ -156,6 +149,29 @@ extension Coordinator {
         // gradients counted as duplicates and it was dropped at the deadline too.
         for w in unreachable { drop(w, reason: "unreachable while sending the update of step \(state.step)") }
         if reducer.isDone { completeStep() }
+    }
+
+    /// Counts a shard's meta (its loss and timing) once.
+    func countMeta(_ meta: GradientMeta, shard k: Int, state: inout StepState) {
+        state.metaCounted[k] = true
+        state.loss += meta.loss
+        for (key, v) in meta.terms { state.terms[key, default: 0] += v }
+        // The coordinator's own clock bounds what a worker reports: a compute time of 1e300
+        // s (or NaN) from one peer would otherwise set every later deadline to infinity.
+        let turnaround = clock.now() - state.assignedAt[k]
+        let computeSeconds = meta.computeSeconds.isFinite ? min(max(meta.computeSeconds, 0), turnaround) : 0
+        state.computeSeconds += computeSeconds
+        // The deadline is derived from shard turnaround (assignment to its last chunk), not
+        // compute time alone: a worker first applies the previous step's update, and that
+        // share grows with the model and the load. With compute time only, healthy workers
+        // of an 8.5M-parameter model on a loaded machine missed 3 s deadlines step after
+        // step, were all dropped and re-synced, and the run stalled (cluster/compose.yaml's
+        // defaults). The first step of this coordinator is not sampled: no worker applied
+        // an update before it.
+        if state.step > firstStep { deadlines.record(turnaround: turnaround) }
+        logger.debug("shard done", metadata: ["step": "\(state.step)", "shard": "\(k)",
+                                              "since_start_ms": "\(Int((clock.now() - state.startedAt) * 1000))",
+                                              "compute_ms": "\(Int(computeSeconds * 1000))"])
     }
 
     /// A shard's gradient could not be used: the shard goes to another worker. Its chunks
@@ -198,7 +214,7 @@ extension Coordinator {
         return Message(header: h, tensor: UnsafeBufferPointer(reducer.reduced(chunk: c)), codec: codec)
     }
 
-    private func completeStep() {
+    func completeStep() {
         guard let state = current else { return }
         workload.apply(gradient: reducer.total, range: 0..<workload.parameterCount)
         workload.finishStep()

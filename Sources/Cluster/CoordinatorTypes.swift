@@ -27,6 +27,15 @@ public struct CoordinatorOptions: Sendable {
     public var residualDirectory: String?
     /// A shard whose gradient is rejected (non-finite) this many times stops the run.
     public var maxShardAttempts: Int = 3
+    /// Sharded reduction: up to this many workers with a data endpoint each reduce a range of
+    /// the gradient and send it to every worker (0: the coordinator reduces everything).
+    public var rangeOwners: Int = 0
+    /// The CURVE key pair of the data links, given to admitted workers in the welcome (set it
+    /// only when the coordinator's own transport is CURVE: the welcome carries the secret).
+    public var dataKey: CurveKeyPair?
+    /// The host of the coordinator's own endpoint: a worker whose data address is on it relays
+    /// the reduced chunks to the coordinator (nil: every owner sends its own).
+    public var host: String?
     /// After the shutdown messages, wait at most this long for the workers to leave.
     public var shutdownGrace: Double = 3
     public var limits: WireLimits
@@ -65,6 +74,10 @@ public struct CoordinatorStats: Sendable {
     /// Full parameter copies sent to repair a worker that diverged or missed an update.
     public var repairs = 0
     public var stepsCompleted = 0
+    /// Steps computed again because a range owner left before its ranges arrived.
+    public var ownerRestarts = 0
+    /// Reduced chunks received from the relay on this coordinator's host, not from their owner.
+    public var relayedChunks = 0
     public var totalRejected: Int { framesRejected.values.reduce(0, +) }
 }
 

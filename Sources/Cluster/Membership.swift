@@ -11,6 +11,8 @@ public final class WorkerRecord {
     /// Shards of the current step this worker still owes.
     public var pending: Set<Int> = []
     public var backlog = SendBacklog()
+    /// Where its reducer's data endpoint listens (hello), nil if it has none.
+    public var dataAddress: String?
 
     public init(peer: PeerID, id: UInt32, name: String, incarnation: UInt64, now: Double) {
         self.peer = peer

@@ -20,6 +20,11 @@ struct StepState {
     var bytesIn = 0
     var bytesOut = 0
     var sumOfSquares = 0.0
+    /// Sharded reduction: the owner map of the step (nil: the coordinator reduces), as sent,
+    /// and the reduced chunks received from the owners so far.
+    var ownerMap: RangeOwnerMap?
+    var ownersBody: RangeOwnersBody?
+    var updates: [Message?] = []
 
     init(step: Int, shards n: Int, now: Double, deadline: Double) {
         self.step = step

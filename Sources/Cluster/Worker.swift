@@ -69,9 +69,15 @@ public final class Worker: @unchecked Sendable {
     private var backlog = SendBacklog()
     /// The compute thread's side: the workload and the tasks queued for it.
     private let compute: WorkerCompute
+    /// The sharded reduction's side (nil: this worker has no data endpoint and reduces nothing).
+    private let dataPlane: WorkerDataPlane?
 
+    /// `dataEndpoint`: opens this worker's data endpoint for the sharded reduction when a
+    /// welcome arrives (with the run's data key, if any; its address goes into the join); nil:
+    /// the worker sends every gradient to the coordinator.
     public init(transport: any ClientTransport, options: WorkerOptions, threads: Int, logger: Logger,
-                clock: any Clock = MonotonicClock(), factory: @escaping Factory) {
+                clock: any Clock = MonotonicClock(), dataEndpoint: (@Sendable (CurveKeyPair?) throws -> any DataTransport)? = nil,
+                factory: @escaping Factory) {
         self.transport = transport
         self.options = options
         self.factory = factory
@@ -81,7 +87,13 @@ public final class Worker: @unchecked Sendable {
         lastHeard = clock.now()
         unregisteredSince = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
-        compute = WorkerCompute(options: options, logger: logger, factory: factory, wake: { [transport] in transport.wake() })
+        let compute = WorkerCompute(options: options, logger: logger, factory: factory, wake: { [transport] in transport.wake() })
+        self.compute = compute
+        dataPlane = dataEndpoint.map { make in
+            WorkerDataPlane(makeEndpoint: make, limits: options.limits, logger: logger,
+                            toReplica: { compute.enqueue(.apply($0)) }, toCoordinator: { compute.relay($0) })
+        }
+        compute.dataPlane = dataPlane
     }
 
     /// Runs until the coordinator shuts the run down; throws if registration keeps failing or
@@ -90,7 +102,11 @@ public final class Worker: @unchecked Sendable {
         let computeThread = Thread { [compute] in compute.run() }
         computeThread.name = "ambient-compute"
         computeThread.start()
-        defer { compute.enqueue(.stop) }
+        dataPlane?.start()
+        defer {
+            compute.enqueue(.stop)
+            dataPlane?.stop()
+        }
         var nextHeartbeat = 0.0
         while true {
             let now = clock.now()
@@ -169,7 +185,7 @@ public final class Worker: @unchecked Sendable {
     private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
         let body = HelloBody(phase: phase, workerName: options.name, host: host, pid: getpid(),
                              protocolVersion: clusterProtocolVersion, runID: phase == .join ? welcome?.runID : nil,
-                             datasetHash: datasetHash, threads: threads)
+                             datasetHash: datasetHash, threads: threads, dataAddress: dataPlane?.address)
         // Probes repeat by themselves; a join must arrive.
         if let m = try? Message.control(header(.hello), body: body) { sendMessage(m, keep: phase != .probe) }
     }
@@ -231,8 +247,18 @@ public final class Worker: @unchecked Sendable {
         case .assign:
             guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits),
                   body.isValid(shardCount: welcome?.shardCount ?? 0) else { return nil }
+            if let owners = body.owners, let welcome {
+                guard let dataPlane else {
+                    throw ClusterError("the coordinator runs the sharded reduction (range owners) but this worker has no data endpoint")
+                }
+                var template = header(.gradient)
+                template.coordinatorIncarnation = h.coordinatorIncarnation
+                // Before the compute task: the map routes this step's chunks.
+                dataPlane.submit(.configure(step: body.step, version: body.parameterVersion, owners: owners,
+                                            me: welcome.workerID, template: template))
+            }
             compute.enqueue(.compute(step: body.step, shards: body.shards, version: body.parameterVersion,
-                             checksum: body.parameterChecksum, header: h))
+                             checksum: body.parameterChecksum, header: h, owners: body.owners))
         case .shutdown:
             let body = try? message.decodeJSON(ShutdownBody.self, limits: options.limits)
             logger.notice("coordinator ended the run", metadata: ["reason": "\(body?.reason ?? "?")"])

@@ -12,7 +12,7 @@ final class WorkerCompute: @unchecked Sendable {
         case build(WelcomeBody)
         case load(Message)
         case apply(Message)
-        case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader)
+        case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader, owners: RangeOwnersBody?)
         case stop
     }
 
@@ -51,6 +51,13 @@ final class WorkerCompute: @unchecked Sendable {
     /// (re)compute shards of the current step, which needs the parameters of the current version.
     private var updates: UpdateAssembler?
     private let feedbacks: FeedbackStore
+    /// Sharded reduction: where gradient chunks go (set before the threads start), the owner-map
+    /// generation of the update being assembled, and assignments that arrived before this
+    /// replica applied the previous step's update (updates and assignments travel on different
+    /// connections then), run once it has.
+    var dataPlane: WorkerDataPlane?
+    private var updateGeneration: UInt32 = 0
+    private var deferred: [Task] = []
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
 
     init(options: WorkerOptions, logger: Logger, factory: @escaping Worker.Factory, wake: @escaping @Sendable () -> Void) {
@@ -88,6 +95,14 @@ final class WorkerCompute: @unchecked Sendable {
         return items
     }
 
+    /// A message for the coordinator from another thread (the data plane's reduced chunks).
+    func relay(_ frames: [[UInt8]]) {
+        lock.lock()
+        outbox.append((.send(frames), epoch))
+        lock.unlock()
+        wake()
+    }
+
     private func post(_ outcome: Outcome) {
         lock.lock()
         outbox.append((outcome, taskEpoch))
@@ -109,7 +124,14 @@ final class WorkerCompute: @unchecked Sendable {
             case let .build(body):
                 welcome = body
                 updates = nil   // the welcome's chunk plan may differ
-                if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, workload != nil {
+                if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, let workload {
+                    if let plan = body.chunkPlan(parameterCount: workload.parameterCount) {
+                        dataPlane?.submit(.plan(plan, codec: body.codec, shardCount: body.shardCount))
+                    }
+                    if let why = openDataEndpoint(body) {
+                        post(.buildFailed(why))
+                        continue
+                    }
                     post(.built(datasetHash: b.datasetHash))
                     continue
                 }
@@ -117,6 +139,13 @@ final class WorkerCompute: @unchecked Sendable {
                     let w = try factory(body)
                     workload = w
                     builtFor = (body.runID, w.datasetHash, body.workloadSpec)
+                    if let plan = body.chunkPlan(parameterCount: w.parameterCount) {
+                        dataPlane?.submit(.plan(plan, codec: body.codec, shardCount: body.shardCount))
+                    }
+                    if let why = openDataEndpoint(body) {
+                        post(.buildFailed(why))
+                        continue
+                    }
                     post(.built(datasetHash: w.datasetHash))
                 } catch {
                     post(.buildFailed("\(error)"))
@@ -125,9 +154,21 @@ final class WorkerCompute: @unchecked Sendable {
                 load(message)
             case let .apply(message):
                 apply(message)
-            case let .compute(step, shards, version, checksum, assignHeader):
-                compute(step: step, shards: shards, version: version, checksum: checksum, assignHeader: assignHeader)
+            case .compute:
+                runCompute(task)
             }
+        }
+    }
+
+    /// Opens the data endpoint for a welcome of the sharded reduction (nil), or says why not.
+    private func openDataEndpoint(_ body: WelcomeBody) -> String? {
+        guard body.owners != nil, let dataPlane else { return nil }
+        if body.dataKey != nil && body.dataKey?.keyPair == nil { return "the welcome's data key is not a Z85 key pair" }
+        do {
+            try dataPlane.open(key: body.dataKey?.keyPair)
+            return nil
+        } catch {
+            return "cannot open this worker's data endpoint: \(error)"
         }
     }
 
@@ -142,11 +183,13 @@ final class WorkerCompute: @unchecked Sendable {
             let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
             try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             updates?.reset()
+            updateGeneration = 0
             feedbacks.clear()
             guard workload.parameterChecksum == meta.parameterChecksum else {
                 throw ClusterError("parameters differ from the coordinator's checksum after loading")
             }
             post(.loaded(version: workload.version))
+            runDeferred()
         } catch {
             logger.error("cannot load parameters", metadata: ["error": "\(error)"])
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
@@ -159,6 +202,18 @@ final class WorkerCompute: @unchecked Sendable {
     private func apply(_ message: Message) {
         guard let workload, let welcome else { return }
         let h = message.header
+        if welcome.owners != nil {
+            // Reduced chunks come from several owners: one of an older version is a late copy,
+            // one of an older owner map belongs to a step computed again since.
+            if h.parameterVersion <= UInt64(workload.version) { return }
+            if h.parameterVersion == UInt64(workload.version + 1) {
+                if h.generation < updateGeneration { return }
+                if h.generation > updateGeneration {
+                    updates?.reset()
+                    updateGeneration = h.generation
+                }
+            }
+        }
         guard h.parameterVersion == UInt64(workload.version + 1) else {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
                                                reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
@@ -175,6 +230,8 @@ final class WorkerCompute: @unchecked Sendable {
         switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
         case .success(true):
             updates!.buffer.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
+            updateGeneration = 0
+            runDeferred()
         case .success(false):
             break
         case let .failure(refusal):
@@ -182,7 +239,23 @@ final class WorkerCompute: @unchecked Sendable {
         }
     }
 
-    private func compute(step: Int, shards: [Int], version: Int, checksum: UInt64, assignHeader: MessageHeader) {
+    private func runCompute(_ task: Task) {
+        guard case let .compute(step, shards, version, checksum, assignHeader, owners) = task, let workload, let welcome else { return }
+        if welcome.owners != nil, version == workload.version + 1 {
+            deferred.append(task)   // the previous step's update is still arriving from its owners
+            return
+        }
+        compute(step: step, shards: shards, version: version, checksum: checksum, assignHeader: assignHeader, owners: owners)
+    }
+
+    /// Runs the assignments that waited for the update just applied (or the state just loaded).
+    private func runDeferred() {
+        let waiting = deferred
+        deferred = []
+        for task in waiting { runCompute(task) }
+    }
+
+    private func compute(step: Int, shards: [Int], version: Int, checksum: UInt64, assignHeader: MessageHeader, owners: RangeOwnersBody?) {
         guard let workload, let welcome else { return }
         guard version == workload.version else {
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: checksum,
@@ -206,26 +279,36 @@ final class WorkerCompute: @unchecked Sendable {
             post(.buildFailed("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters"))
             return
         }
+        var map: RangeOwnerMap?
+        if let owners, let plan = welcome.chunkPlan(parameterCount: workload.parameterCount) {
+            switch owners.map(plan: plan) {
+            case let .success(m): map = m
+            case let .failure(error):
+                post(.buildFailed("the coordinator's range owner map: \(error)"))
+                return
+            }
+        }
         let t = max(1, workload.parallelism)
         // Up to t shards at once, one per compute slot; each slot streams its own chunks.
         for first in stride(from: 0, to: shards.count, by: t) {
             let round = Array(shards[first..<min(first + t, shards.count)])
             Parallel.forEach(round.count) { slot in
                 computeAndSend(step: step, shard: round[slot], slot: slot, version: version, chunks: chunks,
-                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader)
+                               codec: codec, welcome: welcome, workload: workload, assignHeader: assignHeader, map: map)
             }
         }
     }
 
     private func computeAndSend(step: Int, shard k: Int, slot: Int, version: Int, chunks: [Range<Int>], codec: any GradientCodec,
-                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader) {
+                                welcome: WelcomeBody, workload: any WorkerWorkload, assignHeader: MessageHeader, map: RangeOwnerMap?) {
         let buffer = workload.gradientBuffer(slot: slot)
         if !codec.isLossless, let dir = welcome.residualDirectory { feedbacks.restore(shard: k, step: step, chunks: chunks, directory: dir) }
         do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
             func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
-                var h = MessageHeader(type: .gradient, generation: assignHeader.generation, runID: welcome.runID,
+                // To a range owner, the owner map's generation; to the coordinator, the assignment's.
+                var h = MessageHeader(type: .gradient, generation: map?.generation ?? assignHeader.generation, runID: welcome.runID,
                                       coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
                                       senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
                                       shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
@@ -250,7 +333,18 @@ final class WorkerCompute: @unchecked Sendable {
                 }
                 return m.frames()
             }
-            func send(_ c: Int, meta: GradientMeta?) { post(.send(encode(c, meta: meta))) }
+            // With range owners the chunks go to them and the shard's meta to the coordinator.
+            func route(_ c: Int, _ frames: [[UInt8]]) {
+                if map != nil, let dataPlane { dataPlane.submit(.chunk(c, frames)) } else { post(.send(frames)) }
+            }
+            func shardDone(_ meta: GradientMeta) {
+                let h = MessageHeader(type: .shardDone, generation: assignHeader.generation, runID: welcome.runID,
+                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
+                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
+                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
+                if let m = try? Message.control(h, body: meta) { post(.send(m.frames())) }
+            }
+            func send(_ c: Int, meta: GradientMeta?) { route(c, encode(c, meta: map == nil ? meta : nil)) }
             var held: Int?
             let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
                 if let previous = held { send(previous, meta: nil) }
@@ -261,12 +355,13 @@ final class WorkerCompute: @unchecked Sendable {
                    every > 0, (step + 1) % every == 0 {
                     // The last chunk's encoding finalises the shard's residuals; they are on disk
                     // before that chunk leaves, so a committed checkpoint always has them.
-                    let frames = encode(last, meta: meta)
+                    let frames = encode(last, meta: map == nil ? meta : nil)
                     feedbacks.save(shard: k, step: step + 1, chunks: chunks, directory: dir)
-                    post(.send(frames))
+                    route(last, frames)
                 } else {
                     send(last, meta: meta)
                 }
+                if map != nil { shardDone(meta) }
             }
         }
     }

@@ -17,6 +17,12 @@ public enum ClusterTraining {
         public var coordinatorTimeout: Double = 15
         public var noWorkerTimeout: Double = 300
         public var initialStepDeadline: Double = 60
+        /// Sharded reduction: workers (with a data endpoint) that each reduce a range (0: off).
+        public var rangeOwners: Int = 0
+        /// The data links' CURVE key pair (only with a CURVE coordinator; see CoordinatorOptions).
+        public var dataKey: CurveKeyPair?
+        /// The host of the coordinator's endpoint (a worker there relays reduced chunks to it).
+        public var host: String?
         public var showProgress = true
         public init() {}
 
@@ -32,6 +38,9 @@ public enum ClusterTraining {
             o.noWorkerTimeout = noWorkerTimeout
             o.initialStepDeadline = initialStepDeadline
             o.checkpointEvery = checkpointEvery
+            o.rangeOwners = rangeOwners
+            o.dataKey = dataKey
+            o.host = host
             return o
         }
     }

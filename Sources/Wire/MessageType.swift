@@ -27,6 +27,9 @@ public enum MessageType: UInt16, Sendable, CaseIterable, Codable, CustomStringCo
     case shutdown = 12
     /// Either direction: a protocol-level error report (JSON body: kind, description).
     case error = 13
+    /// Worker → coordinator, sharded reduction: every chunk of a shard went to its range owner
+    /// (JSON: the shard's `GradientMeta`).
+    case shardDone = 14
 
     /// True for messages whose payload is a Float32 tensor over the header's key range, encoded by
     /// a `GradientCodec`; false for control messages, whose payload is JSON or empty.
@@ -52,6 +55,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable, Codable, CustomStringCo
         case .annotateResult: "annotateResult"
         case .shutdown: "shutdown"
         case .error: "error"
+        case .shardDone: "shardDone"
         }
     }
 }

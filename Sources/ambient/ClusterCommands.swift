@@ -25,12 +25,21 @@ extension Ambient {
 
             Plaintext (--plaintext) is accepted only on loopback endpoints.
 
+            With --range-owners N the reduction is sharded: up to N workers started with --data-bind \
+            each sum one range of the gradient over the shards (in shard order: the same bits) and send \
+            it to every worker, so no link carries every gradient; this coordinator keeps the control \
+            plane and a reference copy of the parameters. With CURVE keys it makes a fresh key pair \
+            for the links between workers and hands it to the workers it admits; with --plaintext \
+            those links are plaintext too (loopback only).
+
             Examples:
               ambient keys generate --name coordinator --dir keys
               ambient coordinator --config run.yaml --bind tcp://0.0.0.0:5555 --out /shared/runs/fm \\
                   --key keys/coordinator.key --allow keys/workers/
               ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
                   --plaintext --out runs/g
+              ambient coordinator --data gmm --bind tcp://127.0.0.1:5555 --plaintext --out runs/g \\
+                  --range-owners 2 --min-workers 2
             """)
 
         @OptionGroup var training: TrainingOptions
@@ -52,6 +61,9 @@ extension Ambient {
 
         @OptionGroup var cluster: ClusterCommandOptions
 
+        @Option(name: .customLong("range-owners"), help: "Sharded reduction: up to N workers with --data-bind each reduce a range of the gradient (0: this coordinator reduces everything).")
+        var rangeOwners: Int = 0
+
         @OptionGroup var metricsOptions: MetricsOptions
 
         @Flag(help: "No progress bar.")
@@ -64,6 +76,7 @@ extension Ambient {
             if !plaintext && (key == nil || allow == nil) {
                 throw ValidationError("give --key and --allow (CURVE), or --plaintext on a loopback endpoint")
             }
+            if rangeOwners < 0 { throw ValidationError("--range-owners must be >= 0") }
             if plaintext && !isLoopback(endpoint: bind) {
                 throw ValidationError("--plaintext is only allowed on loopback endpoints (tcp://127.0.0.1:PORT); use CURVE keys for \(bind)")
             }
@@ -95,8 +108,12 @@ extension Ambient {
                     onStep = { summary, batch in metrics.stepCompleted(summary, samples: batch) }
                     onEvent = { event in metrics.event(event) }
                 }
+                var options = cluster.options(showProgress: !quiet)
+                options.rangeOwners = rangeOwners
+                if rangeOwners > 0 && !plaintext { options.dataKey = try CurveKeyPair.generate() }
+                options.host = endpointHost(bind)
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: transport,
-                                               options: cluster.options(showProgress: !quiet), logger: logger, stop: stop,
+                                               options: options, logger: logger, stop: stop,
                                                onStep: onStep, onEvent: onEvent)
             }
         }
@@ -119,6 +136,7 @@ extension Ambient {
               ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key \\
                   --server-key keys/coordinator.pub
               OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1
+              ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w2 --data-bind 'tcp://127.0.0.1:*'
               ambient worker --connect tcp://10.0.0.11:5555 --key k.key --server-key c.pub \\
                   --metrics-port 9401 --metrics-address 10.0.0.12
             """)
@@ -141,6 +159,9 @@ extension Ambient {
         @Option(name: .customLong("max-reconnect"), help: "Seconds to keep trying to (re)register before giving up.")
         var maxReconnect: Double = 120
 
+        @Option(name: .customLong("data-bind"), help: "Bind this worker's data endpoint here (tcp://HOST:* with an address other workers reach, or ipc://PATH) so it can own a range when the coordinator runs --range-owners; CURVE with the run's data key, plaintext only on loopback.")
+        var dataBind: String?
+
         @OptionGroup var metricsOptions: MetricsOptions
 
         @OptionGroup var common: CommonOptions
@@ -154,6 +175,9 @@ extension Ambient {
                 throw ValidationError("--plaintext is only allowed to loopback endpoints; use CURVE keys for \(connect)")
             }
             if !(maxReconnect > 0) { throw ValidationError("--max-reconnect must be > 0") }
+            if let dataBind, plaintext, !isLoopback(endpoint: dataBind) {
+                throw ValidationError("--data-bind \(dataBind) with --plaintext: plaintext data links are only allowed on loopback (ipc://PATH or tcp://127.0.0.1:*)")
+            }
         }
 
         func run() throws {
@@ -177,7 +201,12 @@ extension Ambient {
                 var options = WorkerOptions(name: workerName, incarnation: incarnation, limits: limits)
                 options.maxReconnectTime = maxReconnect
                 let threads = common.threads ?? environmentThreads() ?? 1
-                let worker = Worker(transport: transport, options: options, threads: threads, logger: logger,
+                let socketOptions = SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes))
+                var dataEndpoint: (@Sendable (CurveKeyPair?) throws -> any DataTransport)?
+                if let bind = dataBind {
+                    dataEndpoint = { @Sendable key in try ZeroMQDataEndpoint(bind: bind, key: key, options: socketOptions) }
+                }
+                let worker = Worker(transport: transport, options: options, threads: threads, logger: logger, dataEndpoint: dataEndpoint,
                                     factory: DenoiserWorkerWorkload.factory(logger: logger, threads: threads))
                 switch try worker.run() {
                 case .finished: return

@@ -143,10 +143,11 @@ struct HostileMessages {
         return bytes
     }
 
-    /// A checksum report, an error, a heartbeat or a message type a worker never sends.
+    /// A checksum report, an error, a heartbeat, a message type a worker never sends, or a
+    /// shardDone (the sharded reduction's report; stale when the coordinator reduces itself).
     mutating func control(sender: UInt32, incarnation: UInt64, step: Int) -> Message {
         let types: [MessageType] = [.heartbeat, .checksumReport, .error, .welcome, .assign, .reject, .shutdown,
-                                    .annotateRequest, .annotateResult, .heartbeat, .checksumReport]
+                                    .annotateRequest, .annotateResult, .heartbeat, .checksumReport, .shardDone]
         let type = types[below(types.count)]
         var h = header(type, sender: sender, incarnation: incarnation, step: step)
         if chance(0.1) { h.coordinatorIncarnation = 2 }

@@ -75,10 +75,14 @@ final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
     var completed: [StepSummary] = []
     var finished = false
 
-    init(n: Int, steps: Int, shards: Int) {
+    /// Chunks of the plan: `toyChunks` (three, uneven) unless given.
+    let chunks: [Range<Int>]?
+
+    init(n: Int, steps: Int, shards: Int, chunks: [Range<Int>]? = nil) {
         state = ToyState(n: n)
         totalSteps = steps
         shardCount = shards
+        self.chunks = chunks
     }
 
     var workloadSpec: [UInt8] { Array("toy".utf8) }
@@ -87,7 +91,7 @@ final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
     var parameters: UnsafePointer<Float> { state.parameters }
     var version: Int { state.version }
     /// Three uneven chunks, so the per-chunk reduction and broadcast are exercised.
-    var chunkRanges: [Range<Int>] { toyChunks(state.n) }
+    var chunkRanges: [Range<Int>] { chunks ?? toyChunks(state.n) }
     func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { state.apply(gradient: gradient, range: range) }
     func finishStep() { state.finishStep() }
     func replicaSnapshot() -> StateSnapshot { state.replicaSnapshot() }
@@ -176,7 +180,7 @@ final class WorkerThread: @unchecked Sendable {
     private let group = DispatchGroup()
     private(set) var result: Result<WorkerExit, any Error>?
 
-    init(transport: any ClientTransport, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
+    init(transport: any ClientTransport, data: (any DataTransport)? = nil, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
          maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil,
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         group.enter()
@@ -185,7 +189,8 @@ final class WorkerThread: @unchecked Sendable {
             var o = WorkerOptions(name: name, incarnation: incarnation, limits: toyLimits)
             o.maxReconnectTime = maxReconnect
             o.coordinatorTimeout = 3
-            let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger()) { _ in
+            let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger(),
+                           dataEndpoint: data.map { endpoint in { @Sendable _ in endpoint } }) { _ in
                 ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, corruptAtVersion: corruptAtVersion,
                                   poison: poison)
             }

@@ -1,0 +1,260 @@
+import Foundation
+import Logging
+import TensorCore
+import Wire
+
+/// A worker's side of the sharded reduction, on its own thread with its own endpoint: routes
+/// the gradient chunks this worker computes to their range owners (its own go straight into
+/// its reducer), reduces the ranges it owns in shard order (`RangeReducer`), and sends each
+/// reduced chunk to every receiver of the step, to its own replica and to the coordinator
+/// (whose copy is the step barrier and the reference for checkpoints and joiners). Reduced
+/// chunks from other owners are handed to the replica. docs/architecture.md has the picture.
+final class WorkerDataPlane: @unchecked Sendable {
+    /// Opens this worker's endpoint for a run (with the run's data key, or plaintext).
+    typealias EndpointFactory = @Sendable (CurveKeyPair?) throws -> any DataTransport
+
+    /// What the other threads hand over (under `lock`).
+    enum Input {
+        /// The model's chunk plan (after the workload is built).
+        case plan(ChunkPlan, codec: String, shardCount: Int)
+        /// The owner map and step of an assignment (from the I/O thread, before its compute task):
+        /// `me` is this worker's id, `template` the header its data messages start from.
+        case configure(step: Int, version: Int, owners: RangeOwnersBody, me: UInt32, template: MessageHeader)
+        /// A gradient chunk this worker computed (from the compute thread).
+        case chunk(Int, [[UInt8]])
+    }
+
+    let makeEndpoint: EndpointFactory
+    let limits: WireLimits
+    let logger: Logger
+    /// A reduced chunk (own or another owner's) for this worker's replica.
+    let toReplica: @Sendable (Message) -> Void
+    /// A reduced chunk of an owned range for the coordinator.
+    let toCoordinator: @Sendable ([[UInt8]]) -> Void
+
+    private let lock = NSLock()
+    private var inputs: [Input] = []
+    private var stopped = false
+    private let finished = DispatchSemaphore(value: 0)
+    /// The endpoint (nil until a welcome opened it) and its key; endpoints it replaced, for
+    /// the data thread to close.
+    private var endpoint: (any DataTransport)?
+    private var endpointKey: CurveKeyPair?
+    private var retired: [any DataTransport] = []
+
+    // Data thread only
+    private var plan: ChunkPlan?
+    private var codec: (any GradientCodec)?
+    private var shardCount = 0
+    private var step: Step?
+    private var reducer: RangeReducer?
+    /// Gradients of a later step or owner map than the configured one (their assignment is
+    /// still on its way here), replayed when it arrives.
+    private var early: [Message] = []
+    private var scratch: [Float] = []
+    /// The endpoint in use this turn of the loop.
+    private var transport: (any DataTransport)?
+
+    private struct Step {
+        var step: Int
+        var version: Int
+        var map: RangeOwnerMap
+        var body: RangeOwnersBody
+        var me: UInt32
+        var template: MessageHeader
+    }
+
+    init(makeEndpoint: @escaping EndpointFactory, limits: WireLimits, logger: Logger,
+         toReplica: @escaping @Sendable (Message) -> Void, toCoordinator: @escaping @Sendable ([[UInt8]]) -> Void) {
+        self.makeEndpoint = makeEndpoint
+        self.limits = limits
+        self.logger = logger
+        self.toReplica = toReplica
+        self.toCoordinator = toCoordinator
+    }
+
+    /// The endpoint's address (nil before a welcome opened it).
+    var address: String? {
+        lock.lock(); defer { lock.unlock() }
+        return endpoint?.address
+    }
+
+    /// Opens the endpoint for a welcome's data key (from the compute thread, before the join
+    /// that announces its address); an open one with the same key is kept.
+    func open(key: CurveKeyPair?) throws {
+        lock.lock()
+        let current = endpoint, sameKey = endpointKey == key
+        lock.unlock()
+        if current != nil && sameKey { return }
+        let fresh = try makeEndpoint(key)
+        lock.lock()
+        if let current { retired.append(current) }
+        endpoint = fresh
+        endpointKey = key
+        lock.unlock()
+        current?.wake()
+    }
+
+    func submit(_ input: Input) {
+        lock.lock()
+        inputs.append(input)
+        let e = endpoint
+        lock.unlock()
+        e?.wake()
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            run()
+            finished.signal()
+        }
+        t.name = "ambient-data"
+        t.start()
+    }
+
+    /// Stops the thread (waits for it at most 5 s) and closes the endpoint.
+    func stop() {
+        lock.lock()
+        stopped = true
+        let e = endpoint
+        lock.unlock()
+        e?.wake()
+        _ = finished.wait(timeout: .now() + 5)
+        lock.lock()
+        let all = retired + (endpoint.map { [$0] } ?? [])
+        retired = []
+        endpoint = nil
+        lock.unlock()
+        for t in all { t.close() }
+    }
+
+    private func run() {
+        while true {
+            lock.lock()
+            let batch = inputs
+            inputs = []
+            let stop = stopped, old = retired, current = endpoint
+            retired = []
+            lock.unlock()
+            if stop { return }
+            for t in old { t.close() }
+            transport = current
+            for input in batch { take(input) }
+            guard let transport = current else {
+                usleep(10_000)   // no endpoint before the first welcome
+                continue
+            }
+            do {
+                guard let frames = try transport.receive(timeout: 0.1) else { continue }
+                guard let message = try? Message.decode(frames: frames, limits: limits) else {
+                    logger.debug("rejected data frame")
+                    continue
+                }
+                switch message.header.type {
+                case .gradient: reduce(message)
+                case .update:
+                    toReplica(message)
+                    // The relay hands every reduced chunk of its step on to the coordinator.
+                    if let step, step.body.relay == step.me, message.header.step == UInt64(step.step),
+                       message.header.generation == step.map.generation { toCoordinator(frames) }
+                default: logger.debug("ignored data message", metadata: ["type": "\(message.header.type)"])
+                }
+            } catch {
+                logger.debug("data endpoint closed", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    private func take(_ input: Input) {
+        switch input {
+        case let .plan(plan, codecName, shards):
+            self.plan = plan
+            shardCount = shards
+            codec = try? broadcastCodec(uplink: codecName, shardCount: shards)
+            scratch = [Float](repeating: 0, count: plan.parameterCount)
+        case let .configure(s, version, owners, me, template):
+            guard let plan, case let .success(map) = owners.map(plan: plan) else {
+                logger.warning("owner map does not fit the chunk plan: ignored", metadata: ["step": "\(s)"])
+                return
+            }
+            if let current = step, (current.step, current.map.generation) >= (s, map.generation) { return }
+            step = Step(step: s, version: version, map: map, body: owners, me: me, template: template)
+            reducer = RangeReducer(map: map, owner: me, shardCount: shardCount)
+            let replay = early
+            early = []
+            for m in replay { reduce(m) }
+        case let .chunk(c, frames):
+            guard let step else { return }
+            let owner = step.map.owner(ofChunk: c)
+            if owner == step.me {
+                if let m = try? Message.decode(frames: frames, limits: limits) { reduce(m) }
+            } else if let address = step.body.address(of: owner) {
+                do {
+                    guard let transport else { throw TransportError.closed }
+                    try transport.send(frames, to: address)
+                } catch {
+                    // The owner is gone: the coordinator notices, moves its ranges and restarts the step.
+                    logger.debug("gradient chunk not sent", metadata: ["owner": "\(owner)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func reduce(_ m: Message) {
+        let h = m.header
+        guard let step, let reducer, let plan else {
+            if early.count < 65536 { early.append(m) }
+            return
+        }
+        let mine = (UInt64(step.step), step.map.generation), theirs = (h.step, h.generation)
+        if theirs > mine {
+            if early.count < 65536 { early.append(m) }
+            return
+        }
+        guard theirs == mine, h.parameterVersion == UInt64(step.version), h.shardCount == UInt64(shardCount),
+              h.shard < UInt32(shardCount), let c = plan.chunk(keyOffset: h.keyOffset, keyCount: h.keyCount),
+              reducer.owns(chunk: c) else { return }
+        let k = Int(h.shard)
+        guard !reducer.contains(shard: k, chunk: c) else { return }   // a recomputed shard: the same bits
+        let range = plan[c]
+        let ok = scratch.withUnsafeMutableBufferPointer { buf -> Bool in
+            let out = UnsafeMutableBufferPointer(rebasing: buf[0..<range.count])
+            guard (try? m.decodeTensor(into: out)) != nil else { return false }
+            if reducer.add(shard: k, chunk: c, UnsafeBufferPointer(out)) { broadcast(c, step: step) }
+            return true
+        }
+        if !ok { logger.warning("undecodable gradient chunk", metadata: ["shard": "\(k)", "chunk": "\(c)"]) }
+    }
+
+    private func broadcast(_ c: Int, step: Step) {
+        guard let reducer, let codec else { return }
+        var h = step.template
+        h.type = .update
+        h.step = UInt64(step.step)
+        h.parameterVersion = UInt64(step.version + 1)
+        h.generation = step.map.generation
+        h.shard = 0
+        let message = reducer.updateMessage(chunk: c, header: h, codec: codec)
+        let frames = message.frames()
+        for receiver in step.body.receivers where receiver != transport?.address {
+            do {
+                guard let transport else { throw TransportError.closed }
+                try transport.send(frames, to: receiver)
+            } catch {
+                logger.debug("reduced chunk not sent", metadata: ["to": "\(receiver)", "error": "\(error)"])
+            }
+        }
+        toReplica(message)
+        if step.body.relay == nil || step.body.relay == step.me { toCoordinator(frames) }
+    }
+}
+
+/// The codec of reduced chunks for an uplink codec: the sum of S shard gradients, each top-k
+/// with fraction f, has at most S k non-zeros, so top-k with fraction min(1, S f) carries it
+/// exactly; other codecs are used as they are.
+func broadcastCodec(uplink: String, shardCount: Int) throws -> any GradientCodec {
+    let codec = try CodecRegistry.codec(named: uplink)
+    if let topk = codec as? TopKCodec { return TopKCodec(fraction: min(1, topk.fraction * Double(shardCount))) }
+    return codec
+}

@@ -1,0 +1,134 @@
+import Foundation
+import TensorCore
+import Testing
+import Wire
+@testable import Cluster
+
+/// The sharded reduction end to end in one process (in-memory transports): workers reduce
+/// ranges of the gradient and send them to each other; the result must be the single-process
+/// reference bit for bit, whatever the numbers of workers and owners, and after an owner dies.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct RangeOwnerClusterTests {
+    let n = 2048
+    /// Six uneven chunks, so up to four owners each get whole chunks.
+    var chunks: [Range<Int>] { [0..<300, 300..<700, 700..<1000, 1000..<1500, 1500..<1800, 1800..<2048] }
+
+    func run(workers: Int, owners: Int, steps: Int, shards: Int, delay: Double = 0, host: String? = nil,
+             kill: (@Sendable (InMemoryNetwork, InMemoryDataMesh, [InMemoryClient], [InMemoryDataEndpoint], Coordinator, ToyCoordinatorWorkload) -> Void)? = nil)
+        throws -> (Coordinator, ToyCoordinatorWorkload, [WorkerThread]) {
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: chunks)
+        let clients = (0..<workers).map { net.connect(identity: "w\($0)/1") }
+        // With `host`, worker i is on host 10.0.0.(i+1) and the coordinator on `host`.
+        let endpoints = (0..<workers).map { mesh.endpoint(host == nil ? "w\($0)" : "tcp://10.0.0.\($0 + 1):5601") }
+        let threads = (0..<workers).map {
+            WorkerThread(transport: clients[$0], data: endpoints[$0], name: "w\($0)", n: n, shards: shards, maxReconnect: 3, delay: delay)
+        }
+        var options = coordinatorOptions(minWorkers: workers)
+        options.rangeOwners = owners
+        options.host = host
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        if let kill {
+            Thread { kill(net, mesh, clients, endpoints, c, workload) }.start()
+        }
+        try c.run()
+        return (c, workload, threads)
+    }
+
+    @Test(arguments: [1, 2, 3, 4])
+    func bitwiseForEveryWorkerAndOwnerCount(workers: Int) throws {
+        let steps = 6, shards = 5
+        let reference = bits(toyReference(n: n, steps: steps, shards: shards))
+        for owners in 1...4 {
+            let (c, workload, threads) = try run(workers: workers, owners: owners, steps: steps, shards: shards)
+            #expect(c.stats.relayedChunks == 0)
+            for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+            #expect(bits(workload.state.p) == reference, "\(workers) workers, \(owners) owners")
+            #expect(workload.finished && workload.completed.count == steps)
+            #expect(c.stats.totalRejected == 0 && c.stats.drops == 0 && c.stats.repairs == 0, "\(c.stats)")
+            #expect(c.ownerMap?.owners.count == min(owners, workers))
+            // The gradients went to the owners: none reached the coordinator.
+            #expect(workload.completed.allSatisfy { $0.bytesOut == 0 })
+        }
+    }
+
+    /// Every worker an owner: each one's data endpoint receives (W−1)/W of the gradient and
+    /// (W−1)/W of the reduced gradient per step, a ring all-reduce's 2·M·(W−1)/W.
+    @Test(arguments: [2, 3, 4])
+    func eachEndpointReceivesARingsBytes(workers: Int) throws {
+        let steps = 4, shards = workers
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: (0..<8).map { ($0 * 256)..<($0 * 256 + 256) })
+        let endpoints = (0..<workers).map { mesh.endpoint("w\($0)") }
+        let threads = (0..<workers).map {
+            WorkerThread(transport: net.connect(identity: "w\($0)/1"), data: endpoints[$0], name: "w\($0)", n: n, shards: shards)
+        }
+        var options = coordinatorOptions(minWorkers: workers)
+        options.rangeOwners = workers
+        options.codec = "raw"
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        // One message of one chunk (256 floats, raw) as it travels: header, payload, no meta.
+        let chunk = [Float](repeating: 1, count: 256)
+        let messageBytes = chunk.withUnsafeBufferPointer {
+            Message(header: MessageHeader(type: .gradient), tensor: $0, codec: RawCodec()).frames().reduce(0) { $0 + $1.count }
+        }
+        // In total: every chunk of every other worker's shard to its owner, and every reduced
+        // chunk to every other worker: 2·C·(W−1) messages per step, nothing else.
+        let chunks = 8, w = Double(workers)
+        let total = endpoints.reduce(0) { $0 + (mesh.bytesDelivered[$1.address] ?? 0) }
+        #expect(total == steps * 2 * chunks * (workers - 1) * messageBytes)
+        // Each endpoint: a ring all-reduce's 2·C·(W−1)/W chunks, within 10% (whole chunks per owner).
+        for e in endpoints {
+            let messages = Double(mesh.bytesDelivered[e.address] ?? 0) / Double(steps * messageBytes)
+            let ring = 2 * Double(chunks) * (w - 1) / w
+            #expect(messages >= ring * 0.9 && messages <= ring * 1.1, "\(e.address): \(messages) chunks per step, ring \(ring)")
+        }
+    }
+
+    /// A worker that owns a range vanishes mid-run (its connections cut, as a kill -9 does):
+    /// its ranges move to survivors, the step in flight is computed again if its ranges had
+    /// not arrived, and the weights are the reference's bit for bit.
+    @Test func ownerKilledMidRunIsBitwiseEqual() throws {
+        let steps = 8, shards = 6
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02) { _, mesh, clients, endpoints, c, workload in
+            while workload.version < 3 { usleep(1000) }
+            // Worker 1 (id 2) owns the second range of every map of this run before the kill.
+            clients[1].close()
+            mesh.disconnect(endpoints[1].address)
+        }
+        for (i, t) in threads.enumerated() where i != 1 { #expect((try? t.wait()?.get()) == .finished) }
+        threads[1].wait()
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(c.stats.drops >= 1, "\(c.stats)")
+        #expect(c.ownerMap?.owners.count == 2)
+    }
+
+    /// The worker on the coordinator's host relays every reduced chunk; the coordinator takes
+    /// them from it alone. Bitwise as before, and after the relay itself is cut off mid-run.
+    @Test(arguments: [false, true])
+    func relayOnTheCoordinatorsHost(killRelay: Bool) throws {
+        let steps = 8, shards = 6
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02, host: "10.0.0.1") {
+            _, mesh, clients, endpoints, _, workload in
+            guard killRelay else { return }
+            while workload.version < 3 { usleep(1000) }
+            clients[0].close()
+            mesh.disconnect(endpoints[0].address)
+        }
+        for (i, t) in threads.enumerated() where !(killRelay && i == 0) { #expect((try? t.wait()?.get()) == .finished) }
+        threads[0].wait()
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        if killRelay {
+            #expect(c.stats.drops >= 1, "\(c.stats)")
+        } else {
+            #expect(c.stats.drops == 0 && c.stats.duplicateGradients == 0, "\(c.stats)")
+            #expect(c.ownerMap?.owners.count == 3)
+            // w0 (10.0.0.1, the coordinator's host) relays the chunks of the two other owners: 4 of 6 per step.
+            #expect(c.stats.relayedChunks == steps * 4, "\(c.stats)")
+        }
+    }
+}

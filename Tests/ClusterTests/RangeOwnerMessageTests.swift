@@ -1,0 +1,100 @@
+@testable import Cluster
+import Foundation
+import Testing
+import Wire
+
+/// The sharded reduction's wire fields: each round-trips through a real message, and every bad
+/// input is refused with a reason before any field is used as an index.
+@Suite struct RangeOwnerMessageTests {
+    static let plan = try! ChunkPlan(ranges: [0..<3, 3..<7, 7..<10, 10..<12], parameterCount: 12)
+
+    static func roundTrip<T: Codable>(_ type: MessageType, _ body: T) throws -> T {
+        let m = try Message.control(MessageHeader(type: type, runID: 9), body: body)
+        let decoded = try Message.decode(frames: m.frames(), limits: .default)
+        #expect(decoded.header.type == type)
+        return try decoded.decodeJSON(T.self, limits: .default)
+    }
+
+    @Test func ownerMapRoundTripsInWelcomeAndAssign() throws {
+        let map = try RangeOwnerMap(plan: Self.plan, owners: [2, 0, 5], generation: 17)
+        let body = RangeOwnersBody(map: map, addresses: [2: "tcp://10.0.0.2:5601", 5: "ipc:///tmp/run/5.sock"],
+                                   receivers: ["tcp://10.0.0.2:5601", "ipc:///tmp/run/5.sock", "inproc://w7"], relay: 5)
+        #expect(body.ranges.map(\.address) == ["tcp://10.0.0.2:5601", nil, "ipc:///tmp/run/5.sock"])
+        var welcome = ControlMessageValidationTests.welcome(offsets: Self.plan.offsets)
+        welcome.owners = body
+        let w = try Self.roundTrip(.welcome, welcome)
+        #expect(w.owners == body)
+        #expect(w.owners?.relay == 5)
+        #expect(try w.owners?.map(plan: Self.plan).get() == map)
+        var assign = AssignBody(step: 4, shards: [1], parameterVersion: 4, parameterChecksum: .max)
+        assign.owners = body
+        let a = try Self.roundTrip(.assign, assign)
+        #expect(a.owners == body && a.parameterChecksum == .max)
+        #expect(body.address(of: 5) == "ipc:///tmp/run/5.sock" && body.address(of: 0) == nil && body.address(of: 3) == nil)
+    }
+
+    @Test func dataKeyRoundTripsAndIsChecked() throws {
+        let key = try CurveKeyPair.generate()
+        var welcome = ControlMessageValidationTests.welcome(offsets: Self.plan.offsets)
+        welcome.dataKey = DataKeyBody(publicKey: key.publicKey, secretKey: key.secretKey)
+        let w = try Self.roundTrip(.welcome, welcome)
+        #expect(w.dataKey?.keyPair == key)
+        #expect(DataKeyBody(publicKey: key.publicKey, secretKey: "short").keyPair == nil)
+        #expect(DataKeyBody(publicKey: String(key.publicKey.dropLast()) + " ", secretKey: key.secretKey).keyPair == nil)
+        #expect(try Self.roundTrip(.welcome, ControlMessageValidationTests.welcome(offsets: [0])).dataKey == nil)
+    }
+
+    /// Bodies of the single-coordinator data plane (no new keys) still decode, with no owners.
+    @Test func bodiesWithoutTheNewKeysStillDecode() throws {
+        let hello = try JSONDecoder().decode(HelloBody.self, from: Data("""
+            {"phase":"join","workerName":"w","host":"h","pid":1,"protocolVersion":1,"threads":2}
+            """.utf8))
+        #expect(hello.dataAddress == nil)
+        let assign = try JSONDecoder().decode(AssignBody.self, from: Data("""
+            {"step":1,"shards":[0],"parameterVersion":1,"parameterChecksum":18446744073709551615}
+            """.utf8))
+        #expect(assign.owners == nil && assign.parameterChecksum == .max)
+        let h = try Self.roundTrip(.hello, HelloBody(phase: .probe, workerName: "w", host: "h", pid: 3, protocolVersion: 1,
+                                                     runID: nil, datasetHash: nil, threads: 1, dataAddress: "tcp://10.0.0.3:5601"))
+        #expect(h.dataAddress == "tcp://10.0.0.3:5601")
+    }
+
+    @Test func badOwnerBodiesNameTheirProblem() {
+        func body(_ ranges: [(Int, Int, UInt32, String?)]) -> RangeOwnersBody {
+            RangeOwnersBody(generation: 1, ranges: ranges.map { OwnerRangeBody(firstChunk: $0.0, endChunk: $0.1, owner: $0.2, address: $0.3) })
+        }
+        let a = "tcp://h:1", b = "ipc:///x"
+        #expect((try? body([(0, 2, 1, a), (2, 4, 0, nil)]).map(plan: Self.plan).get()) != nil)
+        let bad: [[(Int, Int, UInt32, String?)]] = [
+            [],                                          // covers nothing
+            [(0, 2, 1, a)],                              // leaves chunks 2, 3 to nobody
+            [(0, 2, 1, a), (2, 5, 2, b)],                // past the plan
+            [(0, 2, 1, a), (3, 4, 2, b)],                // a gap
+            [(0, 3, 1, a), (2, 4, 2, b)],                // an overlap
+            [(2, 4, 1, a), (0, 2, 2, b)],                // out of order
+            [(0, 0, 1, a), (0, 4, 2, b)],                // empty
+            [(-1, 4, 1, a)], [(0, Int.max, 1, a)], [(Int.min, 4, 1, a)],
+            [(0, 4, 1, nil)],                            // a worker without an address
+            [(0, 4, 1, "http://h:1")], [(0, 4, 1, "tcp://")], [(0, 4, 1, "tcp://h :1")],
+            [(0, 4, 1, "tcp://" + String(repeating: "h", count: 600))],
+            [(0, 2, 1, a), (2, 4, 1, b)],                // one owner, two addresses
+        ]
+        for ranges in bad {
+            #expect(throws: ClusterError.self, "\(ranges)") { try body(ranges).map(plan: Self.plan).get() }
+        }
+        var badReceiver = body([(0, 4, 1, a)])
+        badReceiver.receivers = [a, "udp://h:1"]
+        #expect(throws: ClusterError.self) { try badReceiver.map(plan: Self.plan).get() }
+    }
+
+    @Test func malformedOwnerJSONIsRefused() throws {
+        let prefix = #"{"runID":1,"workerID":1,"workloadSpec":[],"datasetHash":"h","shardCount":2,"codec":"raw","heartbeatInterval":1,"coordinatorTimeout":4,"chunkOffsets":[0],"owners":"#
+        for owners in [#"{"generation":-1,"ranges":[]}"#, #"{"generation":4294967296,"ranges":[]}"#,
+                       #"{"ranges":[]}"#, #"{"generation":1,"ranges":[{"firstChunk":0,"endChunk":1}]}"#,
+                       #"{"generation":1,"ranges":[{"firstChunk":0.5,"endChunk":1,"owner":1}]}"#,
+                       #"{"generation":1,"ranges":[],"receivers":[1]}"#, "[]"] {
+            let m = Message(header: MessageHeader(type: .welcome), payload: Array((prefix + owners + "}").utf8))
+            #expect(throws: WireError.self, "\(owners)") { try m.decodeJSON(WelcomeBody.self, limits: .default) }
+        }
+    }
+}
