@@ -21,6 +21,8 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
 for path in sorted(glob.glob(os.path.join(out, "seed*", "annotate.txt"))):
     print(f"\n{path}: " + open(path).read().strip().splitlines()[-1])
+for path in sorted(glob.glob(os.path.join(out, "seed*", "classifier-holdout.md"))):
+    print(f"\n{path} (the classifier chosen by held-out BCE, scripts/experiment-classifier-holdout):\n" + open(path).read().strip())
 for path in sorted(glob.glob(os.path.join(out, "seed*", "check*.txt"))):
     print(f"\n{path}:\n```\n" + open(path).read().strip() + "\n```")
 
