@@ -38,8 +38,8 @@ extension Ambient {
                   --key keys/coordinator.key --allow keys/workers/
               ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
                   --plaintext --out runs/g
-              ambient coordinator --data gmm --bind tcp://127.0.0.1:5555 --plaintext --out runs/g \\
-                  --range-owners 2 --min-workers 2
+              ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
+                  --plaintext --out runs/g-owners --range-owners 2 --min-workers 2
             """)
 
         @OptionGroup var training: TrainingOptions
@@ -130,13 +130,16 @@ extension Ambient {
             back. It re-registers by itself when the coordinator restarts, and exits when the run ends \
             (status 0), when it is refused (1), or after --max-reconnect seconds without a coordinator (1). \
             With --metrics-port it serves its own Prometheus metrics (its step, compute/wait/apply time, \
-            samples, bytes to and from the coordinator).
+            samples, bytes to and from the coordinator). A coordinator with --range-owners needs every \
+            worker to have a data endpoint (--data-bind).
 
             Examples:
               ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key \\
                   --server-key keys/coordinator.pub
-              OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1
-              ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w2 --data-bind 'tcp://127.0.0.1:*'
+              OPENBLAS_NUM_THREADS=1 ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w1 \\
+                  --data-bind 'tcp://127.0.0.1:*'
+              ambient worker --connect tcp://127.0.0.1:5555 --plaintext --name w2 \\
+                  --data-bind 'tcp://127.0.0.1:*'
               ambient worker --connect tcp://10.0.0.11:5555 --key k.key --server-key c.pub \\
                   --metrics-port 9401 --metrics-address 10.0.0.12
             """)

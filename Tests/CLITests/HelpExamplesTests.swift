@@ -39,8 +39,8 @@ import Testing
     /// The coordinator examples, each with the worker examples (CURVE) or a plaintext worker
     /// connected to it, since a coordinator alone waits for its workers.
     func runClusterExamples(_ examples: [String], in dir: String, environment env: [String: String]) throws -> Int {
-        let coordinators = examples.filter { $0.hasPrefix("ambient coordinator") }
-        let workers = examples.filter { $0.hasPrefix("ambient worker") }
+        let coordinators = examples.filter { HelpExamples.command($0).hasPrefix("coordinator") }
+        let workers = examples.filter { HelpExamples.command($0).hasPrefix("worker") }
         #expect(coordinators.count + workers.count == examples.count)
         // The second worker example names its key files k.key and c.pub.
         let fm = FileManager.default
@@ -49,14 +49,16 @@ import Testing
             try? fm.copyItem(atPath: dir + "/keys/coordinator.pub", toPath: dir + "/c.pub")
             try? fm.copyItem(atPath: dir + "/keys/workers/worker1.key", toPath: dir + "/keys/worker1.key")
         }
-        var ran = 0
+        var ranWorkers = Set<String>()
         for coordinator in coordinators {
             let port = freePort()
             let line = HelpExamples.rewrite(coordinator, port: port)
             let c = try Child(["-c", line], log: dir + "/coordinator-\(port).log", environment: env, executable: "/bin/sh", directory: dir)
+            // A plaintext coordinator gets the plaintext worker examples, a CURVE one those with keys.
             let plaintext = coordinator.contains("--plaintext")
-            let lines = plaintext ? ["ambient worker --connect tcp://127.0.0.1:\(port) --plaintext"]
-                                  : workers.map { HelpExamples.rewrite($0, port: port, metricsPort: freePort()) }
+            var mine = workers.filter { $0.contains("--plaintext") == plaintext }
+            if mine.isEmpty { mine = ["ambient worker --connect tcp://127.0.0.1:5555" + (plaintext ? " --plaintext" : "")] }
+            let lines = mine.map { HelpExamples.rewrite($0, port: port, metricsPort: freePort()) }
             let children = try lines.enumerated().map { i, l in
                 try Child(["-c", l], log: dir + "/worker-\(port)-\(i).log", environment: env, executable: "/bin/sh", directory: dir)
             }
@@ -66,9 +68,10 @@ import Testing
                 let s = w.wait(30)
                 #expect(s == 0, "worker `\(l)`: \(s.map(String.init) ?? "timed out")\n\(w.output.suffix(1500))")
             }
-            ran += 1
-            if !plaintext { ran += workers.count }
+            ranWorkers.formUnion(mine.filter(workers.contains))
         }
+        #expect(ranWorkers.count == workers.count, "worker examples no coordinator example could serve: \(Set(workers).subtracting(ranWorkers))")
+        let ran = coordinators.count + ranWorkers.count
         return ran
     }
 }
@@ -89,18 +92,29 @@ enum HelpExamples {
                 if line.hasSuffix("\\") { current = c } else { examples.append(c); current = nil; lastExample = true }
                 continue
             }
-            if raw.hasPrefix("  ") && line.hasPrefix("ambient ") {
+            if raw.hasPrefix("  ") && isExample(line) {
                 var text = line
                 if let r = text.range(of: #"\s{2,}\(.*\)$"#, options: .regularExpression) { text.removeSubrange(r) }
                 if text.hasSuffix("\\") { current = String(text.dropLast()).trimmingCharacters(in: .whitespaces) } else { examples.append(text); lastExample = true }
                 continue
             }
-            if lastExample && line.hasPrefix("--") {
+            if lastExample && !line.isEmpty && !line.hasPrefix("USAGE:") {
                 problems.append("the example `\(examples.last!)` is followed by `\(line)`, a continuation without a backslash")
             }
             lastExample = false
         }
         return (examples, problems)
+    }
+
+    /// `ambient ...`, or `VAR=value ... ambient ...` (an environment for the one command).
+    static func isExample(_ line: String) -> Bool {
+        line.hasPrefix("ambient ") || line.range(of: #"^([A-Z_][A-Z0-9_]*=\S+ )+ambient "#, options: .regularExpression) != nil
+    }
+
+    /// The command words after `ambient` (the environment assignments skipped).
+    static func command(_ example: String) -> Substring {
+        guard let r = example.range(of: "ambient ") else { return example[...] }
+        return example[r.upperBound...]
     }
 
     /// The order the examples run in, so each finds what an earlier one made; the coordinator and
@@ -109,7 +123,7 @@ enum HelpExamples {
         let phases = ["keys generate", "dataset make", "dataset verify", "train --dry-run", "train", "classifier train",
                       "classifier crop-map", "annotate", "classifier check", "sample", "denoise", "eval", "calibrate-evaluator", "report"]
         func phase(_ e: String) -> Int? {
-            let words = e.dropFirst("ambient ".count)
+            let words = command(e)
             if words.hasPrefix("train") && e.contains("--dry-run") { return 3 }
             return phases.firstIndex { $0 != "train --dry-run" && (words.hasPrefix($0 + " ") || words == $0) }
         }
@@ -125,7 +139,7 @@ enum HelpExamples {
             s = s.replacingOccurrences(of: pattern, with: template, options: .regularExpression)
         }
         func has(_ option: String) -> Bool { s.range(of: " \(option)( |$)", options: .regularExpression) != nil }
-        let words = s.dropFirst("ambient ".count)
+        let words = command(s)
         let trains = words.hasPrefix("train") || words.hasPrefix("classifier train") || words.hasPrefix("coordinator")
         if trains && !s.contains("--dry-run") {
             if has("--steps") { replace(#" --steps \d+"#, " --steps 2") } else { s += " --steps 2" }
