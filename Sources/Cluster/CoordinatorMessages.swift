@@ -196,3 +196,14 @@ extension Coordinator {
         return m
     }
 }
+
+extension Coordinator {
+    /// The joined member behind `peer`; otherwise the message is counted as from an unknown peer,
+    /// the peer is told to register again, and nil is returned.
+    func joinedMember(_ peer: PeerID, sending what: String) -> WorkerRecord? {
+        if let record = members[peer], record.joined { return record }
+        count { $0.unknownPeers += 1 }
+        reject(peer, label: peer.description, reason: "\(what) from an unregistered worker: register again", rejoin: true)
+        return nil
+    }
+}

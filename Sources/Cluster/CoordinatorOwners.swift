@@ -134,11 +134,7 @@ extension Coordinator {
     /// A worker's report that it sent every chunk of a shard to the owners, with the shard's loss.
     func handleShardDone(_ peer: PeerID, _ message: Message) {
         let h = message.header
-        guard let record = members[peer], record.joined else {
-            count { $0.unknownPeers += 1 }
-            reject(peer, label: peer.description, reason: "report from an unregistered worker: register again", rejoin: true)
-            return
-        }
+        guard let record = joinedMember(peer, sending: "report") else { return }
         guard var state = current, state.ownerMap != nil, h.step == UInt64(state.step), h.parameterVersion == UInt64(workload.version),
               h.shardCount == UInt64(workload.shardCount), h.shard < UInt32(workload.shardCount) else {
             count { $0.staleMessages += 1 }

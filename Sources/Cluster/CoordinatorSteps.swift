@@ -88,11 +88,7 @@ extension Coordinator {
 
     func handleGradient(_ peer: PeerID, _ message: Message) {
         let h = message.header
-        guard let record = members[peer], record.joined else {
-            count { $0.unknownPeers += 1 }
-            reject(peer, label: peer.description, reason: "gradient from an unregistered worker: register again", rejoin: true)
-            return
-        }
+        guard let record = joinedMember(peer, sending: "gradient") else { return }
         guard var state = current, state.ownerMap == nil else {
             count { $0.staleMessages += 1 }
             return
