@@ -81,8 +81,8 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         // Elementwise like the update itself, so a split range stays bitwise equal to one pass.
         let shrink = options.weightDecay > 0 ? T(1 - lr * options.weightDecay) : nil
         Parallel.forRanges(range.count, threads: threads) { r in
-            if let shrink { for i in r { p[i] *= shrink } }
             guard let blockDone else {
+                if let shrink { for i in r { p[i] *= shrink } }
                 let o = r.lowerBound
                 T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
                              invSqrtC2: invSqrtC2, eps: eps)
@@ -91,6 +91,7 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
             var o = r.lowerBound
             while o < r.upperBound {
                 let e = min(o + Self.fusedBlock, r.upperBound)
+                if let shrink { for i in o..<e { p[i] *= shrink } }   // while the block is in cache
                 T.adamUpdate(p + o, grads + o, m + o, v + o, e - o, beta1: b1, beta2: b2, stepSize: stepSize,
                              invSqrtC2: invSqrtC2, eps: eps)
                 blockDone((base + o)..<(base + e))
