@@ -9,6 +9,7 @@ public final class InMemoryNetwork: @unchecked Sendable {
     private var clientInboxes: [PeerID: [[[UInt8]]]] = [:]
     private var connected: Set<PeerID> = []
     private var serverClosed = false
+    private var refusals: [PeerID: Int] = [:]
     /// Messages a client may have queued before sends to it fail (a ZeroMQ high-water mark).
     public let queueLimit: Int
     /// Messages from one client the server may have queued before that client's sends fail.
@@ -29,6 +30,14 @@ public final class InMemoryNetwork: @unchecked Sendable {
         clientInboxes[peer] = []
         lock.unlock()
         return InMemoryClient(network: self, peer: peer)
+    }
+
+    /// The next `sends` sends to `identity` fail with `.full`, as if its queue were at the
+    /// high-water mark: a test reaches the sender's backlog whatever the threads' timing.
+    public func refuseNextSends(to identity: String, count sends: Int) {
+        lock.lock()
+        refusals[PeerID(identity), default: 0] += sends
+        lock.unlock()
     }
 
     /// Severs a client: its queued messages are lost and sends to it fail (a killed process).
@@ -56,6 +65,10 @@ public final class InMemoryNetwork: @unchecked Sendable {
         defer { lock.unlock() }
         guard connected.contains(peer), clientInboxes[peer] != nil else { throw .unreachable(peer: peer.description) }
         guard clientInboxes[peer]!.count < queueLimit else { throw .full(peer: peer.description) }
+        if let left = refusals[peer], left > 0 {
+            refusals[peer] = left - 1
+            throw .full(peer: peer.description)
+        }
         clientInboxes[peer]!.append(frames)
         lock.broadcast()
     }

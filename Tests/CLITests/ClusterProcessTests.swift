@@ -86,7 +86,7 @@ func events(_ run: String) -> [[String: Any]] {
 /// Fault tolerance of real processes on a loopback cluster: kill -9 and SIGSTOP of workers,
 /// kill -9 of the coordinator (also mid-checkpoint) and restart. Every run must end with
 /// weights bitwise identical to the uninterrupted single-process run.
-@Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterProcessTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ClusterProcessTests {
     /// A run long enough to interrupt (a few seconds), small enough for CI.
     static let runOptions = ["--data", "gmm:dim=16,count=4000", "--corrupt", "noise:0.5", "--objective", "ambient",
                              "--width", "256", "--blocks", "2", "--batch", "96", "--shards", "4", "--steps", "240",

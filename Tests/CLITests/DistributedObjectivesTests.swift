@@ -6,7 +6,7 @@ import Testing
 
 /// Classifier training and annotation run on the cluster too (issue 4), with the same result
 /// as in one process.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct DistributedObjectivesTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct DistributedObjectivesTests {
     func ok(_ args: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
         let r = try CommandRunner.run(args)
         #expect(r.status == 0, "\(args): \(r.stderr)", sourceLocation: sourceLocation)

@@ -3,7 +3,7 @@ import Testing
 
 /// Ctrl-C leaves nothing a later command would mistake for complete, and the same command
 /// resumes the run to the weights of an uninterrupted run.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct InterruptTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct InterruptTests {
     static let options = ["--data", "gmm:dim=16,count=4000", "--corrupt", "noise:0.5", "--width", "256", "--blocks", "2",
                           "--batch", "96", "--shards", "4", "--steps", "300", "--log-every", "1", "--seed", "5",
                           "--checkpoint-every", "1000"]
@@ -102,7 +102,7 @@ final class TerminalChild {
 
 /// Ctrl-C in the middle of the other commands that write files: what is left is either
 /// complete or recognisably incomplete, and the same command then succeeds.
-@Suite(.serialized, .timeLimit(.minutes(4))) struct InterruptOutputTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct InterruptOutputTests {
     /// The files of `dir` whose names mark an interrupted atomic write.
     func partialFiles(_ dir: String) -> [String] {
         let names = (try? FileManager.default.subpathsOfDirectory(atPath: dir)) ?? []

@@ -5,7 +5,7 @@ import Testing
 /// over a Unix socket in a directory of the run that only its user can enter (no CURVE), and
 /// the directory is gone when the run ends; `--local-link tcp` keeps CURVE over 127.0.0.1.
 /// Both give the single-process run's weights, bit for bit.
-@Suite(.serialized, .timeLimit(.minutes(5))) struct LocalLinkTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct LocalLinkTests {
     static let options = Array(ClusterProcessTests.runOptions.dropLast(4)) + ["--steps", "60", "--seed", "3"]
 
     @Test func ipcDirectoryIsPrivateWhileTheRunLastsAndRemovedAfter() throws {

@@ -30,7 +30,7 @@ func metric(_ text: String?, _ name: String) -> Double { series(text, name) ?? -
 
 /// `--metrics-port` on real processes: the coordinator's and a worker's endpoints are scraped
 /// during a short cluster run and their values must move; metering changes no bit of the result.
-@Suite(.serialized, .timeLimit(.minutes(5))) struct MetricsScrapeTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct MetricsScrapeTests {
     @Test func coordinatorAndWorkerMetricsMoveDuringARun() throws {
         let dir = try scratchDirectory("metrics")
         defer { try? FileManager.default.removeItem(atPath: dir) }

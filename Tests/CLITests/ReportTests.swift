@@ -3,7 +3,7 @@ import Testing
 
 /// The run report renders in headless Chromium with all its images (Debian `chromium`,
 /// installed by scripts/test).
-@Suite(.serialized, .timeLimit(.minutes(3))) struct ReportTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ReportTests {
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 

@@ -8,7 +8,7 @@ import Wire
 /// step completes on the fake clock and the result is exact. And no header field, however
 /// large, traps the coordinator. Scripted workers on the in-memory transport and a fake clock
 /// (ScriptedCluster.swift).
-@Suite(.serialized, .timeLimit(.minutes(2))) struct ForgetWorkerTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ForgetWorkerTests {
     let n = 96, shards = 4, steps = 5
 
     /// Runs the toy problem with scripted workers `names` (the first ones join before step 0);

@@ -7,7 +7,7 @@ import Wire
 /// the queue to the end: heartbeats that wait unread behind other messages (the coordinator was
 /// busy) are not silence. Scripted workers, in-memory transport, fake clock (one tick of 1 ms
 /// per message read).
-@Suite(.serialized, .timeLimit(.minutes(2))) struct LivenessTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct LivenessTests {
     let n = 96, shards = 4, steps = 4
 
     @Test func heartbeatsQueuedBehindABacklogOfMessagesAreNotSilence() throws {

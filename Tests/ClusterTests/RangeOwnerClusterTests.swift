@@ -7,7 +7,7 @@ import Wire
 /// The sharded reduction end to end in one process (in-memory transports): workers reduce
 /// ranges of the gradient and send them to each other; the result must be the single-process
 /// reference bit for bit, whatever the numbers of workers and owners, and after an owner dies.
-@Suite(.serialized, .timeLimit(.minutes(2))) struct RangeOwnerClusterTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct RangeOwnerClusterTests {
     let n = 2048
     /// Six uneven chunks, so up to four owners each get whole chunks.
     var chunks: [Range<Int>] { [0..<300, 300..<700, 700..<1000, 1000..<1500, 1500..<1800, 1800..<2048] }

@@ -5,7 +5,7 @@ import TensorCore
 import Testing
 import Wire
 
-@Suite(.serialized, .timeLimit(.minutes(2))) struct ZeroMQTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ZeroMQTests {
     let n = 1024
 
     func server(_ context: ZMQContext, _ security: TransportSecurity,
