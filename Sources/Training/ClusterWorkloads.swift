@@ -26,6 +26,7 @@ extension TrainingData {
         var h = XXH64()
         samples.storage.withUnsafeBytes { h.update($0) }
         sigmaN.withUnsafeBytes { h.update($0) }
+        sigmaFloor?.withUnsafeBytes { h.update($0) }
         withUnsafeBytes(of: UInt64(samples.rows).littleEndian) { h.update($0) }
         return String(h.finalize(), radix: 16).leftPadded(to: 16)
     }

@@ -50,6 +50,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
     /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
     /// [sigma_min, sigma_max] (the annotation grid's range).
     public var classifierSigma: String?
+    /// SPEC O5 training: how an annotated corrupted sample is used above its sigma_min,
+    /// `AnnotatedRows` by name (nil: noisy-copy).
+    public var annotatedRows: String?
     /// SPEC O5 crops classifier: the classifier sees random `classifierCrop` x `classifierCrop`
     /// crops of the images instead of whole samples (nil: whole samples).
     public var classifierCrop: Int?
@@ -121,6 +124,10 @@ public struct RunConfig: Codable, Sendable, Equatable {
                 throw fail("--objective \(objective) trains a denoiser: the network takes no mask channels and returns d values")
             }
         default: break
+        }
+        if let r = annotatedRows {
+            if AnnotatedRows(rawValue: r) == nil { throw fail("--annotated-rows must be noisy-copy or stored, got '\(r)'") }
+            if kind != .ambient { throw fail("--annotated-rows applies to --objective ambient on annotated data") }
         }
         if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
             throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")

@@ -3,6 +3,18 @@ import Diffusion
 import Foundation
 import TensorCore
 
+/// How annotated training (SPEC O5) uses a corrupted sample above its sigma_min.
+public enum AnnotatedRows: String, Sendable, CaseIterable {
+    /// SPEC O5, the paper and the authors' latent code: the fixed noisy copy `w_i + sigma_min z_i`
+    /// with the O2 loss at `sigma_n = sigma_min`.
+    case noisyCopy = "noisy-copy"
+    /// The authors' pixel code (giannisdaras/ambient-omni, pixel-diffusion/training/
+    /// training_loop.py: a probability annotation is stored as `(first_confusion, 0.)` and the
+    /// loss takes `sigma_tn = min` of the two, i.e. 0): the stored sample, un-noised, with the
+    /// plain O1 loss, only at `sigma > b sigma_min`.
+    case stored
+}
+
 /// The training set as the objectives consume it: one row per sample, flattened, plus the
 /// noise level each row already carries.
 public struct TrainingData: Sendable {
@@ -24,6 +36,11 @@ public struct TrainingData: Sendable {
     /// an out-of-distribution sample as clean below its crops annotation sigma_max (SPEC O5
     /// crops); nil when no row has one.
     public var sigmaCeiling: [Double]?
+    /// Per row: the level whose buffer `b sigma_floor` the row's training sigma must exceed,
+    /// when that is not its `sigmaN`: annotated samples used as stored (`AnnotatedRows.stored`,
+    /// the authors' pixel code) carry no added noise yet are trained only above `b sigma_min`.
+    /// Nil: the floor is `sigmaN`.
+    public var sigmaFloor: [Double]?
     public var summary: String
 
     public var count: Int { samples.rows }
@@ -31,8 +48,10 @@ public struct TrainingData: Sendable {
 
     public init(samples: Tensor<Float>, sigmaN: [Double], imageShape: [Int]? = nil,
                 mixture: GaussianMixture? = nil, masks: Tensor<Float>? = nil, labels: [Int]? = nil,
-                clean: [Bool]? = nil, sigmaCeiling: [Double]? = nil, summary: String) {
+                clean: [Bool]? = nil, sigmaCeiling: [Double]? = nil, sigmaFloor: [Double]? = nil, summary: String) {
         precondition(sigmaN.count == samples.rows, "one sigma_n per sample")
+        precondition(sigmaFloor == nil || zip(sigmaFloor!, sigmaN).allSatisfy { $0 >= $1 }, "one sigma floor per sample, at least its sigma_n")
+        self.sigmaFloor = sigmaFloor
         precondition(sigmaCeiling == nil || sigmaCeiling!.count == samples.rows, "one sigma ceiling per sample")
         self.sigmaCeiling = sigmaCeiling
         precondition(masks == nil || masks!.count == samples.count, "masks must have the samples' shape")
@@ -49,7 +68,7 @@ public struct TrainingData: Sendable {
     /// SPEC, Sampling: the lowest level O2 trains at on this data, `b min sigma_n`, or nil when
     /// some sample is clean (O1 covers every level for it).
     public func samplingFloor(buffer: Double) -> Double? {
-        guard let lowest = sigmaN.min(), lowest > 0 else { return nil }
+        guard let lowest = (sigmaFloor ?? sigmaN).min(), lowest > 0 else { return nil }
         return buffer * lowest
     }
 
@@ -62,7 +81,9 @@ public struct TrainingData: Sendable {
     /// a sample annotated at sigma_min a_i (SPEC O5) becomes its fixed noisy copy
     /// `w_i + a_i z_i` (z_i keyed by its dataset index, stream 3) and is used at
     /// `sigma_n = sqrt(n_i^2 + a_i^2)`, n_i the noise it already carries (noise.npy, else 0);
-    /// clean samples (a_i = 0) keep sigma_n = n_i.
+    /// clean samples (a_i = 0) keep sigma_n = n_i. With `annotatedRows: .stored` (the
+    /// authors' pixel code) the sample stays as stored, at sigma_n = n_i, and only its floor
+    /// `sqrt(n_i^2 + a_i^2)` keeps it above `b sigma_min` (`sigmaFloor`).
     ///
     /// With a crops annotation (sigma-max.npy, SPEC O5 crops) a non-clean sample i with
     /// sigma_max_i > 0 and no noise of its own also gets a row of its stored, un-noised sample
@@ -71,7 +92,7 @@ public struct TrainingData: Sendable {
     /// levels in between are not trained on it: the donut of Ambient-Omni Section 3.2. Rows are
     /// in dataset order, the low-noise row before the O2 row of the same sample.
     public static func fromDirectory(_ c: DatasetDirectory.Contents, path: String, seed: UInt64,
-                                     applyAnnotations: Bool) throws -> TrainingData {
+                                     applyAnnotations: Bool, annotatedRows: AnnotatedRows = .noisyCopy) throws -> TrainingData {
         let n = c.count
         let shape = Array(c.samples.shape.dropFirst())
         var samples = c.samples.reshaped([n, c.samples.rowSize])
@@ -80,16 +101,24 @@ public struct TrainingData: Sendable {
         var summary = "dataset \(path): \(n) samples of shape \(shape) from \(c.manifest.source)" +
             (c.manifest.corruption.map { ", corruption \($0)" } ?? "")
         var keep = Array(0..<n)
+        var floor: [Double]? = nil
         if applyAnnotations, let a = c.annotations {
             // The classifier saw the stored sample (with whatever noise it carries) plus a_i z:
             // that is the fixed noisy copy, at total level sqrt(n_i^2 + a_i^2).
-            samples = GaussianCorruption.apply(samples, sigmas: a, seed: seed, stream: 3)
-            sigmaN = (0..<n).map { (a[$0] * a[$0] + noise[$0] * noise[$0]).squareRoot() }
+            let level = (0..<n).map { (a[$0] * a[$0] + noise[$0] * noise[$0]).squareRoot() }
+            switch annotatedRows {
+            case .noisyCopy:
+                samples = GaussianCorruption.apply(samples, sigmas: a, seed: seed, stream: 3)
+                sigmaN = level
+            case .stored:
+                floor = level
+            }
             // Samples that never crossed (sigma_max) are unused (SPEC O5): drop them rather
             // than train O2 at sigma > b sigma_max.
             keep = (0..<n).filter { a[$0] < c.manifest.sigmaMax }
             let used = keep.map { a[$0] }.filter { $0 > 0 }
-            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.isEmpty ? 0 : median(used)), \(n - keep.count) at sigma_max dropped)"
+            summary += ", annotated (\(keep.count - used.count) clean, \(used.count) at their sigma_min, median \(used.isEmpty ? 0 : median(used)), \(n - keep.count) at sigma_max dropped" +
+                (annotatedRows == .stored ? "; used as stored above b sigma_min)" : ")")
         }
         var ceiling: [Double]? = nil
         if applyAnnotations, let smax = c.sigmaMax {
@@ -113,12 +142,14 @@ public struct TrainingData: Sendable {
             }
             let origin = rows.map { $0.index }
             sigmaN = rows.map { $0.low ? 0 : sigmaN[$0.index] }
+            floor = floor.map { f in rows.map { $0.low ? 0 : f[$0.index] } }
             ceiling = rows.map { $0.low ? smax[$0.index] : Double.infinity }
             samples = Tensor(shape: [rows.count, d], storage: out)
             keep = origin
         } else if keep.count < n {
             samples = samples.gather(rows: keep)
             sigmaN = keep.map { sigmaN[$0] }
+            floor = floor.map { f in keep.map { f[$0] } }
         }
         // A synthetic source names its mixture: keep the oracle.
         var mixture: GaussianMixture? = nil
@@ -128,7 +159,7 @@ public struct TrainingData: Sendable {
         return TrainingData(samples: samples, sigmaN: sigmaN, imageShape: shape.count == 3 ? shape : nil, mixture: mixture,
                             masks: c.masks.map { $0.reshaped([n, $0.rowSize]).gather(rows: keep) },
                             labels: c.labels.map { l in keep.map { l[$0] } }, clean: c.clean.map { f in keep.map { f[$0] } },
-                            sigmaCeiling: ceiling, summary: summary)
+                            sigmaCeiling: ceiling, sigmaFloor: floor, summary: summary)
     }
 
     /// Loads and validates the data of `config` and applies its simulated corruption.
@@ -171,7 +202,8 @@ public struct TrainingData: Sendable {
             let contents = try DatasetDirectory(path: path).read()
             // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
             let usesAnnotations = [.ambient, .consistency].contains(config.objective)
-            return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations)
+            return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations,
+                                     annotatedRows: config.annotatedRows.flatMap(AnnotatedRows.init(rawValue:)) ?? .noisyCopy)
         }
         try validateFinite(samples, name: config.data.description)
 

@@ -252,7 +252,8 @@ public func makeShardComputer(config: RunConfig, data: TrainingData, store: Para
     let kind = config.objective
     if let objective = kind.make(config) {
         // Rows with a sigma ceiling (SPEC O5 crops) are a use of annotated data even when clean.
-        if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) && data.sigmaCeiling == nil {
+        if [.ambient, .consistency].contains(kind) && !data.sigmaN.contains(where: { $0 > 0 }) && data.sigmaCeiling == nil
+            && data.sigmaFloor == nil {
             throw ConfigurationError(message: "--objective \(kind.rawValue) needs noisy data, but every sample of \(data.summary) is clean (sigma_n = 0); use --objective dsm, or annotate the data")
         }
         if kind == .masked && data.masks == nil {

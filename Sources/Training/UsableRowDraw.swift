@@ -61,10 +61,11 @@ public struct UsableRowDraw: Sendable {
     /// same sigma_n and no ceiling: drawing the row first is then the same distribution, and
     /// runs on such data keep their numbers.
     public static func forAnnotatedData(_ data: TrainingData, buffer: Double, schedule: EDMSchedule, seed: UInt64) throws -> UsableRowDraw? {
-        let first = data.sigmaN[0]
-        if data.sigmaCeiling == nil && !data.sigmaN.contains(where: { $0 != first }) { return nil }
+        let floors = data.sigmaFloor ?? data.sigmaN
+        let first = floors[0]
+        if data.sigmaCeiling == nil && !floors.contains(where: { $0 != first }) { return nil }
         let upper = data.sigmaCeiling ?? [Double](repeating: .infinity, count: data.count)
-        return try UsableRowDraw(lower: data.sigmaN.map { buffer * $0 }, upper: upper, schedule: schedule, seed: seed)
+        return try UsableRowDraw(lower: floors.map { buffer * $0 }, upper: upper, schedule: schedule, seed: seed)
     }
 
     /// The dataset index and training sigma of row `row` of the global batch of step `step`.

@@ -87,6 +87,17 @@ struct RunConfigField {
         optionalDouble("consistencyWeight", option: "consistency-weight", "--consistency-weight (consistency, O4; null: 1)",
                        \.consistencyWeight, .nonNegative, from: \.consistencyWeight),
         optionalDouble("splitSigma", option: "split-sigma", "--split-sigma (split, O6)", \.splitSigma, .positive, from: \.splitSigma),
+        RunConfigField(key: "annotatedRows", option: "annotated-rows",
+                       comment: "--annotated-rows: noisy-copy or stored (O5; null: noisy-copy)",
+                       read: { r, n, c in
+                           let s = try r.string(n, "annotatedRows")
+                           if let s, AnnotatedRows(rawValue: s) == nil {
+                               throw r.fail(n, "'annotatedRows' must be noisy-copy or stored, got '\(s)'")
+                           }
+                           c.annotatedRows = s
+                       },
+                       write: { $0.annotatedRows.map(ConfigFile.scalar) },   // only runs that chose have the key
+                       apply: { o, c in if let s = o.annotatedRows { c.annotatedRows = s } }),
         RunConfigField(key: "classifierSigma", option: "sigma-distribution",
                        comment: "classifier train --sigma-distribution (null: lognormal)",
                        read: { r, n, c in

@@ -114,4 +114,40 @@ import Training
             #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers: EMA differs")
         }
     }
+
+    /// `--annotated-rows stored` (the authors' pixel code): annotated samples stay as stored, at
+    /// sigma_n 0, and are drawn only above b sigma_min (their floor); training stays bitwise
+    /// equal across worker counts. With the default the same rows are the fixed noisy copies.
+    @Test func storedRowsAreTrainedAsStoredAboveTheirFloor() throws {
+        let dir = try Self.annotatedDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = RunConfig(data: .directory(path: dir), objective: .ambient, steps: 8, batch: 32, shards: 4, seed: 5,
+                               model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)), logEvery: 4)
+        let noisy = try TrainingData.load(config)
+        config.annotatedRows = "stored"
+        try config.validate()
+        let data = try TrainingData.load(config)
+        let stored = try DatasetDirectory(path: dir).read()
+        let annotations = try #require(stored.annotations)
+        #expect(noisy.sigmaFloor == nil && noisy.sigmaN == annotations)
+        #expect(data.samples.storage == stored.samples.storage, "stored rows are the samples as stored")
+        #expect(noisy.samples.storage != stored.samples.storage, "noisy-copy rows are not")
+        #expect(data.sigmaN.allSatisfy { $0 == 0 } && data.sigmaFloor == annotations)
+        let computer = try makeShardComputer(config: config, data: data, store: ParameterStore(layout: config.model.make().layout))
+        let draw = try #require((computer as? ShardGradientComputer)?.rowDraw, "stored rows need the sigma-first draw")
+        let b = AmbientScoreMatching.buffer(sMax: config.ambientSMax)
+        for step in 0..<200 {
+            let d = draw.draw(step: step, rows: 0..<32)
+            for (i, s) in zip(d.indices, d.sigmas) { #expect(s > b * annotations[i], "row \(i) drawn at \(s), below b sigma_min") }
+        }
+        let cluster = ClusterInProcessTests()
+        let (p0, _) = try cluster.singleProcess(config)
+        let (p2, _, _) = try cluster.distributed(config, workers: 2)
+        #expect(p2.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "2 workers: parameters differ")
+        config.objective = .dsm
+        #expect(throws: (any Error).self) { try config.validate() }
+        config.objective = .ambient
+        config.annotatedRows = "raw"
+        #expect(throws: (any Error).self) { try config.validate() }
+    }
 }
