@@ -296,10 +296,12 @@ extension Coordinator {
         current = state
     }
 
-    /// Like silence, lateness is judged when the inbound queue was last empty: a gradient still
-    /// unread behind other messages is not late.
+    /// Like silence, lateness is judged when the inbound queue was last empty (a gradient still
+    /// unread behind other messages is not late), and not past the newest message from any
+    /// worker (`judgedAt`): when nothing arrives from anybody, the step's workers are not late
+    /// one by one (at 8 simulated hosts they were all dropped at once, and the step started over).
     func checkDeadline() {
-        let now = drainedAt
+        let now = judgedAt
         guard let state = current, now > state.deadline else { return }
         let late = members.all.filter { !$0.pending.isEmpty }
         for w in late {
