@@ -56,6 +56,8 @@ public final class Coordinator: @unchecked Sendable {
     var parametersCache: (version: Int, message: Message)?
     /// The range owner map of the sharded reduction, kept from step to step while its owners live.
     var ownerMap: RangeOwnerMap?
+    /// The operator was told once that a worker without a data endpoint keeps the reduction here.
+    var toldNoOwners = false
     /// Writes a snapshot into the store (on the checkpoint's thread); tests slow it down.
     var writeCheckpointFile: @Sendable (CheckpointStore, StateSnapshot, Int) throws -> String = { try $0.write($1, step: $2) }
 

@@ -68,7 +68,10 @@ extension Coordinator {
     }
 
     func reassign(_ shards: [Int], reason: String, avoiding: PeerID? = nil) {
-        let plan = members.leastLoaded(shards, avoiding: avoiding)
+        // A step reduced by range owners goes only to workers that can reach them (one that
+        // joined mid-step without a data endpoint waits for the next step).
+        let owned = current?.ownerMap != nil
+        let plan = members.leastLoaded(shards, avoiding: avoiding) { !owned || $0.dataAddress != nil }
         guard !plan.isEmpty else {
             if var state = current {
                 for k in shards { state.owner[k] = nil }
