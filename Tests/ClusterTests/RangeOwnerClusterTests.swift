@@ -131,4 +131,26 @@ import Wire
             #expect(c.stats.relayedChunks == steps * 4, "\(c.stats)")
         }
     }
+
+    /// Range owners are the default, but a worker started without a data endpoint can neither
+    /// reach owners nor own a range: while it is live the coordinator reduces (before, that
+    /// worker stopped with "this worker has no data endpoint" at its first assign). Bitwise.
+    @Test func aWorkerWithoutADataEndpointKeepsTheReductionAtTheCoordinator() throws {
+        let steps = 5, shards = 4
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: chunks)
+        let threads = (0..<3).map { i in
+            WorkerThread(transport: net.connect(identity: "w\(i)/1"), data: i == 2 ? nil : mesh.endpoint("w\(i)"), name: "w\(i)", n: n,
+                         shards: shards, maxReconnect: 3)
+        }
+        let options = coordinatorOptions(minWorkers: 3)
+        #expect(options.rangeOwners == .max)
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(c.ownerMap == nil && c.stats.drops == 0, "\(c.stats)")
+        #expect(workload.completed.allSatisfy { $0.bytesOut > 0 })
+    }
 }
