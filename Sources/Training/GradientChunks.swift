@@ -5,8 +5,8 @@ import TensorCore
 /// backward pass has finished every slot it overlaps (the last layers first) while the rest of
 /// the pass runs. Equal chunks are also what lets the sharded reduction give each range owner
 /// the same share: with whole slots (the plan before), the reference MLP (d = 784, width 1024,
-/// 4 blocks) was cut into ten 1 Mi-value layers and seven bias-sized chunks, so at 8 owners two
-/// of them reduced 21% of the parameters instead of 12.5% and their links carried 1.29x a ring's
+/// 4 blocks) was cut into ten 1 Mi-value layers and seven bias-sized chunks, so at 8 owners one
+/// of them reduced 21% of the parameters instead of 12.5% and its link carried 1.29x a ring's
 /// bytes; with 256 Ki-value chunks (39 chunks) the busiest owner is within 2% at 2 to 8 owners.
 public enum GradientChunks {
     /// Default target: 256 Ki values (1 MB of floats).
