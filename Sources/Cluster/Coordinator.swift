@@ -45,6 +45,8 @@ public final class Coordinator: @unchecked Sendable {
     private var nextHeartbeat = 0.0
     /// When the inbound queue was last found empty: every message sent before then has been read.
     var drainedAt = 0.0
+    /// The newest message from any worker read before the queue was last found empty.
+    var heardWhenDrained = 0.0
     /// The checkpoint being written on its own thread, whether one is due before the next
     /// step starts, and why the last one failed.
     var checkpointInFlight: CheckpointWriter?
@@ -54,6 +56,8 @@ public final class Coordinator: @unchecked Sendable {
     var parametersCache: (version: Int, message: Message)?
     /// The range owner map of the sharded reduction, kept from step to step while its owners live.
     var ownerMap: RangeOwnerMap?
+    /// The operator was told once that a worker without a data endpoint keeps the reduction here.
+    var toldNoOwners = false
     /// Writes a snapshot into the store (on the checkpoint's thread); tests slow it down.
     var writeCheckpointFile: @Sendable (CheckpointStore, StateSnapshot, Int) throws -> String = { try $0.write($1, step: $2) }
 
@@ -129,7 +133,13 @@ public final class Coordinator: @unchecked Sendable {
         event(.start, "coordinator incarnation \(incarnation), \(workload.totalSteps) steps, \(workload.shardCount) shards, codec \(codec.name)")
         nextHeartbeat = clock.now()
         drainedAt = clock.now()
+        heardWhenDrained = members.lastHeard
         parameterChecksum = workload.parameterChecksum
+        // The full state every joiner receives is built before any worker waits for it: built
+        // on the first join, it kept this thread from its heartbeats for 17 s at 8 simulated
+        // hosts (debug build, loaded machine), every worker's coordinatorTimeout (15 s) ran out
+        // meanwhile, and all of them registered again.
+        if workload.version < workload.totalSteps { _ = parametersMessage() }
         while workload.version < workload.totalSteps {
             if isAborting { return abandonCheckpoint() }
             if shouldStop?() == true {
@@ -182,7 +192,10 @@ public final class Coordinator: @unchecked Sendable {
         }
         if let (peer, frames) = received { handle(peer, frames) }
         let now = clock.now()
-        if received == nil { drainedAt = now }
+        if received == nil {
+            drainedAt = now
+            heardWhenDrained = members.lastHeard
+        }
         flushBacklogs(now)
         if now >= nextHeartbeat {
             sendHeartbeats()
@@ -228,15 +241,20 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
-    /// Sends what the workers' sockets would not take before. A worker whose backlog has not
-    /// moved for the heartbeat timeout is not reading: it is dropped.
+    /// Sends what the workers' sockets would not take before. A backlog that stands still while
+    /// its worker keeps talking is a busy path, not a dead reader (a worker reads in the loop that
+    /// sends its heartbeats): at 8 simulated hosts every worker's queue stood behind the full
+    /// state messages of the joins on host 0's link for 4 s, and all were dropped at once as
+    /// "not reading". It is dropped when it stood still for `coordinatorTimeout`, the silence
+    /// after which the worker itself gives this coordinator up and registers again; a worker
+    /// that is silent too is dropped by `checkLiveness` at the heartbeat timeout.
     private func flushBacklogs(_ now: Double) {
         for w in members.all where !w.backlog.isEmpty {
             let outcome = w.backlog.flush(now: now) { (frames) throws(TransportError) in try transport.send(frames, to: w.peer) }
             if case .failed = outcome {
                 w.backlog.clear()
                 drop(w, reason: "unreachable while sending queued messages")
-            } else if w.backlog.isStalled(now: now, timeout: options.heartbeatTimeout) {
+            } else if w.backlog.isStalled(now: now, timeout: options.coordinatorTimeout) {
                 let n = w.backlog.count, waited = now - w.backlog.since
                 w.backlog.clear()
                 drop(w, reason: String(format: "not reading: %d messages queued for %.1f s", n, waited))
@@ -255,9 +273,11 @@ public final class Coordinator: @unchecked Sendable {
 
     // MARK: Liveness
 
+    /// Heartbeats to every worker; not behind a backlog, where one would tell the worker
+    /// nothing the queued messages do not (and would grow the backlog of a slow path).
     private func sendHeartbeats() {
         let m = Message(header: header(.heartbeat, step: current?.step ?? workload.version, version: workload.version))
-        for w in members.all where !send(m, to: w) {
+        for w in members.all where w.backlog.isEmpty && !send(m, to: w) {
             drop(w, reason: "unreachable (heartbeat send failed)")
         }
     }
@@ -266,10 +286,30 @@ public final class Coordinator: @unchecked Sendable {
     /// thread was busy (parameters for several joiners, a burst of gradients), the heartbeats of
     /// live workers wait unread in the queue, and judging them "now" dropped workers that had
     /// kept talking (found at 8 simulated hosts: "no message for 4.1 s" during the joins).
+    ///
+    /// And silence is a worker's alone: it is measured up to the newest message from any worker,
+    /// not up to now. When nothing arrives from anybody, the fault is most likely on this side
+    /// (this host's link or ZeroMQ's I/O thread busy with the full state of eight joiners, this
+    /// process starved of CPU): at 8 simulated hosts on 2 loaded cores all eight workers were
+    /// dropped at once, "no message for 4.0 s", again and again, and the first step never
+    /// completed. A worker dead among live ones is still dropped at the heartbeat timeout
+    /// (the others' heartbeats move the reference); when nobody has been heard from for
+    /// `coordinatorTimeout` (after which live workers register again by themselves), silence is
+    /// measured up to now again.
     private func checkLiveness() {
-        for w in members.silent(now: drainedAt, timeout: options.heartbeatTimeout) {
-            drop(w, reason: String(format: "no message for %.1f s (heartbeat timeout %.1f s)", drainedAt - w.lastSeen, options.heartbeatTimeout))
+        let reference = judgedAt
+        for w in members.silent(now: reference, timeout: options.heartbeatTimeout) {
+            drop(w, reason: String(format: "no message for %.1f s while others were heard (heartbeat timeout %.1f s)",
+                                   reference - w.lastSeen, options.heartbeatTimeout))
         }
+    }
+
+    /// The time up to which silence and lateness are judged (see `checkLiveness`): the newest
+    /// message from any worker read before the inbound queue was last empty (messages read
+    /// since may have others' heartbeats behind them), or when it was last empty if nobody had
+    /// been heard from for `coordinatorTimeout` by then.
+    var judgedAt: Double {
+        drainedAt - heardWhenDrained > options.coordinatorTimeout ? drainedAt : min(drainedAt, heardWhenDrained)
     }
 
     /// Removes a worker and reassigns what it owed. It is told to register again in case it

@@ -178,7 +178,7 @@ extension Coordinator {
     /// The full replica state at the current version as one message, built once per version:
     /// joiners at the same version (8 at the start of a run at 8 hosts) get the same bytes
     /// without the state being copied, compressed and checksummed again for each.
-    private func parametersMessage() -> Message? {
+    func parametersMessage() -> Message? {
         if let cached = parametersCache, cached.version == workload.version { return cached.message }
         let snapshot = workload.replicaSnapshot()
         var flat: [Float] = []

@@ -19,14 +19,24 @@ extension Coordinator {
     }
 
     /// The owner map of a step: the previous one while its owners are all live and as many as
-    /// wanted, else the first `rangeOwners` live workers with a data address. Nil (the
-    /// coordinator reduces) when the option is off or no live worker has a data address.
+    /// wanted, else the first `rangeOwners` live workers. Nil (the coordinator reduces) when the
+    /// option is 0 or some live worker has no data address (started without `--data-bind`: it
+    /// could neither send chunks to owners nor take shards of an owned step).
     func planOwners(_ state: inout StepState, previous: RangeOwnerMap?) {
         state.ownerMap = nil
         state.ownersBody = nil
         state.updates = []
         guard options.rangeOwners > 0 else { return }
-        let candidates = members.live.filter { $0.dataAddress != nil }
+        let candidates = members.live
+        if let plain = candidates.first(where: { $0.dataAddress == nil }) {
+            if ownerMap != nil || !toldNoOwners {
+                logger.notice("the coordinator reduces this step: a worker has no data endpoint (start every worker with --data-bind for range owners)",
+                              metadata: ["worker": "\(plain.label)", "step": "\(state.step)"])
+                toldNoOwners = true
+            }
+            ownerMap = nil
+            return
+        }
         let wanted = min(options.rangeOwners, candidates.count, plan.count)
         guard wanted > 0 else { return }
         let live = Set(candidates.map(\.id))

@@ -68,7 +68,10 @@ extension Coordinator {
     }
 
     func reassign(_ shards: [Int], reason: String, avoiding: PeerID? = nil) {
-        let plan = members.leastLoaded(shards, avoiding: avoiding)
+        // A step reduced by range owners goes only to workers that can reach them (one that
+        // joined mid-step without a data endpoint waits for the next step).
+        let owned = current?.ownerMap != nil
+        let plan = members.leastLoaded(shards, avoiding: avoiding) { !owned || $0.dataAddress != nil }
         guard !plan.isEmpty else {
             if var state = current {
                 for k in shards { state.owner[k] = nil }
@@ -296,10 +299,12 @@ extension Coordinator {
         current = state
     }
 
-    /// Like silence, lateness is judged when the inbound queue was last empty: a gradient still
-    /// unread behind other messages is not late.
+    /// Like silence, lateness is judged when the inbound queue was last empty (a gradient still
+    /// unread behind other messages is not late), and not past the newest message from any
+    /// worker (`judgedAt`): when nothing arrives from anybody, the step's workers are not late
+    /// one by one (at 8 simulated hosts they were all dropped at once, and the step started over).
     func checkDeadline() {
-        let now = drainedAt
+        let now = judgedAt
         guard let state = current, now > state.deadline else { return }
         let late = members.all.filter { !$0.pending.isEmpty }
         for w in late {

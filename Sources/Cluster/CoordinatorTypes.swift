@@ -27,9 +27,10 @@ public struct CoordinatorOptions: Sendable {
     public var residualDirectory: String?
     /// A shard whose gradient is rejected (non-finite) this many times stops the run.
     public var maxShardAttempts: Int = 3
-    /// Sharded reduction: up to this many workers with a data endpoint each reduce a range of
-    /// the gradient and send it to every worker (0: the coordinator reduces everything).
-    public var rangeOwners: Int = 0
+    /// Sharded reduction: up to this many workers each reduce a range of the gradient and send
+    /// it to every worker, when every live worker has a data endpoint (default: all of them;
+    /// 0: the coordinator reduces everything).
+    public var rangeOwners: Int = .max
     /// The CURVE key pair of the data links, given to admitted workers in the welcome (set it
     /// only when the coordinator's own transport is CURVE: the welcome carries the secret).
     public var dataKey: CurveKeyPair?

@@ -100,10 +100,11 @@ public final class Membership {
     }
 
     /// Each shard to the live worker with the fewest pending shards (ties: lowest id), counting
-    /// the shards planned so far; `avoiding` is left out when another worker is live. Empty
-    /// when no worker is live.
-    public func leastLoaded(_ shards: [Int], avoiding: PeerID? = nil) -> [(WorkerRecord, [Int])] {
-        var live = self.live
+    /// the shards planned so far, among the live workers that are `eligible`; `avoiding` is
+    /// left out when another such worker is live. Empty when none is.
+    public func leastLoaded(_ shards: [Int], avoiding: PeerID? = nil,
+                            eligible: (WorkerRecord) -> Bool = { _ in true }) -> [(WorkerRecord, [Int])] {
+        var live = self.live.filter(eligible)
         if live.count > 1, let avoid = avoiding { live.removeAll { $0.peer == avoid } }
         guard !live.isEmpty else { return [] }
         var load = live.map(\.pending.count)

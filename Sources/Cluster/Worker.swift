@@ -108,6 +108,10 @@ public final class Worker: @unchecked Sendable {
             dataPlane?.stop()
         }
         var nextHeartbeat = 0.0
+        // When the inbound queue was last found empty: silence is judged then, not now, so a
+        // turn of this loop that waited for the CPU does not count the heartbeats still unread
+        // in the queue as silence (as the coordinator does).
+        var drainedAt = clock.now()
         while true {
             let now = clock.now()
             try drainOutbox()
@@ -127,9 +131,9 @@ public final class Worker: @unchecked Sendable {
                     sendMessage(Message(header: header(.heartbeat)), keep: false)
                     nextHeartbeat = now + (welcome?.heartbeatInterval ?? options.heartbeatInterval)
                 }
-                if now - lastHeard > heartbeatTimeout {
+                if drainedAt - lastHeard > heartbeatTimeout {
                     logger.warning("coordinator silent: registering again", metadata: [
-                        "silence": "\(String(format: "%.1f", now - lastHeard)) s"])
+                        "silence": "\(String(format: "%.1f", drainedAt - lastHeard)) s"])
                     restartRegistration()
                 }
             }
@@ -139,7 +143,11 @@ public final class Worker: @unchecked Sendable {
             } catch {
                 throw ClusterError("worker transport failed: \(error)")
             }
-            if let frames, let exit = try handle(frames) { return exit }
+            guard let frames else {
+                drainedAt = clock.now()
+                continue
+            }
+            if let exit = try handle(frames) { return exit }
         }
     }
 

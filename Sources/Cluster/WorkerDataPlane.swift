@@ -178,7 +178,16 @@ final class WorkerDataPlane: @unchecked Sendable {
                 logger.warning("owner map does not fit the chunk plan: ignored", metadata: ["step": "\(s)"])
                 return
             }
-            if let current = step, (current.step, current.map.generation) >= (s, map.generation) { return }
+            // Within one coordinator incarnation steps and generations only grow. A restarted
+            // coordinator resumes from its checkpoint, an earlier step, with generations counted
+            // from 1 again: its maps replace the old one (before, they were ignored as older, no
+            // owner reduced the resumed step, and the run stalled with every shard reported done:
+            // scripts/fault-injection coordinator-kill with range owners).
+            if let current = step, current.template.coordinatorIncarnation == template.coordinatorIncarnation,
+               (current.step, current.map.generation) >= (s, map.generation) { return }
+            if let current = step, current.template.coordinatorIncarnation != template.coordinatorIncarnation {
+                early.removeAll { $0.header.coordinatorIncarnation != template.coordinatorIncarnation }
+            }
             step = Step(step: s, version: version, map: map, body: owners, me: me, template: template)
             reducer = RangeReducer(map: map, owner: me, shardCount: shardCount)
             let replay = early
@@ -205,6 +214,12 @@ final class WorkerDataPlane: @unchecked Sendable {
         let h = m.header
         guard let step, let reducer, let plan else {
             if early.count < 65536 { early.append(m) }
+            return
+        }
+        // Another coordinator incarnation's gradient: an earlier one's is stale; a later one's
+        // waits for its assign.
+        if h.coordinatorIncarnation != step.template.coordinatorIncarnation {
+            if h.coordinatorIncarnation > step.template.coordinatorIncarnation, early.count < 65536 { early.append(m) }
             return
         }
         let mine = (UInt64(step.step), step.map.generation), theirs = (h.step, h.generation)

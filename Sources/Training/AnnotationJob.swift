@@ -223,7 +223,7 @@ extension ClusterTraining {
         var copts = options.coordinatorOptions(runID: XXH64.hash(workload.workloadSpec) | 1,
                                                limits: limits(parameters: workload.parameterCount))
         // Annotating a share takes much longer than a training shard: no timing yet for the deadline.
-        copts.initialStepDeadline = max(options.initialStepDeadline, 3600)
+        copts.initialStepDeadline = max(options.coordinator.initialStepDeadline, 3600)
         let coordinator = try Coordinator(workload: workload, transport: transport, options: copts, checkpoints: nil,
                                           incarnation: 1, logger: logger)
         if let stop { coordinator.shouldStop = { stop.isSet } }

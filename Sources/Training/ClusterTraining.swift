@@ -8,39 +8,19 @@ import Wire
 /// the coordinator lock, and drives `Coordinator` until the last step.
 public enum ClusterTraining {
     public struct Options: Sendable {
-        public var checkpointEvery: Int = 100
+        /// The coordinator's timing, limits and policies, as `Coordinator` takes them (its
+        /// `runID` and `limits` are the run's, set when the run starts). Checkpoints every 100
+        /// steps by default (they are enabled by passing a store to the coordinator).
+        public var coordinator = CoordinatorOptions(runID: 0, limits: .default)
         public var keepCheckpoints: Int = 3
-        public var codec: String = "lz4"
-        public var minWorkers: Int = 1
-        public var heartbeatInterval: Double = 0.5
-        public var heartbeatTimeout: Double = 4
-        public var coordinatorTimeout: Double = 15
-        public var noWorkerTimeout: Double = 300
-        public var initialStepDeadline: Double = 60
-        /// Sharded reduction: workers (with a data endpoint) that each reduce a range (0: off).
-        public var rangeOwners: Int = 0
-        /// The data links' CURVE key pair (only with a CURVE coordinator; see CoordinatorOptions).
-        public var dataKey: CurveKeyPair?
-        /// The host of the coordinator's endpoint (a worker there relays reduced chunks to it).
-        public var host: String?
         public var showProgress = true
-        public init() {}
+        public init() { coordinator.checkpointEvery = 100 }
 
-        /// The coordinator's options for a run with these settings (checkpoints are enabled by
-        /// passing a store to the coordinator; `checkpointEvery` says how often).
+        /// The coordinator's options for a run with these settings.
         func coordinatorOptions(runID: UInt64, limits: WireLimits) -> CoordinatorOptions {
-            var o = CoordinatorOptions(runID: runID, limits: limits)
-            o.codec = codec
-            o.minWorkers = minWorkers
-            o.heartbeatInterval = heartbeatInterval
-            o.heartbeatTimeout = heartbeatTimeout
-            o.coordinatorTimeout = coordinatorTimeout
-            o.noWorkerTimeout = noWorkerTimeout
-            o.initialStepDeadline = initialStepDeadline
-            o.checkpointEvery = checkpointEvery
-            o.rangeOwners = rangeOwners
-            o.dataKey = dataKey
-            o.host = host
+            var o = coordinator
+            o.runID = runID
+            o.limits = limits
             return o
         }
     }
@@ -87,7 +67,7 @@ public enum ClusterTraining {
         if let stop { coordinator.shouldStop = { stop.isSet } }
         logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(resuming)", "incarnation": "\(lock.incarnation)",
                                               "parameters": "\(workload.parameterCount)", "shards": "\(config.shards)",
-                                              "codec": "\(options.codec)", "data": "\(data.summary)"])
+                                              "codec": "\(options.coordinator.codec)", "data": "\(data.summary)"])
         started?(coordinator)
         defer { events.close() }
         try coordinator.run()

@@ -93,7 +93,7 @@ public final class DenoiserWorkerWorkload: WorkerWorkload, ForwardsReplicatedSta
         t.reset()
         let start = DispatchTime.now().uptimeNanoseconds
         let r = withoutActuallyEscaping(onChunkReady) { ready -> ShardResult in
-            computer.onParameterGradientReady = { slot in if let c = t.slotReady(slot) { ready(c) } }
+            computer.onParameterGradientReady = { slot in for c in t.slotReady(slot) { ready(c) } }
             defer { computer.onParameterGradientReady = nil }
             return computer.compute(step: step, shard: shard)
         }

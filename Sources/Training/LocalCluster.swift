@@ -11,6 +11,11 @@ import Wire
 /// leave the kernel and no other user can connect, so encryption would only cost CPU on every
 /// gradient byte. `link = .tcp` uses 127.0.0.1 with CURVE keys made for this run (or plaintext
 /// when asked for). CURVE stays mandatory for TCP between hosts (`ambient coordinator`).
+///
+/// The reduction is sharded as between hosts (range owners, the coordinator's default): every
+/// worker, in a process or colocated, gets a data endpoint at `ipc://DIR/data-I.sock` in the
+/// same private directory, plaintext for the same reason, so each reduces a range of the
+/// gradient and the coordinator receives it once instead of every shard's.
 public struct LocalCluster {
     /// How the coordinator and the worker processes of a local cluster are connected.
     public enum Link: String, Sendable, CaseIterable {
@@ -42,7 +47,7 @@ public struct LocalCluster {
         let n = config.model.make().layout.count
         return try withWorkers(limits: ClusterTraining.limits(parameters: n)) { server in
             var opts = options
-            opts.minWorkers = max(opts.minWorkers, workers)
+            opts.coordinator.minWorkers = max(opts.coordinator.minWorkers, workers)
             return try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
                                                   logger: logger, stop: stop)
         }
@@ -54,7 +59,7 @@ public struct LocalCluster {
         let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)
         return try withWorkers(limits: ClusterTraining.limits(parameters: probe.parameterCount)) { server in
             var opts = options
-            opts.minWorkers = max(opts.minWorkers, workers)
+            opts.coordinator.minWorkers = max(opts.coordinator.minWorkers, workers)
             return try ClusterTraining.annotate(spec: spec, transport: server, options: opts, logger: logger, stop: stop)
         }
     }
@@ -75,8 +80,10 @@ public struct LocalCluster {
         let runDir = try Self.makePrivateDirectory()
         defer { try? FileManager.default.removeItem(atPath: runDir) }
         let socketPath = runDir + "/coordinator.sock"
-        if link == .ipc && socketPath.utf8.count > 100 {
-            throw ClusterError("the local cluster's socket path \(socketPath) is longer than a Unix socket allows: set TMPDIR to a shorter directory or use --local-link tcp")
+        func dataPath(_ i: Int) -> String { runDir + "/data-\(i).sock" }
+        // The workers' data sockets are ipc whatever the link; the coordinator's with link == .ipc.
+        for path in (link == .ipc ? [socketPath] : []) + [dataPath(max(workers - 1, 0))] where path.utf8.count > 100 {
+            throw ClusterError("the local cluster's socket path \(path) is longer than a Unix socket allows: set TMPDIR to a shorter directory")
         }
         let security: TransportSecurity
         var workerSecurity = ["--plaintext"]
@@ -112,7 +119,9 @@ public struct LocalCluster {
             var workerLogger = logger
             workerLogger[metadataKey: "worker"] = "\(name)"
             let client = network.connect(identity: "\(name)/\(options.incarnation)")
+            let bind = "ipc://" + dataPath(i), socketOptions = SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))
             let worker = Worker(transport: client, options: options, threads: threads, logger: workerLogger,
+                                dataEndpoint: { key in try ZeroMQDataEndpoint(bind: bind, key: key, options: socketOptions) },
                                 factory: DenoiserWorkerWorkload.factory(logger: workerLogger, threads: threads))
             local.append(ColocatedWorker(worker, network: network, peer: client.peer))
         }
@@ -123,7 +132,7 @@ public struct LocalCluster {
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = ["worker", "--connect", server.endpoint] + workerSecurity + ["--name", "local-\(i)",
                            "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
-                           "--max-reconnect", "60"]
+                           "--max-reconnect", "60", "--data-bind", "ipc://" + dataPath(i)]
             var env = ProcessInfo.processInfo.environment
             env["OPENBLAS_NUM_THREADS"] = String(threads)
             p.environment = env

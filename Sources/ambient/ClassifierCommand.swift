@@ -177,7 +177,7 @@ extension Ambient {
                         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
                         var options = ClusterTraining.Options()
                         options.showProgress = !quiet
-                        options.checkpointEvery = 0
+                        options.coordinator.checkpointEvery = 0
                         annotations = try LocalCluster(workers: workers, logLevel: common.logLevel,
                                                        logger: common.makeLogger("ambient.annotate"), executable: me)
                             .annotate(spec: spec, options: options)

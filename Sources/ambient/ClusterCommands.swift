@@ -25,12 +25,13 @@ extension Ambient {
 
             Plaintext (--plaintext) is accepted only on loopback endpoints.
 
-            With --range-owners N the reduction is sharded: up to N workers started with --data-bind \
-            each sum one range of the gradient over the shards (in shard order: the same bits) and send \
-            it to every worker, so no link carries every gradient; this coordinator keeps the control \
-            plane and a reference copy of the parameters. With CURVE keys it makes a fresh key pair \
-            for the links between workers and hands it to the workers it admits; with --plaintext \
-            those links are plaintext too (loopback only).
+            The reduction is sharded by default: when every worker was started with --data-bind, each \
+            (up to --range-owners N) sums one range of the gradient over the shards (in shard order: the \
+            same bits) and sends it to every worker, so no link carries every gradient; this coordinator \
+            keeps the control plane and a reference copy of the parameters. While some worker has no \
+            --data-bind, or with --range-owners 0, this coordinator reduces every gradient itself. With \
+            CURVE keys it makes a fresh key pair for the links between workers and hands it to the \
+            workers it admits; with --plaintext those links are plaintext too (loopback only).
 
             Examples:
               ambient keys generate --name coordinator --dir keys
@@ -39,7 +40,7 @@ extension Ambient {
               ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
                   --plaintext --out runs/g
               ambient coordinator --data gmm --corrupt noise:0.5 --bind tcp://127.0.0.1:5555 \\
-                  --plaintext --out runs/g-owners --range-owners 2 --min-workers 2
+                  --plaintext --out runs/g-central --range-owners 0 --min-workers 2
             """)
 
         @OptionGroup var training: TrainingOptions
@@ -61,8 +62,8 @@ extension Ambient {
 
         @OptionGroup var cluster: ClusterCommandOptions
 
-        @Option(name: .customLong("range-owners"), help: "Sharded reduction: up to N workers with --data-bind each reduce a range of the gradient (0: this coordinator reduces everything).")
-        var rangeOwners: Int = 0
+        @Option(name: .customLong("range-owners"), help: "Sharded reduction: up to N workers (all: every worker) each reduce a range of the gradient, when every worker has --data-bind (0: this coordinator reduces everything).")
+        var rangeOwners = RangeOwnerCount.all
 
         @OptionGroup var metricsOptions: MetricsOptions
 
@@ -76,7 +77,6 @@ extension Ambient {
             if !plaintext && (key == nil || allow == nil) {
                 throw ValidationError("give --key and --allow (CURVE), or --plaintext on a loopback endpoint")
             }
-            if rangeOwners < 0 { throw ValidationError("--range-owners must be >= 0") }
             if plaintext && !isLoopback(endpoint: bind) {
                 throw ValidationError("--plaintext is only allowed on loopback endpoints (tcp://127.0.0.1:PORT); use CURVE keys for \(bind)")
             }
@@ -109,9 +109,9 @@ extension Ambient {
                     onEvent = { event in metrics.event(event) }
                 }
                 var options = cluster.options(showProgress: !quiet)
-                options.rangeOwners = rangeOwners
-                if rangeOwners > 0 && !plaintext { options.dataKey = try CurveKeyPair.generate() }
-                options.host = endpointHost(bind)
+                options.coordinator.rangeOwners = rangeOwners.value
+                if rangeOwners.value > 0 && !plaintext { options.coordinator.dataKey = try CurveKeyPair.generate() }
+                options.coordinator.host = endpointHost(bind)
                 try ClusterTraining.coordinate(config: config, data: data, runPath: out, transport: transport,
                                                options: options, logger: logger, stop: stop,
                                                onStep: onStep, onEvent: onEvent)
@@ -130,8 +130,9 @@ extension Ambient {
             back. It re-registers by itself when the coordinator restarts, and exits when the run ends \
             (status 0), when it is refused (1), or after --max-reconnect seconds without a coordinator (1). \
             With --metrics-port it serves its own Prometheus metrics (its step, compute/wait/apply time, \
-            samples, bytes to and from the coordinator). A coordinator with --range-owners needs every \
-            worker to have a data endpoint (--data-bind).
+            samples, bytes to and from the coordinator). With --data-bind it has a data endpoint and \
+            owns a range of the gradient (the sharded reduction, used when every worker of the run has \
+            one and the coordinator has not --range-owners 0).
 
             Examples:
               ambient worker --connect tcp://coordinator.example:5555 --key keys/worker1.key \\
@@ -162,7 +163,7 @@ extension Ambient {
         @Option(name: .customLong("max-reconnect"), help: "Seconds to keep trying to (re)register before giving up.")
         var maxReconnect: Double = 120
 
-        @Option(name: .customLong("data-bind"), help: "Bind this worker's data endpoint here (tcp://HOST:* with an address other workers reach, or ipc://PATH) so it can own a range when the coordinator runs --range-owners; CURVE with the run's data key, plaintext only on loopback.")
+        @Option(name: .customLong("data-bind"), help: "Bind this worker's data endpoint here (tcp://HOST:* with an address other workers reach, or ipc://PATH) so it can own a range of the sharded reduction; CURVE with the run's data key, plaintext only on loopback.")
         var dataBind: String?
 
         @OptionGroup var metricsOptions: MetricsOptions
@@ -305,13 +306,33 @@ struct ClusterCommandOptions: ParsableArguments {
 
     func options(showProgress: Bool) -> ClusterTraining.Options {
         var o = ClusterTraining.Options()
-        o.checkpointEvery = checkpointEvery
+        o.coordinator.checkpointEvery = checkpointEvery
         o.keepCheckpoints = keep
-        o.codec = codec
-        o.minWorkers = minWorkers
-        o.heartbeatTimeout = heartbeatTimeout
-        o.noWorkerTimeout = noWorkerTimeout
+        o.coordinator.codec = codec
+        o.coordinator.minWorkers = minWorkers
+        o.coordinator.heartbeatTimeout = heartbeatTimeout
+        o.coordinator.noWorkerTimeout = noWorkerTimeout
         o.showProgress = showProgress
         return o
     }
+}
+
+/// `--range-owners`: a number of workers, or `all` (every worker).
+struct RangeOwnerCount: ExpressibleByArgument, CustomStringConvertible {
+    static let all = RangeOwnerCount(value: .max)
+    var value: Int
+
+    init(value: Int) { self.value = value }
+
+    init?(argument: String) {
+        if argument == "all" {
+            value = .max
+        } else if let n = Int(argument), n >= 0 {
+            value = n
+        } else {
+            return nil
+        }
+    }
+
+    var description: String { value == .max ? "all" : String(value) }
 }

@@ -278,8 +278,8 @@ struct ClusterStep: ParsableCommand {
         let dir = NSTemporaryDirectory() + "ambient-bench-cluster-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var options = ClusterTraining.Options()
-        options.codec = codec
-        options.checkpointEvery = 0
+        options.coordinator.codec = codec
+        options.coordinator.checkpointEvery = 0
         options.showProgress = false
         var logger = Logger(label: "bench")
         logger.logLevel = .error

@@ -97,4 +97,30 @@ import Wire
             #expect(throws: WireError.self, "\(owners)") { try m.decodeJSON(WelcomeBody.self, limits: .default) }
         }
     }
+
+    /// shardDone (type 14): a shard's GradientMeta, tagged like a gradient (step, shard, shard
+    /// count, version, assignment generation); every field survives the frames, and a body that
+    /// is not a GradientMeta is refused with a WireError (the coordinator counts it as
+    /// "badShardDone" and does not count the shard).
+    @Test func shardDoneRoundTripsAndBadBodiesAreRefused() throws {
+        let meta = GradientMeta(loss: 0.125, terms: ["ambient": 0.1, "consistency": -0.5], rows: 37, computeSeconds: 1.5)
+        let h = MessageHeader(type: .shardDone, generation: 77, runID: 9, coordinatorIncarnation: 3, senderID: 4, senderIncarnation: 5,
+                              step: 12, shard: 6, shardCount: 8, parameterVersion: 12)
+        let sent = try Message.control(h, body: meta)
+        let decoded = try Message.decode(frames: sent.frames(), limits: .default)
+        #expect(decoded.header == sent.header && sent.header.type == .shardDone && sent.header.generation == 77)
+        #expect([decoded.header.step, decoded.header.parameterVersion] == [12, 12] && decoded.header.shard == 6 && decoded.header.shardCount == 8)
+        #expect(try decoded.decodeJSON(GradientMeta.self, limits: .default) == meta)
+        let bad = ["", "{}", "[]", "null", #"{"loss":1,"terms":{},"rows":1}"#, #"{"loss":"1","terms":{},"rows":1,"computeSeconds":0}"#,
+                   #"{"loss":1,"terms":[],"rows":1,"computeSeconds":0}"#, #"{"loss":1,"terms":{},"rows":1.5,"computeSeconds":0}"#,
+                   #"{"loss":1,"terms":{},"rows":1,"computeSeconds":0"#, "\u{FF}\u{FE}"]
+        for body in bad {
+            let m = Message(header: h, payload: Array(body.utf8))
+            let again = try Message.decode(frames: m.frames(), limits: .default)
+            #expect(throws: WireError.self, "\(body)") { try again.decodeJSON(GradientMeta.self, limits: .default) }
+        }
+        // Over the JSON limit: refused before it is parsed.
+        let big = Message(header: h, payload: Array(("{\"loss\":1,\"terms\":{\"" + String(repeating: "x", count: 5000) + "\":1},\"rows\":1,\"computeSeconds\":0}").utf8))
+        #expect(throws: WireError.self) { try big.decodeJSON(GradientMeta.self, limits: WireLimits(maxPayloadBytes: 1 << 20, maxRawBytes: 1 << 20, maxJSONBytes: 1024)) }
+    }
 }

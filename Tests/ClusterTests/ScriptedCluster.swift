@@ -185,6 +185,9 @@ final class ScriptedServer: ServerTransport {
     /// Ends the run (as a crash would) when the fake time passes this: a stall.
     var timeLimit: Double
     weak var coordinator: Coordinator?
+    /// While the fake time is in this range nothing reaches the coordinator and the workers are
+    /// not run (its host's link or its I/O thread stalled; the workers are fine).
+    var deaf: Range<Double>?
     private(set) var stalled = false
     private(set) var ticks = 0
 
@@ -203,6 +206,7 @@ final class ScriptedServer: ServerTransport {
             stalled = true
             coordinator?.requestAbort()
         }
+        if let deaf, deaf.contains(clock.time) { return nil }
         for w in workers { w.pump(now: clock.time) }
         onTick?()
         guard let (peer, frames) = try inner.receive(timeout: 0) else { return nil }

@@ -61,10 +61,10 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w", 
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var options = ClusterTraining.Options()
         options.showProgress = false
-        options.checkpointEvery = checkpointEvery
-        options.minWorkers = workers
-        options.codec = codec
-        options.noWorkerTimeout = 30
+        options.coordinator.checkpointEvery = checkpointEvery
+        options.coordinator.minWorkers = workers
+        options.coordinator.codec = codec
+        options.coordinator.noWorkerTimeout = 30
         let limits = ClusterTraining.limits(parameters: 100_000)
         let wait = startWorkers(network, count: workers, threads: threads, limits: limits)
         nonisolated(unsafe) var coordinator: Coordinator?
