@@ -125,6 +125,11 @@ public struct LocalCluster {
                                 factory: DenoiserWorkerWorkload.factory(logger: workerLogger, threads: threads))
             local.append(ColocatedWorker(worker, network: network, peer: client.peer))
         }
+        // Foundation's Process, not swift-subprocess (available here, 1.0.2): every `run` of
+        // swift-subprocess is async and ties the child's life to that call, while these workers
+        // must outlive the spawning call and run beside the synchronous coordinator in `body`;
+        // an async bridge would add code without a stronger guarantee than `stopChildren`
+        // (bounded wait, then SIGKILL, then reap).
         var children: [Process] = []
         defer { stopChildren(children) }
         for i in inProcess..<workers {

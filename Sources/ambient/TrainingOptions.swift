@@ -74,7 +74,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(name: .customLong("split-sigma"), help: "split (O6): the level above which each sample's fixed noisy copy is used.")
     var splitSigma: Double?
 
-    @Option(name: .customLong("annotated-rows"), help: "ambient on annotated data (O5): noisy-copy (SPEC O5, the paper: each corrupted sample's fixed copy w + sigma_min z, with O2 at sigma_n = sigma_min) or stored (the authors' pixel code: the sample as stored, with O1, only above b x sigma_min). Default noisy-copy.")
+    @Option(name: .customLong("annotated-rows"), help: "How --objective ambient uses annotated data (O5): noisy-copy (SPEC O5, the paper: each corrupted sample's fixed copy w + sigma_min z, with O2 at sigma_n = sigma_min) or stored (the authors' pixel code: the sample as stored, with O1, only above b x sigma_min). Default noisy-copy.")
     var annotatedRows: String?
 
     @Option(help: "classifier (O5 crops): train on one random S x S crop of each image instead of the whole image (MLP only).")

@@ -96,13 +96,18 @@ import Training
         return dir
     }
 
+    /// A small O2 run on `annotatedDirectory()`.
+    static func annotatedConfig(_ dir: String) -> RunConfig {
+        RunConfig(data: .directory(path: dir), objective: .ambient, steps: 8, batch: 32, shards: 4, seed: 5,
+                  model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)), logEvery: 4)
+    }
+
     /// Annotated O2 training draws sigma first, and stays bitwise identical for the
     /// single-process trainer and 1 or 2 workers.
     @Test func annotatedTrainingIsBitwiseEqualAcrossWorkerCounts() throws {
         let dir = try Self.annotatedDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = RunConfig(data: .directory(path: dir), objective: .ambient, steps: 8, batch: 32, shards: 4, seed: 5,
-                               model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)), logEvery: 4)
+        let config = Self.annotatedConfig(dir)
         let data = try TrainingData.load(config)
         let computer = try makeShardComputer(config: config, data: data, store: ParameterStore(layout: config.model.make().layout))
         #expect((computer as? ShardGradientComputer)?.rowDraw != nil, "annotated data must use the sigma-first draw")
@@ -121,8 +126,7 @@ import Training
     @Test func storedRowsAreTrainedAsStoredAboveTheirFloor() throws {
         let dir = try Self.annotatedDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var config = RunConfig(data: .directory(path: dir), objective: .ambient, steps: 8, batch: 32, shards: 4, seed: 5,
-                               model: .mlp(MLPConfig(dataDimension: 3, width: 32, blocks: 2, embeddingSize: 16)), logEvery: 4)
+        var config = Self.annotatedConfig(dir)
         let noisy = try TrainingData.load(config)
         config.annotatedRows = "stored"
         try config.validate()
