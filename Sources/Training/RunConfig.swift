@@ -50,9 +50,9 @@ public struct RunConfig: Codable, Sendable, Equatable {
     /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
     /// [sigma_min, sigma_max] (the annotation grid's range).
     public var classifierSigma: String?
-    /// SPEC O5 training: how an annotated corrupted sample is used above its sigma_min,
-    /// `AnnotatedRows` by name (nil: noisy-copy).
-    public var annotatedRows: String?
+    /// SPEC O5 training: how an annotated corrupted sample is used above its sigma_min (nil:
+    /// noisy-copy; encoded by name, absent when nil, so other configs keep their hash).
+    public var annotatedRows: AnnotatedRows?
     /// SPEC O5 crops classifier: the classifier sees random `classifierCrop` x `classifierCrop`
     /// crops of the images instead of whole samples (nil: whole samples).
     public var classifierCrop: Int?
@@ -125,9 +125,8 @@ public struct RunConfig: Codable, Sendable, Equatable {
             }
         default: break
         }
-        if let r = annotatedRows {
-            if AnnotatedRows(rawValue: r) == nil { throw fail("--annotated-rows must be noisy-copy or stored, got '\(r)'") }
-            if kind != .ambient { throw fail("--annotated-rows applies to --objective ambient on annotated data") }
+        if annotatedRows != nil && kind != .ambient {
+            throw fail("--annotated-rows applies to --objective ambient on annotated data")
         }
         if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
             throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")

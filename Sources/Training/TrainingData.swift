@@ -4,7 +4,7 @@ import Foundation
 import TensorCore
 
 /// How annotated training (SPEC O5) uses a corrupted sample above its sigma_min.
-public enum AnnotatedRows: String, Sendable, CaseIterable {
+public enum AnnotatedRows: String, Sendable, Codable, CaseIterable {
     /// SPEC O5, the paper and the authors' latent code: the fixed noisy copy `w_i + sigma_min z_i`
     /// with the O2 loss at `sigma_n = sigma_min`.
     case noisyCopy = "noisy-copy"
@@ -203,7 +203,7 @@ public struct TrainingData: Sendable {
             // Annotations are how O2 uses the data (SPEC O5); other objectives see the samples as stored.
             let usesAnnotations = [.ambient, .consistency].contains(config.objective)
             return try fromDirectory(contents, path: path, seed: config.seed, applyAnnotations: usesAnnotations,
-                                     annotatedRows: config.annotatedRows.flatMap(AnnotatedRows.init(rawValue:)) ?? .noisyCopy)
+                                     annotatedRows: config.annotatedRows ?? .noisyCopy)
         }
         try validateFinite(samples, name: config.data.description)
 

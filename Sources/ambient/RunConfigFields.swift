@@ -90,14 +90,14 @@ struct RunConfigField {
         RunConfigField(key: "annotatedRows", option: "annotated-rows",
                        comment: "--annotated-rows: noisy-copy or stored (O5; null: noisy-copy)",
                        read: { r, n, c in
-                           let s = try r.string(n, "annotatedRows")
-                           if let s, AnnotatedRows(rawValue: s) == nil {
+                           guard let s = try r.string(n, "annotatedRows") else { c.annotatedRows = nil; return }
+                           guard let rows = AnnotatedRows(rawValue: s) else {
                                throw r.fail(n, "'annotatedRows' must be noisy-copy or stored, got '\(s)'")
                            }
-                           c.annotatedRows = s
+                           c.annotatedRows = rows
                        },
-                       write: { $0.annotatedRows.map(ConfigFile.scalar) },   // only runs that chose have the key
-                       apply: { o, c in if let s = o.annotatedRows { c.annotatedRows = s } }),
+                       write: { $0.annotatedRows.map { ConfigFile.scalar($0.rawValue) } },   // only runs that chose have the key
+                       apply: { o, c in if let rows = o.annotatedRows { c.annotatedRows = rows } }),
         RunConfigField(key: "classifierSigma", option: "sigma-distribution",
                        comment: "classifier train --sigma-distribution (null: lognormal)",
                        read: { r, n, c in

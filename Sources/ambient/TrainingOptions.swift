@@ -75,7 +75,7 @@ struct TrainingOptions: ParsableArguments {
     var splitSigma: Double?
 
     @Option(name: .customLong("annotated-rows"), help: "How --objective ambient uses annotated data (O5): noisy-copy (SPEC O5, the paper: each corrupted sample's fixed copy w + sigma_min z, with O2 at sigma_n = sigma_min) or stored (the authors' pixel code: the sample as stored, with O1, only above b x sigma_min). Default noisy-copy.")
-    var annotatedRows: String?
+    var annotatedRows: AnnotatedRows?
 
     @Option(help: "classifier (O5 crops): train on one random S x S crop of each image instead of the whole image (MLP only).")
     var crops: Int?
@@ -130,3 +130,5 @@ struct TrainingOptions: ParsableArguments {
         return values
     }
 }
+
+extension AnnotatedRows: ExpressibleByArgument {}
