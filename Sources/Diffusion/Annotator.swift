@@ -8,11 +8,18 @@ import TensorCore
 /// `P(clean | w_i + sigma n)`; it is smoothed along the grid by an exponential moving average
 /// of span `span` as the authors do (ambient-omni pixel-diffusion/training/training_loop.py:39,
 /// pandas `ewm(span, adjust=False)`): `m_0 = p_0`, `m_k = (1 - a) m_{k-1} + a p_k`,
-/// `a = 2/(span + 1)`. (The normalised form, `adjust=True`, used here before, gives the first
-/// level less weight and so lags less; the two differ only for rises within the first few
-/// spans of the grid, sigma below about 0.01 on the default grid; beyond, a rise from 0 to 1
-/// crosses tau = 0.45 after 10 levels with either.) Then `sigma_i^min` is the first grid sigma where the smoothed p exceeds
+/// `a = 2/(span + 1)`. Then `sigma_i^min` is the first grid sigma where the smoothed p exceeds
 /// `tau = 0.5 - eps`. A sample that never crosses gets `sigmaMax` (effectively unused).
+///
+/// The smoothing lags by grid levels, so the grid sets how far in sigma it lags. A corrupted
+/// sample's p rises from 0 towards the classifier's prior (0.5 for balanced training), not to 1:
+/// the smoothed p crosses 0.45 about 37 levels after the raw p reached 0.5 (`0.94^37 = 0.1`).
+/// On 256 levels log-spaced over [0.002, 80] that is a factor 4.6 in sigma at every level. The
+/// authors annotate on 2,048 sorted draws of the training log-normal (ambient-omni
+/// pixel-diffusion/annotate.py, `num_sigmas`), dense where the classifier trained: 37 levels are a
+/// factor 1.06 at sigma 0.3 and 1.2 at sigma 2. `logNormalGrid` is that grid, with quantiles
+/// instead of random draws; it is the default (`AnnotationGrid`).
+///
 /// Noise draw j of sample i at grid level k comes from (seed, annotation, step k, sample i)
 /// with i the dataset index, so annotations do not depend on batching.
 public struct Annotator: Sendable {
@@ -39,13 +46,39 @@ public struct Annotator: Sendable {
         return (0..<count).map { exp(log(lo) + Double($0) / Double(count - 1) * (log(hi) - log(lo))) }
     }
 
+    /// `count` quantiles of the training log-normal `exp(pMean + pStd N)`, at probabilities
+    /// `(k + 1/2) / count`, ascending.
+    public static func logNormalGrid(count: Int, schedule: EDMSchedule) -> [Double] {
+        precondition(count >= 2)
+        return (0..<count).map { k in
+            let z = NormalDistribution.upperTailQuantile(1 - (Double(k) + 0.5) / Double(count))
+            return exp(schedule.pMean + schedule.pStd * z)
+        }
+    }
+
+    /// The smoothing step: the moving average after level `k` with raw probability `p`.
+    @inline(__always)
+    func smooth(_ previous: Double, _ p: Double, level k: Int) -> Double {
+        k == 0 ? p : (1 - 2 / (span + 1)) * previous + 2 / (span + 1) * p
+    }
+
+    /// sigma_min of one sample from its raw `p(sigma)` on the grid (the rule `annotate` applies).
+    public func sigmaMin(trajectory p: [Double]) -> Double {
+        precondition(p.count == grid.count)
+        var m = 0.0
+        for k in grid.indices {
+            m = smooth(m, p[k], level: k)
+            if m > tau { return grid[k] }
+        }
+        return sigmaMax
+    }
+
     /// sigma_min of each row of `samples` (N, d); row r is dataset sample `indices[r]`.
     /// Stops evaluating a chunk of samples once all of them crossed.
     public func annotate(_ classifier: NoiseConditionedClassifier, _ store: ParameterStore<Float>, samples: Tensor<Float>,
                          indices: [Int], seed: UInt64, chunk: Int = 128, progress: ((Int) -> Void)? = nil) -> [Double] {
         let n = samples.rows, d = samples.rowSize
         precondition(indices.count == n && d == classifier.dimension)
-        let a = 2 / (span + 1)
         var result = [Double](repeating: sigmaMax, count: n)
         let tape = Tape<Float>(recordsGradients: false)
         var x = [Float](repeating: 0, count: chunk * draws * d)
@@ -76,7 +109,7 @@ public struct Annotator: Sendable {
                     var p = 0.0
                     for j in 0..<draws { p += 1 / (1 + exp(-Double(logits[slot * draws + j]))) }
                     p /= Double(draws)
-                    smoothed[r] = k == 0 ? p : (1 - a) * smoothed[r] + a * p
+                    smoothed[r] = smooth(smoothed[r], p, level: k)
                     if smoothed[r] > tau {
                         result[start + r] = sigma
                         done[r] = true
@@ -88,5 +121,22 @@ public struct Annotator: Sendable {
             progress?(start)
         }
         return result
+    }
+}
+
+/// Where the annotation grid's levels lie (`Annotator`): the classifier's training log-normal
+/// (the authors'; the default) or log-spaced over [0.002, sigma_max] (before December 2026).
+public enum AnnotationGrid: String, Codable, Sendable, CaseIterable {
+    case lognormal
+    case loguniform
+
+    /// The default number of levels: 2,048 as the authors (`num_sigmas`), 256 log-spaced.
+    public var defaultCount: Int { self == .lognormal ? 2048 : 256 }
+
+    public func levels(count: Int, schedule: EDMSchedule, sigmaMax: Double) -> [Double] {
+        switch self {
+        case .lognormal: Annotator.logNormalGrid(count: count, schedule: schedule)
+        case .loguniform: Annotator.logGrid(count: count, from: 0.002, to: sigmaMax)
+        }
     }
 }

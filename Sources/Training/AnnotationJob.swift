@@ -23,6 +23,8 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
     public var classifierRun: String
     public var classifierHash: String
     public var grid: Int
+    /// Where the grid's levels lie (nil in specs written before it existed: log-spaced).
+    public var gridDistribution: AnnotationGrid?
     public var draws: Int
     public var span: Double
     public var eps: Double
@@ -30,12 +32,13 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
     public var shards: Int
 
     public init(dataset: String, classifierConfig: RunConfig, classifierRun: String, classifierHash: String,
-                grid: Int, draws: Int, span: Double, eps: Double, seed: UInt64, shards: Int) {
+                grid: Int, gridDistribution: AnnotationGrid, draws: Int, span: Double, eps: Double, seed: UInt64, shards: Int) {
         self.dataset = dataset
         self.classifierConfig = classifierConfig
         self.classifierRun = classifierRun
         self.classifierHash = classifierHash
         self.grid = grid
+        self.gridDistribution = gridDistribution
         self.draws = draws
         self.span = span
         self.eps = eps
@@ -44,13 +47,21 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
     }
 
     func annotator(sigmaMax: Double) -> Annotator {
-        Annotator(grid: Annotator.logGrid(count: grid, from: 0.002, to: sigmaMax), draws: draws, span: span,
+        Annotator(grid: (gridDistribution ?? .loguniform).levels(count: grid, schedule: classifierConfig.schedule, sigmaMax: sigmaMax),
+                  draws: draws, span: span,
                   tau: 0.5 - eps, sigmaMax: sigmaMax)
+    }
+
+    var gridDescription: String {
+        switch gridDistribution ?? .loguniform {
+        case .lognormal: "quantiles of the classifier's training log-normal"
+        case .loguniform: "log-spaced in [0.002, sigma_max]"
+        }
     }
 
     /// The note recorded in the dataset manifest.
     public var note: String {
-        "classifier \(classifierRun) (config hash \(classifierHash)), grid \(grid) log-spaced in [0.002, sigma_max], \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed), \(shards) shards"
+        "classifier \(classifierRun) (config hash \(classifierHash)), grid \(grid) \(gridDescription), \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed), \(shards) shards"
     }
 }
 

@@ -38,8 +38,10 @@ extension Ambient.Classifier {
         var classifier: String
         @Option(help: "Images per group.")
         var count: Int = 200
-        @Option(help: "Number of sigma levels of the annotation grid.")
-        var grid: Int = 256
+        @Option(help: "Number of sigma levels of the annotation grid (default 2048 for lognormal, 256 for loguniform).")
+        var grid: Int?
+        @Option(name: .customLong("grid-distribution"), help: "Where the grid's levels lie: lognormal (quantiles of the classifier's training log-normal) or loguniform (log-spaced in [0.002, 80]).")
+        var gridDistribution: AnnotationGrid = .lognormal
         @Option(help: "Noise draws per image and level.")
         var draws: Int = 4
         @Option(help: "Span of the exponential moving average along the grid.")
@@ -59,7 +61,7 @@ extension Ambient.Classifier {
         }
 
         func validate() throws {
-            if count < 1 || grid < 2 || draws < 1 || span < 1 { throw ValidationError("--count, --draws, --span must be >= 1 and --grid >= 2") }
+            if count < 1 || (grid ?? 2) < 2 || draws < 1 || span < 1 { throw ValidationError("--count, --draws, --span must be >= 1 and --grid >= 2") }
             if !(eps >= 0 && eps < 0.5) { throw ValidationError("--eps must be in [0, 0.5)") }
         }
 
@@ -76,7 +78,9 @@ extension Ambient.Classifier {
                 }
                 let test = try FashionMNIST.load(split: .test)
                 let unseen = test.images.reshaped([test.images.rows, test.images.rowSize])
-                let annotator = Annotator(grid: Annotator.logGrid(count: grid, from: 0.002, to: contents.manifest.sigmaMax), draws: draws, span: span,
+                let levels = gridDistribution.levels(count: grid ?? gridDistribution.defaultCount, schedule: trained.record.config.schedule,
+                                                     sigmaMax: contents.manifest.sigmaMax)
+                let annotator = Annotator(grid: levels, draws: draws, span: span,
                                           tau: 0.5 - eps, sigmaMax: contents.manifest.sigmaMax)
                 let check = ClassifierCheck(annotator: annotator, seed: seed)
                 let groups = try check.run(trained.classifier, trained.store, contents: contents, unseen: unseen, count: count)

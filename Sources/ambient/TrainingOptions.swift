@@ -132,3 +132,4 @@ struct TrainingOptions: ParsableArguments {
 }
 
 extension AnnotatedRows: ExpressibleByArgument {}
+extension AnnotationGrid: ExpressibleByArgument {}
