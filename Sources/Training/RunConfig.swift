@@ -49,7 +49,7 @@ public struct RunConfig: Codable, Sendable, Equatable {
     public var samplingFloor: Double?
     /// SPEC O5 classifier: training sigmas "lognormal" (EDM, the default) or "loguniform" over
     /// [sigma_min, sigma_max] (the annotation grid's range).
-    public var classifierSigma: String?
+    public var classifierSigma: ClassifierSigmaDistribution?
     /// SPEC O5 training: how an annotated corrupted sample is used above its sigma_min (nil:
     /// noisy-copy; encoded by name, absent when nil, so other configs keep their hash).
     public var annotatedRows: AnnotatedRows?
@@ -127,9 +127,6 @@ public struct RunConfig: Codable, Sendable, Equatable {
         }
         if annotatedRows != nil && kind != .ambient {
             throw fail("--annotated-rows applies to --objective ambient on annotated data")
-        }
-        if let c = classifierSigma, !["lognormal", "loguniform"].contains(c) {
-            throw fail("--sigma-distribution must be lognormal or loguniform, got '\(c)'")
         }
         if let s = classifierCrop {
             if kind != .classifier { throw fail("--crops applies to the classifier (ambient classifier train)") }

@@ -268,7 +268,7 @@ public func makeShardComputer(config: RunConfig, data: TrainingData, store: Para
                                      seed: config.seed, rowDraw: rowDraw)
     }
     let classifier = NoiseConditionedClassifier(network: config.model.make(), schedule: config.schedule,
-                                                logUniformTraining: config.classifierSigma == "loguniform")
+                                                logUniformTraining: config.classifierSigma == .loguniform)
     return try ClassifierGradientComputer(classifier: classifier, store: store, data: data, globalBatch: config.batch,
                                           shards: config.shards, seed: config.seed, crop: config.classifierCrop)
 }

@@ -275,7 +275,7 @@ extension Ambient.Classifier {
 
         @Option(name: .customLong("sigma-distribution"),
                 help: "Training noise levels: lognormal (EDM's, as the authors train theirs and as ambient annotate's default grid is spaced) or loguniform over [0.002, 80].")
-        var sigmaDistribution: String = "lognormal"
+        var sigmaDistribution: ClassifierSigmaDistribution = .lognormal
 
         @OptionGroup var training: TrainingOptions
 

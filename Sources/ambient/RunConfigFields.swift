@@ -101,13 +101,13 @@ struct RunConfigField {
         RunConfigField(key: "classifierSigma", option: "sigma-distribution",
                        comment: "classifier train --sigma-distribution (null: lognormal)",
                        read: { r, n, c in
-                           let s = try r.string(n, "classifierSigma")
-                           if let s, !["lognormal", "loguniform"].contains(s) {
+                           guard let s = try r.string(n, "classifierSigma") else { c.classifierSigma = nil; return }
+                           guard let d = ClassifierSigmaDistribution(rawValue: s) else {
                                throw r.fail(n, "'classifierSigma' must be lognormal or loguniform, got '\(s)'")
                            }
-                           c.classifierSigma = s
+                           c.classifierSigma = d
                        },
-                       write: { $0.classifierSigma.map(ConfigFile.scalar) ?? "null" },
+                       write: { $0.classifierSigma.map { ConfigFile.scalar($0.rawValue) } ?? "null" },
                        apply: { _, _ in }),   // an option of `classifier train`, which sets it itself
         RunConfigField(key: "classifierCrop", option: "crops", comment: "--crops: the crops classifier's crop side (O5 crops)",
                        read: { r, n, c in c.classifierCrop = try r.int(n, "classifierCrop", min: 1) },

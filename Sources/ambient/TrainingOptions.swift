@@ -133,3 +133,4 @@ struct TrainingOptions: ParsableArguments {
 
 extension AnnotatedRows: ExpressibleByArgument {}
 extension AnnotationGrid: ExpressibleByArgument {}
+extension ClassifierSigmaDistribution: ExpressibleByArgument {}

@@ -30,7 +30,7 @@ import Training
         c.consistencyWeight = 2.5
         c.splitSigma = 0.4
         c.samplingFloor = 0.2
-        c.classifierSigma = "loguniform"
+        c.classifierSigma = .loguniform
         return c
     }
 
@@ -77,6 +77,7 @@ import Training
         ("data: fashion-mnist\ncorruption: frob:1\n", "run.yaml:2:13:", "invalid corruption"),
         ("data: fashion-mnist\nobjective: dms\n", "run.yaml:2:12:", "unknown objective 'dms'"),
         ("data: fashion-mnist\nannotatedRows: raw\n", "run.yaml:2:16:", "must be noisy-copy or stored"),
+        ("data: fashion-mnist\nclassifierSigma: flat\n", "run.yaml:2:18:", "must be lognormal or loguniform"),
         ("data: fashion-mnist\nmodel:\n  arch: mlp\n  mlp:\n    widht: 3\n", "run.yaml:5:5:", "'model.mlp.widht'"),
         ("data: fashion-mnist\nmodel:\n  unet:\n    channels: [8, x]\n", "run.yaml:4:19:", "channels[1]"),
         ("data: fashion-mnist\nmodel:\n  unet:\n    gated: maybe\n", "run.yaml:4:12:", "true or false"),
