@@ -72,6 +72,8 @@ let package = Package(
         .executableTarget(name: "ambient-compute",
                           dependencies: ["Training", "Cluster", "TensorCore", "Wire",
                                          .product(name: "Logging", package: "swift-log")]),
+        // The fault-injection suite's pure logic (log parsing, seeded choices, statistics, options).
+        .target(name: "FaultInjection", path: "Sources/FaultInjection"),
         .executableTarget(name: "bench",
                           dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire", "FileIO",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -84,6 +86,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore", "FileIO"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
+        .testTarget(name: "FaultInjectionTests", dependencies: ["FaultInjection"]),
         .testTarget(name: "MonitoringTests", dependencies: ["Monitoring", "Cluster", "Wire"]),
         .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore", "FileIO"],
                     exclude: ["Snapshots"]),
