@@ -18,6 +18,7 @@ final class Resources: @unchecked Sendable {
     var workDirectory = ""
 
     struct Interrupted: Error {}
+    var isInterrupted: Bool { lock.withLock { interrupted } }
 
     /// Starts `executable` with `arguments`, stdout and stderr appended to `log`, stdin empty.
     func spawn(log: String, _ executable: String, _ arguments: [String]) throws -> Process {
@@ -185,6 +186,8 @@ func checkpointFiles(_ run: String, containing infix: String) -> [String] {
 }
 
 /// A line on stdout, written at once (the lines of a long suite must show while it runs, piped or not).
+/// Nothing more is said once a signal stopped the suite (its children die under a scenario's feet).
 func say(_ line: String = "") {
+    guard !Resources.shared.isInterrupted else { return }
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

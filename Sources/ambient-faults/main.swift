@@ -46,6 +46,7 @@ func runSuite() -> Never {
         if isFile(dir + "/model.safetensors") { return dir }
         try? FileManager.default.removeItem(atPath: dir)
         let log = workDirectory + "/reference-\(name).log"
+        try? FileManager.default.removeItem(atPath: log)
         let status = (try? Resources.shared.spawn(log: log, binary, ["train"] + runOptions
             + ["--out", dir, "--checkpoint-every", String(checkpointEvery), "--quiet"])).map { waitExit($0, 600) } ?? 127
         if status != 0 {
