@@ -174,7 +174,9 @@ final class ClusterRun {
         return found
     }
 
-    var partials: [String] { checkpointFiles(run, containing: ".partial.") }
-    var committed: [String] { checkpointFiles(run, containing: "").filter { $0.hasSuffix(".ambient") } }
+    /// `ckpt-*.partial.*`: a checkpoint being written (or left by a killed write).
+    var partials: [String] { checkpointFiles(run) { $0.contains(".partial.") } }
+    /// `ckpt-*.ambient`: committed checkpoints.
+    var committed: [String] { checkpointFiles(run) { $0.hasSuffix(".ambient") } }
     func log(_ name: String) -> String { readText(dir + "/" + name) }
 }

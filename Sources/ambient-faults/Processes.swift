@@ -179,10 +179,10 @@ func lastStep(_ run: String) -> Int {
 
 func isFile(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
-/// The names in a directory matching `ckpt-*` with `infix` in them, sorted.
-func checkpointFiles(_ run: String, containing infix: String) -> [String] {
+/// The names in RUNDIR/checkpoints matching `ckpt-*` and `keep`, sorted.
+func checkpointFiles(_ run: String, _ keep: (String) -> Bool) -> [String] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints")) ?? []
-    return names.filter { $0.hasPrefix("ckpt-") && $0.contains(infix) }.sorted()
+    return names.filter { $0.hasPrefix("ckpt-") && keep($0) }.sorted()
 }
 
 /// A line on stdout, written at once (the lines of a long suite must show while it runs, piped or not).

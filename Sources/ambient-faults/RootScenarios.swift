@@ -67,7 +67,7 @@ extension ClusterRun {
 
     func diskFull() throws {
         let ck = checkpointEvery
-        guard let first = checkpointFiles(reference, containing: "").first(where: { $0.hasSuffix(".ambient") }),
+        guard let first = checkpointFiles(reference, { $0.hasSuffix(".ambient") }).first,
               let size0 = (try? FileManager.default.attributesOfItem(atPath: reference + "/checkpoints/" + first))?[.size] as? Int else {
             throw ScenarioFailure("no checkpoint in the reference run")
         }
