@@ -186,6 +186,13 @@ func checkpointFiles(_ run: String, _ keep: (String) -> Bool) -> [String] {
 }
 
 /// A line on stdout, written at once (the lines of a long suite must show while it runs, piped or not).
+/// Exits with `code`, unless a signal is stopping the suite: then the handler exits (130) once
+/// everything is cleaned up, and this thread waits for it.
+func leave(_ code: Int32) -> Never {
+    while Resources.shared.isInterrupted { Thread.sleep(forTimeInterval: 1) }
+    exit(code)
+}
+
 /// Nothing more is said once a signal stopped the suite (its children die under a scenario's feet).
 func say(_ line: String = "") {
     guard !Resources.shared.isInterrupted else { return }

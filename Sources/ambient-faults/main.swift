@@ -51,7 +51,7 @@ func runSuite() -> Never {
             + ["--out", dir, "--checkpoint-every", String(checkpointEvery), "--quiet"])).map { waitExit($0, 600) } ?? 127
         if status != 0 {
             FileHandle.standardError.write(Data(("fault-injection: the reference run failed:\n" + tail(log, 5).joined(separator: "\n") + "\n").utf8))
-            exit(1)
+            leave(1)
         }
         return dir
     }
@@ -125,5 +125,5 @@ func runSuite() -> Never {
     say()
     if keep { say("work directory kept: \(workDirectory)") } else { try? FileManager.default.removeItem(atPath: workDirectory) }
     say(skipped > 0 ? "\(passed) passed, \(failed) failed, \(skipped) skipped" : "\(passed) passed, \(failed) failed")
-    exit(failed == 0 ? 0 : 1)
+    leave(failed == 0 ? 0 : 1)
 }
