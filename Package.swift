@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "ambient", targets: ["ambient"]),
         .executable(name: "bench", targets: ["bench"]),
+        .executable(name: "ambient-faults", targets: ["ambient-faults"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -72,6 +73,11 @@ let package = Package(
         .executableTarget(name: "ambient-compute",
                           dependencies: ["Training", "Cluster", "TensorCore", "Wire",
                                          .product(name: "Logging", package: "swift-log")]),
+        // The fault-injection suite (scripts/fault-injection): its pure logic (log parsing, seeded
+        // choices, statistics, options) and the executable that drives real ambient processes.
+        .target(name: "FaultInjection", path: "Sources/FaultInjection"),
+        .executableTarget(name: "ambient-faults",
+                          dependencies: ["FaultInjection", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "bench",
                           dependencies: ["Training", "Diffusion", "TensorCore", "Datasets", "Wire", "FileIO",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -84,6 +90,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore", "FileIO"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
+        .testTarget(name: "FaultInjectionTests", dependencies: ["FaultInjection"]),
         .testTarget(name: "MonitoringTests", dependencies: ["Monitoring", "Cluster", "Wire"]),
         .testTarget(name: "CLITests", dependencies: ["ambient", "Training", "Diffusion", "Datasets", "TensorCore", "FileIO"],
                     exclude: ["Snapshots"]),
