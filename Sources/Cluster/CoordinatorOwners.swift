@@ -59,11 +59,19 @@ extension Coordinator {
         ownerMap = map
     }
 
-    /// An owner of the step in flight left before its ranges reached this coordinator: the step
-    /// starts again under the map without it (its ranges go to survivors). True if it did.
+    /// A worker left before every reduced range of the step in flight reached this coordinator,
+    /// and it owned a range, relayed them, or computed shards of the step: the step starts again
+    /// under a new map without it (its ranges go to survivors). True if it did.
+    ///
+    /// A worker that only computed shards counts too: it reports a shard done once its chunks are
+    /// handed to its data socket, not delivered, so a kill -9 can lose a chunk on its way to an
+    /// owner after the report reached this coordinator. That owner then waits for the chunk
+    /// forever while no shard is pending anywhere, so no deadline fires (a hang of
+    /// scripts/fault-injection worker-restart, 2 runs in 32). The map's generation always changes,
+    /// so every owner reduces the step afresh from the recomputed shards (the same bits).
     func restartStepWithout(_ record: WorkerRecord) -> Bool {
         guard var state = current, let map = state.ownerMap,
-              map.owners.contains(record.id) || state.ownersBody?.relay == record.id,
+              map.owners.contains(record.id) || state.ownersBody?.relay == record.id || state.owner.contains(record.peer),
               state.updates.contains(where: { $0 == nil }) else {
             if let map = ownerMap, map.owners.contains(record.id) { ownerMap = map.forgetting(record.id) }
             return false
@@ -82,7 +90,10 @@ extension Coordinator {
         state.sumOfSquares = 0
         state.bytesIn = 0
         for w in members.all { w.pending = [] }
-        planOwners(&state, previous: map.forgetting(record.id))
+        // Not `map.forgetting(record.id)` as the previous map: for a worker that owned nothing it
+        // is the same map, and owners that had already sent their ranges would not send them again.
+        ownerMap = map.forgetting(record.id)
+        planOwners(&state, previous: nil)
         current = state
         reassign(Array(0..<shards), reason: "\(record.label) owned a range")
         configureIdleOwners()

@@ -20,8 +20,17 @@ public final class InMemoryDataMesh: @unchecked Sendable {
     private var inboxes: [String: [[[UInt8]]]] = [:]
     private var woken: Set<String> = []
     private var sent: [String: Int] = [:]
+    private var loses: (@Sendable (_ frames: [[UInt8]], _ from: String, _ to: String) -> Bool)?
 
     public init() {}
+
+    /// Tests: sends for which `rule` returns true are accepted and silently lost, as the
+    /// messages still queued in a process at its kill -9 are (nil: none are lost).
+    public func lose(where rule: (@Sendable (_ frames: [[UInt8]], _ from: String, _ to: String) -> Bool)?) {
+        lock.lock()
+        loses = rule
+        lock.unlock()
+    }
 
     /// A new endpoint at `inproc://name` (or at `name` itself when it has a scheme: tests give
     /// `tcp://HOST:PORT` names to place endpoints on hosts).
@@ -41,10 +50,11 @@ public final class InMemoryDataMesh: @unchecked Sendable {
         lock.unlock()
     }
 
-    fileprivate func send(_ frames: [[UInt8]], to address: String) throws(TransportError) {
+    fileprivate func send(_ frames: [[UInt8]], from sender: String, to address: String) throws(TransportError) {
         lock.lock()
         defer { lock.unlock() }
         guard inboxes[address] != nil else { throw .unreachable(peer: address) }
+        if let loses, loses(frames, sender, address) { return }
         inboxes[address]!.append(frames)
         sent[address, default: 0] += frames.reduce(0) { $0 + $1.count }
         lock.broadcast()
@@ -86,7 +96,7 @@ public final class InMemoryDataEndpoint: DataTransport, @unchecked Sendable {
     }
 
     public func receive(timeout: Double) throws(TransportError) -> [[UInt8]]? { try mesh.receive(address, timeout: timeout) }
-    public func send(_ frames: [[UInt8]], to address: String) throws(TransportError) { try mesh.send(frames, to: address) }
+    public func send(_ frames: [[UInt8]], to address: String) throws(TransportError) { try mesh.send(frames, from: self.address, to: address) }
     public func wake() { mesh.wake(address) }
     public func close() { mesh.disconnect(address) }
 }
