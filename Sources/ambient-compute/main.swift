@@ -74,6 +74,9 @@ func floats(_ bytes: [UInt8]) -> [Float] {
 }
 
 BLAS.setThreads(1)   // as `ambient worker`: one BLAS thread, the same bits on every worker
+// As `ambient` (main): subnormals flushed on this, the compute thread, so a shard's gradient has
+// the bits a Swift worker computes wherever a subnormal would appear (Denormals).
+Denormals.applyToMainThread()
 let logger = Logger(label: "ambient-compute") { StreamLogHandler.standardError(label: $0) }
 var workload: (any WorkerWorkload)?
 
