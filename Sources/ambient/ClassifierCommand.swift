@@ -288,8 +288,8 @@ extension Ambient.Classifier {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
-            if training.objective != nil && training.objective != ObjectiveKind.classifier.rawValue {
-                throw ValidationError("ambient classifier train trains the classifier; use ambient train for --objective \(training.objective!)")
+            if let objective = training.objective, objective != .classifier {
+                throw ValidationError("ambient classifier train trains the classifier; use ambient train for --objective \(objective.rawValue)")
             }
             if let data = training.data, !DatasetDirectory.exists(at: data.hasPrefix("dir:") ? String(data.dropFirst(4)) : data) {
                 throw ValidationError("\(data) is not a dataset directory (no manifest.json); create one with ambient dataset make")
@@ -299,7 +299,7 @@ extension Ambient.Classifier {
         func run() throws {
             try reportingErrors {
                 var options = training
-                options.objective = ObjectiveKind.classifier.rawValue
+                options.objective = .classifier
                 var (config, trainingData) = try options.resolve()
                 config.classifierSigma = sigmaDistribution
                 try config.validate()

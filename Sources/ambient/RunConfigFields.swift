@@ -51,13 +51,7 @@ struct RunConfigField {
                            c.objective = kind
                        },
                        write: { ConfigFile.scalar($0.objective.rawValue) },
-                       apply: { o, c in
-                           guard let name = o.objective else { return }
-                           guard let kind = ObjectiveKind(rawValue: name) else {
-                               throw ConfigurationError(message: "unknown --objective '\(name)'; choose one of: \(ObjectiveKind.names)")
-                           }
-                           c.objective = kind
-                       }),
+                       apply: { o, c in if let kind = o.objective { c.objective = kind } }),
         int("steps", option: "steps", "--steps", \.steps, min: 1, from: \.steps),
         RunConfigField(key: "batch", option: "batch", comment: "--batch: samples per step",
                        read: { r, n, c in

@@ -21,7 +21,7 @@ struct TrainingOptions: ParsableArguments {
     var corrupt: String?
 
     @Option(help: "Objective: dsm, ambient, masked, consistency or split (default ambient).")
-    var objective: String?
+    var objective: ObjectiveKind?
 
     @Option(help: "Training steps (default 1000).")
     var steps: Int?
@@ -134,3 +134,7 @@ struct TrainingOptions: ParsableArguments {
 extension AnnotatedRows: ExpressibleByArgument {}
 extension AnnotationGrid: ExpressibleByArgument {}
 extension ClassifierSigmaDistribution: ExpressibleByArgument {}
+extension ObjectiveKind: ExpressibleByArgument {
+    /// The denoiser objectives (the classifier has its own command, `ambient classifier train`).
+    public static var allValueStrings: [String] { allCases.filter { $0 != .classifier }.map(\.rawValue) }
+}
