@@ -57,11 +57,16 @@ extension Coordinator {
             logger.warning("worker out of sync: sending full parameters", metadata: [
                 "worker": "\(record.label)", "step": "\(workload.version)", "reason": "\(body?.reason ?? "?")"])
             count { $0.repairs += 1 }
-            // It did not compute what it was assigned: give those shards to others.
+            // It did not compute what it was assigned: the full state first, then those shards
+            // again (maybe to it). In that order a reassignment to this worker arrives behind the
+            // parameters on its connection and is computed at the right version; reassigned first,
+            // a worker that had applied an update the coordinator lacked (its owner died before the
+            // coordinator's copy left) got the same shards back at once, was out of sync again,
+            // and the two looped without end (scripts/fault-injection worker-kill, debug build).
             let owed = record.pending.sorted()
             record.pending = []
-            if !owed.isEmpty { reassign(owed, reason: "\(record.label) is being repaired") }
             sendParameters(to: record)
+            if !owed.isEmpty { reassign(owed, reason: "\(record.label) is being repaired") }
         case .error:
             let text = String(decoding: message.payload.prefix(2000), as: UTF8.self)
             if let record = members[peer] { drop(record, reason: "worker reported an error: \(text)") }
