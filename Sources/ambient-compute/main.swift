@@ -73,6 +73,12 @@ func floats(_ bytes: [UInt8]) -> [Float] {
     return v
 }
 
+// As `ambient` (main): on a CPU Debian's OpenBLAS does not know it falls back to its SSE3 kernels
+// (Prescott), and `ambient` restarts itself with the kernels the CPU supports. This process did
+// not, so on an AVX-512 machine its shard gradients came from other kernels than a Swift worker's
+// and differed in the last bits (scripts/python-worker/run failed there, 2026-12-05). Stdin and
+// stdout survive the exec.
+BLASCore.restartWithPreferredCoreIfNeeded()
 BLAS.setThreads(1)   // as `ambient worker`: one BLAS thread, the same bits on every worker
 // As `ambient` (main): subnormals flushed on this, the compute thread, so a shard's gradient has
 // the bits a Swift worker computes wherever a subnormal would appear (Denormals).
