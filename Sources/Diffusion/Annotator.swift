@@ -59,7 +59,8 @@ public struct Annotator: Sendable {
     /// The smoothing step: the moving average after level `k` with raw probability `p`.
     @inline(__always)
     func smooth(_ previous: Double, _ p: Double, level k: Int) -> Double {
-        k == 0 ? p : (1 - 2 / (span + 1)) * previous + 2 / (span + 1) * p
+        let a = 2 / (span + 1)
+        return k == 0 ? p : (1 - a) * previous + a * p
     }
 
     /// sigma_min of one sample from its raw `p(sigma)` on the grid (the rule `annotate` applies).
@@ -133,10 +134,19 @@ public enum AnnotationGrid: String, Codable, Sendable, CaseIterable {
     /// The default number of levels: 2,048 as the authors (`num_sigmas`), 256 log-spaced.
     public var defaultCount: Int { self == .lognormal ? 2048 : 256 }
 
-    public func levels(count: Int, schedule: EDMSchedule, sigmaMax: Double) -> [Double] {
+    /// The grid's `count` levels (nil: `defaultCount`).
+    public func levels(count: Int?, schedule: EDMSchedule, sigmaMax: Double) -> [Double] {
         switch self {
-        case .lognormal: Annotator.logNormalGrid(count: count, schedule: schedule)
-        case .loguniform: Annotator.logGrid(count: count, from: 0.002, to: sigmaMax)
+        case .lognormal: Annotator.logNormalGrid(count: count ?? defaultCount, schedule: schedule)
+        case .loguniform: Annotator.logGrid(count: count ?? defaultCount, from: 0.002, to: sigmaMax)
+        }
+    }
+
+    /// How the levels lie, for the note a dataset manifest records.
+    public var description: String {
+        switch self {
+        case .lognormal: "quantiles of the classifier's training log-normal"
+        case .loguniform: "log-spaced in [0.002, sigma_max]"
         }
     }
 }

@@ -46,22 +46,18 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
         self.shards = shards
     }
 
+    /// The grid's distribution; specs written before it was recorded used log-spaced levels.
+    var gridLevels: AnnotationGrid { gridDistribution ?? .loguniform }
+
     func annotator(sigmaMax: Double) -> Annotator {
-        Annotator(grid: (gridDistribution ?? .loguniform).levels(count: grid, schedule: classifierConfig.schedule, sigmaMax: sigmaMax),
+        Annotator(grid: gridLevels.levels(count: grid, schedule: classifierConfig.schedule, sigmaMax: sigmaMax),
                   draws: draws, span: span,
                   tau: 0.5 - eps, sigmaMax: sigmaMax)
     }
 
-    var gridDescription: String {
-        switch gridDistribution ?? .loguniform {
-        case .lognormal: "quantiles of the classifier's training log-normal"
-        case .loguniform: "log-spaced in [0.002, sigma_max]"
-        }
-    }
-
     /// The note recorded in the dataset manifest.
     public var note: String {
-        "classifier \(classifierRun) (config hash \(classifierHash)), grid \(grid) \(gridDescription), \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed), \(shards) shards"
+        "classifier \(classifierRun) (config hash \(classifierHash)), grid \(grid) \(gridLevels.description), \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed), \(shards) shards"
     }
 }
 

@@ -78,7 +78,7 @@ extension Ambient.Classifier {
                 }
                 let test = try FashionMNIST.load(split: .test)
                 let unseen = test.images.reshaped([test.images.rows, test.images.rowSize])
-                let levels = gridDistribution.levels(count: grid ?? gridDistribution.defaultCount, schedule: trained.record.config.schedule,
+                let levels = gridDistribution.levels(count: grid, schedule: trained.record.config.schedule,
                                                      sigmaMax: contents.manifest.sigmaMax)
                 let annotator = Annotator(grid: levels, draws: draws, span: span,
                                           tau: 0.5 - eps, sigmaMax: contents.manifest.sigmaMax)

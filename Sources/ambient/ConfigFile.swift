@@ -171,6 +171,13 @@ struct ConfigNodeReader {
         try scalarText(node, key, expected: "a string")
     }
 
+    /// One of an enum's names (nil for null); `names` lists them in the error.
+    func choice<E: RawRepresentable>(_ node: Node, _ key: String, _ names: String) throws -> E? where E.RawValue == String {
+        guard let s = try string(node, key) else { return nil }
+        guard let value = E(rawValue: s) else { throw fail(node, "'\(key)' must be \(names), got '\(s)'") }
+        return value
+    }
+
     func ints(_ node: Node, _ key: String, min: Int) throws -> [Int] {
         guard let seq = node.sequence else { throw fail(node, "'\(key)' must be a list of integers such as [16, 32, 64], got \(describe(node))") }
         return try seq.enumerated().map { i, n in try required(int(n, "\(key)[\(i)]", min: min), n, "\(key)[\(i)]", "an integer") }

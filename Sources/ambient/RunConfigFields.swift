@@ -83,24 +83,12 @@ struct RunConfigField {
         optionalDouble("splitSigma", option: "split-sigma", "--split-sigma (split, O6)", \.splitSigma, .positive, from: \.splitSigma),
         RunConfigField(key: "annotatedRows", option: "annotated-rows",
                        comment: "--annotated-rows: noisy-copy or stored (O5; null: noisy-copy)",
-                       read: { r, n, c in
-                           guard let s = try r.string(n, "annotatedRows") else { c.annotatedRows = nil; return }
-                           guard let rows = AnnotatedRows(rawValue: s) else {
-                               throw r.fail(n, "'annotatedRows' must be noisy-copy or stored, got '\(s)'")
-                           }
-                           c.annotatedRows = rows
-                       },
+                       read: { r, n, c in c.annotatedRows = try r.choice(n, "annotatedRows", "noisy-copy or stored") },
                        write: { $0.annotatedRows.map { ConfigFile.scalar($0.rawValue) } },   // only runs that chose have the key
                        apply: { o, c in if let rows = o.annotatedRows { c.annotatedRows = rows } }),
         RunConfigField(key: "classifierSigma", option: "sigma-distribution",
                        comment: "classifier train --sigma-distribution (null: lognormal)",
-                       read: { r, n, c in
-                           guard let s = try r.string(n, "classifierSigma") else { c.classifierSigma = nil; return }
-                           guard let d = ClassifierSigmaDistribution(rawValue: s) else {
-                               throw r.fail(n, "'classifierSigma' must be lognormal or loguniform, got '\(s)'")
-                           }
-                           c.classifierSigma = d
-                       },
+                       read: { r, n, c in c.classifierSigma = try r.choice(n, "classifierSigma", "lognormal or loguniform") },
                        write: { $0.classifierSigma.map { ConfigFile.scalar($0.rawValue) } ?? "null" },
                        apply: { _, _ in }),   // an option of `classifier train`, which sets it itself
         RunConfigField(key: "classifierCrop", option: "crops", comment: "--crops: the crops classifier's crop side (O5 crops)",

@@ -135,7 +135,8 @@ import Wire
             while workload.version < steps && Date() < end { usleep(10_000) }
             if workload.version < steps { c.requestAbort() }
         }
-        let victim = endpoints(threads.count).firstIndex { $0 == lost.sender }
+        // `run` gives worker i the data address inproc://wi.
+        let victim = threads.indices.first { "inproc://w\($0)" == lost.sender }
         for (i, t) in threads.enumerated() where i != victim { #expect((try? t.wait()?.get()) == .finished) }
         if let victim { threads[victim].wait() }
         #expect(lost.sender != nil, "no chunk was lost")
@@ -253,6 +254,3 @@ final class LostChunk: @unchecked Sendable {
         return from
     }
 }
-
-/// The data addresses `run` gives its workers.
-func endpoints(_ count: Int) -> [String] { (0..<count).map { "inproc://w\($0)" } }

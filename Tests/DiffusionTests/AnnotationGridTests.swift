@@ -31,8 +31,8 @@ import Testing
     @Test(arguments: [0.1, 0.3, 1.0, 2.0])
     func smoothingLagsLittleOnTheDefaultGrid(sigma0: Double) {
         let schedule = EDMSchedule()
-        let dense = Annotator(grid: AnnotationGrid.lognormal.levels(count: AnnotationGrid.lognormal.defaultCount, schedule: schedule, sigmaMax: 80))
-        let sparse = Annotator(grid: AnnotationGrid.loguniform.levels(count: AnnotationGrid.loguniform.defaultCount, schedule: schedule, sigmaMax: 80))
+        let dense = Annotator(grid: AnnotationGrid.lognormal.levels(count: nil, schedule: schedule, sigmaMax: 80))
+        let sparse = Annotator(grid: AnnotationGrid.loguniform.levels(count: nil, schedule: schedule, sigmaMax: 80))
         let a = dense.sigmaMin(trajectory: Self.step(at: sigma0, on: dense.grid))
         let b = sparse.sigmaMin(trajectory: Self.step(at: sigma0, on: sparse.grid))
         #expect(a >= sigma0 && a / sigma0 < 1.3, "lognormal grid: crossing at \(sigma0) annotated \(a)")
