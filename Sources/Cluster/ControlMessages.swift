@@ -18,9 +18,12 @@ public struct HelloBody: Codable, Sendable {
     /// Where this worker's reducer data socket listens for the sharded reduction (tcp://,
     /// ipc://); nil: it does not reduce ranges.
     public var dataAddress: String?
+    /// The replica this worker holds when it joins (nil in probes and from older builds): the
+    /// coordinator sends the full state only when its own differs.
+    public var replica: ReplicaDigest?
 
     public init(phase: Phase, workerName: String, host: String, pid: Int32, protocolVersion: Int,
-                runID: UInt64?, datasetHash: String?, threads: Int, dataAddress: String? = nil) {
+                runID: UInt64?, datasetHash: String?, threads: Int, dataAddress: String? = nil, replica: ReplicaDigest? = nil) {
         self.phase = phase
         self.workerName = workerName
         self.host = host
@@ -30,6 +33,19 @@ public struct HelloBody: Codable, Sendable {
         self.datasetHash = datasetHash
         self.threads = threads
         self.dataAddress = dataAddress
+        self.replica = replica
+    }
+}
+
+/// A replica's parameter version and `StateSnapshot.digest`: in a join, what the worker holds;
+/// in a parameters message without a tensor (`StateMeta.keep`), what the coordinator holds.
+public struct ReplicaDigest: Codable, Sendable, Equatable {
+    public var version: Int
+    public var digest: UInt64
+
+    public init(version: Int, digest: UInt64) {
+        self.version = version
+        self.digest = digest
     }
 }
 
@@ -128,6 +144,9 @@ public struct StateMeta: Codable, Sendable {
     public var counts: [Int]
     public var counters: [String: Int]
     public var parameterChecksum: UInt64
+    /// Set when the message carries no tensor: the worker's replica (version and digest as in
+    /// its join) equals the coordinator's, so it keeps it instead of loading one.
+    public var keep: ReplicaDigest?
 }
 
 extension StateMeta {

@@ -54,6 +54,8 @@ public final class Coordinator: @unchecked Sendable {
     var checkpointError: (any Error)?
     /// The parameters message of one version (see `parametersMessage`).
     var parametersCache: (version: Int, message: Message)?
+    /// The replica digest of one version (see `replicaDigest`).
+    var replicaDigestCache: ReplicaDigest?
     /// The range owner map of the sharded reduction, kept from step to step while its owners live.
     var ownerMap: RangeOwnerMap?
     /// The operator was told once that a worker without a data endpoint keeps the reduction here.

@@ -142,22 +142,30 @@ extension Coordinator {
                 return
             }
             if record.joined { return }
-            if sendParameters(to: record) {
+            if sendParameters(to: record, workerHolds: body.replica) {
                 record.joined = true
                 count { $0.joins += 1 }
+                let state = body.replica == replicaDigest() ? "kept its own" : "sent"
                 logger.notice("worker joined", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "host": "\(body.host)",
                                                           "pid": "\(body.pid)", "threads": "\(body.threads)", "step": "\(workload.version)",
-                                                          "workers": "\(members.live.count)"])
-                event(.join, worker: record.label, "host \(body.host) pid \(body.pid) threads \(body.threads)")
+                                                          "workers": "\(members.live.count)", "state": "\(state)"])
+                event(.join, worker: record.label, "host \(body.host) pid \(body.pid) threads \(body.threads), state \(state)")
                 assignOrphans()
             }
         }
     }
 
-    /// Sends the full replica state (parameters and optimiser moments).
+    /// Sends the full replica state (parameters and optimiser moments), or, when the worker
+    /// already holds this coordinator's replica (`workerHolds`, from its join: at the start of a
+    /// run every worker builds the same seeded state), a parameters message without a tensor
+    /// telling it to keep its own. At 8 hosts the full state was 8 x 40 MB on host 0's link
+    /// before the first step, and a joiner queued behind the others went silent long enough to
+    /// register again (docs/benchmarks.md).
     @discardableResult
-    func sendParameters(to record: WorkerRecord) -> Bool {
-        guard let m = parametersMessage() else { return false }
+    func sendParameters(to record: WorkerRecord, workerHolds: ReplicaDigest? = nil) -> Bool {
+        let keep = workerHolds.flatMap { $0 == replicaDigest() ? $0 : nil }
+        guard let m = keep.flatMap({ keepMessage($0) }) ?? parametersMessage() else { return false }
+        if keep != nil { count { $0.statesKept += 1 } }
         if !send(m, to: record) {
             drop(record, reason: "unreachable while sending parameters")
             return false
@@ -178,6 +186,20 @@ extension Coordinator {
             }
         }
         return true
+    }
+
+    /// This coordinator's replica digest at the current version, computed once per version.
+    func replicaDigest() -> ReplicaDigest {
+        if let cached = replicaDigestCache, cached.version == workload.version { return cached }
+        let d = ReplicaDigest(version: workload.version, digest: workload.replicaSnapshot().digest)
+        replicaDigestCache = d
+        return d
+    }
+
+    /// A parameters message without a tensor: keep the replica `digest` names.
+    func keepMessage(_ digest: ReplicaDigest) -> Message? {
+        StateMeta.keepMessage(header(.parameters, step: workload.version, version: workload.version), digest: digest,
+                              parameterChecksum: workload.parameterChecksum, limits: options.limits)
     }
 
     /// The full replica state at the current version as one message, built once per version:
@@ -210,5 +232,17 @@ extension Coordinator {
         count { $0.unknownPeers += 1 }
         reject(peer, label: peer.description, reason: "\(what) from an unregistered worker: register again", rejoin: true)
         return nil
+    }
+}
+
+extension StateMeta {
+    /// The parameters message that tells a joining worker to keep its replica (`digest`, as its
+    /// join reported it): a tensor message of zero values (so it passes the same header checks
+    /// as a full state) whose meta carries `keep`.
+    public static func keepMessage(_ header: MessageHeader, digest: ReplicaDigest, parameterChecksum: UInt64,
+                                   limits: WireLimits) -> Message? {
+        let meta = StateMeta(sections: [], counts: [], counters: [:], parameterChecksum: parameterChecksum, keep: digest)
+        guard let metaBytes = try? Message.jsonPayload(meta, maxBytes: limits.maxJSONBytes) else { return nil }
+        return [Float]().withUnsafeBufferPointer { Message(header: header, tensor: $0, codec: LZ4Codec(), meta: metaBytes) }
     }
 }

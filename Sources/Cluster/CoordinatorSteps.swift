@@ -218,6 +218,7 @@ extension Coordinator {
         workload.apply(gradient: reducer.total, range: 0..<workload.parameterCount)
         workload.finishStep()
         parametersCache = nil
+        replicaDigestCache = nil
         parameterChecksum = workload.parameterChecksum
         let now = clock.now()
         logger.debug("step", metadata: ["step": "\(state.step)", "ms": "\(Int((now - state.startedAt) * 1000))"])

@@ -74,6 +74,8 @@ public struct CoordinatorStats: Sendable {
     public var checkpoints = 0
     /// Full parameter copies sent to repair a worker that diverged or missed an update.
     public var repairs = 0
+    /// Joins that needed no state transfer: the worker already held the coordinator's replica.
+    public var statesKept = 0
     public var stepsCompleted = 0
     /// Steps computed again because a range owner left before its ranges arrived.
     public var ownerRestarts = 0

@@ -190,10 +190,10 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
-    private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil) {
+    private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil, replica: ReplicaDigest? = nil) {
         let body = HelloBody(phase: phase, workerName: options.name, host: host, pid: getpid(),
                              protocolVersion: clusterProtocolVersion, runID: phase == .join ? welcome?.runID : nil,
-                             datasetHash: datasetHash, threads: threads, dataAddress: dataPlane?.address)
+                             datasetHash: datasetHash, threads: threads, dataAddress: dataPlane?.address, replica: replica)
         // Probes repeat by themselves; a join must arrive.
         if let m = try? Message.control(header(.hello), body: body) { sendMessage(m, keep: phase != .probe) }
     }
@@ -282,13 +282,13 @@ public final class Worker: @unchecked Sendable {
     private func drainOutbox() throws {
         for item in compute.takeOutcomes() {
             switch item {
-            case let .built(hash):
+            case let .built(hash, replica):
                 guard phase == .building else { continue }
                 if hash != welcome?.datasetHash {
                     throw ClusterError("this worker's data has hash \(hash) but the coordinator's has \(welcome?.datasetHash ?? "?"): every worker must read the same data")
                 }
                 phase = .joining
-                sendHello(.join, datasetHash: hash)
+                sendHello(.join, datasetHash: hash, replica: replica)
             case let .buildFailed(why):
                 throw ClusterError("cannot build the run's workload on this worker: \(why)")
             case let .loaded(version):

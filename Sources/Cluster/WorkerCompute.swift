@@ -17,7 +17,7 @@ final class WorkerCompute: @unchecked Sendable {
     }
 
     enum Outcome {
-        case built(datasetHash: String)
+        case built(datasetHash: String, replica: ReplicaDigest)
         case buildFailed(String)
         case loaded(version: Int)
         case send([[UInt8]])
@@ -132,7 +132,9 @@ final class WorkerCompute: @unchecked Sendable {
                         post(.buildFailed(why))
                         continue
                     }
-                    post(.built(datasetHash: b.datasetHash))
+                    // The replica kept from the last registration: if it is still the
+                    // coordinator's, the join needs no state transfer.
+                    post(.built(datasetHash: b.datasetHash, replica: Self.digest(of: workload)))
                     continue
                 }
                 do {
@@ -146,7 +148,7 @@ final class WorkerCompute: @unchecked Sendable {
                         post(.buildFailed(why))
                         continue
                     }
-                    post(.built(datasetHash: w.datasetHash))
+                    post(.built(datasetHash: w.datasetHash, replica: Self.digest(of: w)))
                 } catch {
                     post(.buildFailed("\(error)"))
                 }
@@ -172,11 +174,29 @@ final class WorkerCompute: @unchecked Sendable {
         }
     }
 
+    static func digest(of workload: any WorkerWorkload) -> ReplicaDigest {
+        ReplicaDigest(version: workload.version, digest: workload.replicaSnapshot().digest)
+    }
+
     private func load(_ message: Message) {
         guard let workload else { return }
         do {
             guard let meta = try message.decodeMeta(StateMeta.self, limits: options.limits) else {
                 throw ClusterError("parameters message without a valid state description")
+            }
+            if let keep = meta.keep {
+                // No tensor: the coordinator holds what this replica held when it joined. It still
+                // must (an update cannot have been applied in between: they follow this message).
+                let mine = Self.digest(of: workload)
+                guard mine == keep, workload.parameterChecksum == meta.parameterChecksum else {
+                    throw ClusterError("told to keep replica version \(keep.version) digest \(keep.digest), but this worker holds version \(mine.version) digest \(mine.digest)")
+                }
+                updates?.reset()
+                updateGeneration = 0
+                feedbacks.clear()
+                post(.loaded(version: workload.version))
+                runDeferred()
+                return
             }
             let flat = try message.decodeTensor()
             let ranges = try meta.sectionRanges(valueCount: flat.count).get()

@@ -30,6 +30,32 @@ public struct StateSnapshot: Sendable, Equatable {
 
     /// Total Float32 elements over all sections.
     public var elementCount: Int { sections.reduce(0) { $0 + $1.values.count } }
+
+    /// XXH64 over everything a replica is made of, in a fixed order: each section's name, length
+    /// and value bytes (little-endian, as in memory on every supported machine), then the counters
+    /// sorted by name. Two snapshots with equal digests are (up to a 2^-64 collision) the same
+    /// replica, bit for bit; `metadata` is not part of it. A joining worker whose freshly built
+    /// replica has the coordinator's digest needs no state transfer (docs/protocol.md, "Joining").
+    public var digest: UInt64 {
+        var h = XXH64()
+        func add<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { h.update($0) } }
+        func add(_ s: String) {
+            add(UInt64(s.utf8.count))
+            h.update(Array(s.utf8))
+        }
+        add(UInt64(sections.count))
+        for s in sections {
+            add(s.name)
+            add(UInt64(s.values.count))
+            s.values.withUnsafeBytes { h.update($0) }
+        }
+        add(UInt64(counters.count))
+        for (name, value) in counters.sorted(by: { $0.key < $1.key }) {
+            add(name)
+            add(Int64(value))
+        }
+        return h.finalize()
+    }
 }
 
 /// Why checkpoint bytes were rejected.

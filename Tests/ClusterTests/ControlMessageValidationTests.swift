@@ -1,3 +1,5 @@
+import Foundation
+import Wire
 import Testing
 @testable import Cluster
 
@@ -45,5 +47,26 @@ import Testing
         #expect(throws: ClusterError.self) { try meta(["p"], [3, 2]).sectionRanges(valueCount: 5).get() }
         #expect(throws: ClusterError.self) { try meta(["p", "m"], [7, -2]).sectionRanges(valueCount: 5).get() }
         #expect(throws: ClusterError.self) { try meta(["p", "m"], [Int.max, 2]).sectionRanges(valueCount: 1).get() }
+    }
+
+    /// The "keep your replica" message passes the receiver's header checks and round-trips its
+    /// digest; a join's digest round-trips too (UInt64 beyond 2^53 included).
+    @Test func keepReplicaMessageRoundTrips() throws {
+        let digest = ReplicaDigest(version: 0, digest: 0xFEDC_BA98_7654_3211)
+        let h = MessageHeader(type: .parameters, runID: 42, coordinatorIncarnation: 1, senderID: 0, senderIncarnation: 1,
+                              step: 0, shard: 0, shardCount: 0, parameterVersion: 0)
+        let m = try #require(StateMeta.keepMessage(h, digest: digest, parameterChecksum: 7, limits: toyLimits))
+        let back = try Message.decode(frames: m.frames(), limits: toyLimits)
+        let meta = try #require(try back.decodeMeta(StateMeta.self, limits: toyLimits))
+        #expect(meta.keep == digest && meta.parameterChecksum == 7 && meta.sections.isEmpty)
+        #expect(try back.decodeTensor().isEmpty)
+        let hello = HelloBody(phase: .join, workerName: "w", host: "h", pid: 1, protocolVersion: clusterProtocolVersion,
+                              runID: 42, datasetHash: "x", threads: 1, replica: digest)
+        let data = try JSONEncoder().encode(hello)
+        #expect(try JSONDecoder().decode(HelloBody.self, from: data).replica == digest)
+        // A hello from a build without the field still decodes (and gets the full state).
+        let old = try JSONSerialization.data(withJSONObject: ["phase": "join", "workerName": "w", "host": "h", "pid": 1,
+                                                              "protocolVersion": 1, "threads": 1])
+        #expect(try JSONDecoder().decode(HelloBody.self, from: old).replica == nil)
     }
 }

@@ -119,9 +119,11 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
     /// Seconds spent applying each update (a slow replica).
     let applyDelay: Double
 
-    init(n: Int, shards: Int, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil,
+    init(n: Int, shards: Int, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil, startsElsewhere: Bool = false,
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         state = ToyState(n: n)
+        // A replica built differently from the coordinator's (another init, another build).
+        if startsElsewhere { state.p[3] += 1 }
         self.shards = shards
         gradientStorage = FlatBuffer(count: n)
         self.poison = poison
@@ -181,7 +183,7 @@ final class WorkerThread: @unchecked Sendable {
     private(set) var result: Result<WorkerExit, any Error>?
 
     init(transport: any ClientTransport, data: (any DataTransport)? = nil, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
-         maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil,
+         maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil, startsElsewhere: Bool = false,
          poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         group.enter()
         let t = Thread { [self] in
@@ -192,7 +194,7 @@ final class WorkerThread: @unchecked Sendable {
             let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger(),
                            dataEndpoint: data.map { endpoint in { @Sendable _ in endpoint } }) { _ in
                 ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, corruptAtVersion: corruptAtVersion,
-                                  poison: poison)
+                                  startsElsewhere: startsElsewhere, poison: poison)
             }
             result = Result { try w.run() }
             transport.close()

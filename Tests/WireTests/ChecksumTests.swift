@@ -63,4 +63,30 @@ struct ChecksumTests {
         #expect(ha != c.withUnsafeBufferPointer { Checksum.of($0) })
         #expect(ha == a.withUnsafeBytes { Checksum.of($0) })
     }
+
+    @Test("a replica digest sees every value bit, name, length and counter, not the counters' order")
+    func replicaDigest() {
+        let base = StateSnapshot(sections: [.init(name: "params", values: [0, 1, 2]), .init(name: "adam.m", values: [0, 0])],
+                                 counters: ["step": 3, "adam.step": 3])
+        let d = base.digest
+        var reordered = StateSnapshot(sections: base.sections)
+        reordered.counters["adam.step"] = 3
+        reordered.counters["step"] = 3
+        #expect(reordered.digest == d)
+        var withMetadata = base
+        withMetadata.metadata["created"] = "now"
+        #expect(withMetadata.digest == d)
+        var variants: [StateSnapshot] = []
+        var v = base; v.sections[0].values[0] = -0.0; variants.append(v)
+        v = base; v.sections[1].name = "adam.v"; variants.append(v)
+        v = base; v.counters["step"] = 4; variants.append(v)
+        v = base; v.counters["ema.updates"] = 0; variants.append(v)
+        v = base; v.sections.reverse(); variants.append(v)
+        // The same values split differently between sections.
+        v = base; v.sections[0].values = [0, 1]; v.sections[1].values = [2, 0, 0]; variants.append(v)
+        v = base; v.sections[0].name = "param"; v.sections[1].name = "sadam.m"; variants.append(v)
+        let digests = variants.map(\.digest)
+        #expect(!digests.contains(d))
+        #expect(Set(digests).count == variants.count)
+    }
 }
