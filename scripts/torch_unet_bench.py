@@ -253,6 +253,8 @@ def main():
                    "(tensor names, shapes, count, and D on random weights via `ambient denoise`); no timing")
     p.add_argument("--ambient", metavar="BIN", help="the ambient binary, for --verify")
     a = p.parse_args()
+    if a.verify and not a.ambient:
+        p.error("--verify needs --ambient BIN")
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
