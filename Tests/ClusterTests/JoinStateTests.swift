@@ -1,4 +1,4 @@
-import Cluster
+@testable import Cluster
 import Foundation
 import Testing
 import Wire
@@ -34,5 +34,40 @@ import Wire
         // Had the differing worker kept its replica, its gradients would differ and the result with them.
         #expect(c.stats.joins == 2 && c.stats.statesKept == 1 && c.stats.repairs == 0)
         #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+    }
+
+    /// A "keep" that names a replica the worker does not hold (a bad or stale message) is not
+    /// obeyed: the worker reports itself out of sync (which gets it the full state) instead of
+    /// computing on parameters the coordinator does not have. Driven by hand as the coordinator.
+    @Test func aKeepForAnotherReplicaIsAnsweredWithAChecksumReport() throws {
+        let net = InMemoryNetwork()
+        let server = net.server()
+        let worker = WorkerThread(transport: net.connect(identity: "w/1"), name: "w", n: n, shards: shards)
+        func next(_ type: MessageType) throws -> (PeerID, Message) {
+            for _ in 0..<100 {
+                guard let (peer, frames) = try server.receive(timeout: 0.1) else { continue }
+                let m = try Message.decode(frames: frames, limits: toyLimits)
+                if m.header.type == type { return (peer, m) }
+            }
+            throw ClusterError("no \(type) from the worker within 10 s")
+        }
+        func header(_ type: MessageType) -> MessageHeader {
+            MessageHeader(type: type, runID: 42, coordinatorIncarnation: 1, senderID: 0, senderIncarnation: 1)
+        }
+        let (peer, _) = try next(.hello)
+        let welcome = WelcomeBody(runID: 42, workerID: 1, workloadSpec: [], datasetHash: "toy-data", shardCount: shards, codec: "lz4",
+                                  heartbeatInterval: 0.1, coordinatorTimeout: 3, chunkOffsets: toyChunks(n).map(\.lowerBound))
+        try server.send(try Message.control(header(.welcome), body: welcome).frames(), to: peer)
+        let (_, join) = try next(.hello)
+        let held = try #require(try join.decodeJSON(HelloBody.self, limits: toyLimits).replica)
+        #expect(held.version == 0)
+        let wrong = ReplicaDigest(version: 0, digest: held.digest ^ 1)
+        let keep = try #require(StateMeta.keepMessage(header(.parameters), digest: wrong, parameterChecksum: 0, limits: toyLimits))
+        try server.send(keep.frames(), to: peer)
+        let (_, report) = try next(.checksumReport)
+        let body = try report.decodeJSON(ChecksumReportBody.self, limits: toyLimits)
+        #expect(body.reason.contains("told to keep"), "\(body.reason)")
+        try server.send(try Message.control(header(.shutdown), body: ShutdownBody(reason: "test over", success: true)).frames(), to: peer)
+        #expect((try? worker.wait()?.get()) == .finished)
     }
 }
