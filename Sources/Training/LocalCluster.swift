@@ -15,7 +15,10 @@ import Wire
 /// The reduction is sharded as between hosts (range owners, the coordinator's default): every
 /// worker, in a process or colocated, gets a data endpoint at `ipc://DIR/data-I.sock` in the
 /// same private directory, plaintext for the same reason, so each reduces a range of the
-/// gradient and the coordinator receives it once instead of every shard's.
+/// gradient and the coordinator receives it once instead of every shard's. With `link = .tcp`
+/// the data endpoints are on 127.0.0.1 too (CURVE with a key pair made for the run, unless
+/// plaintext), so every byte of the run crosses the loopback interface: a shaped `lo` then
+/// shapes all of it (scripts/bench-vs-pytorch --scenario gbit).
 public struct LocalCluster {
     /// How the coordinator and the worker processes of a local cluster are connected.
     public enum Link: String, Sendable, CaseIterable {
@@ -45,9 +48,10 @@ public struct LocalCluster {
     public func run(config: RunConfig, data: TrainingData, runPath: String, options: ClusterTraining.Options,
                     stop: StopSignal? = nil) throws -> DenoiserCoordinatorWorkload {
         let n = config.model.make().layout.count
-        return try withWorkers(limits: ClusterTraining.limits(parameters: n)) { server in
+        return try withWorkers(limits: ClusterTraining.limits(parameters: n)) { server, dataKey in
             var opts = options
             opts.coordinator.minWorkers = max(opts.coordinator.minWorkers, workers)
+            opts.coordinator.dataKey = dataKey
             return try ClusterTraining.coordinate(config: config, data: data, runPath: runPath, transport: server, options: opts,
                                                   logger: logger, stop: stop)
         }
@@ -57,9 +61,10 @@ public struct LocalCluster {
     @discardableResult
     public func annotate(spec: AnnotationSpec, options: ClusterTraining.Options, stop: StopSignal? = nil) throws -> [Double] {
         let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)
-        return try withWorkers(limits: ClusterTraining.limits(parameters: probe.parameterCount)) { server in
+        return try withWorkers(limits: ClusterTraining.limits(parameters: probe.parameterCount)) { server, dataKey in
             var opts = options
             opts.coordinator.minWorkers = max(opts.coordinator.minWorkers, workers)
+            opts.coordinator.dataKey = dataKey
             return try ClusterTraining.annotate(spec: spec, transport: server, options: opts, logger: logger, stop: stop)
         }
     }
@@ -75,19 +80,23 @@ public struct LocalCluster {
     }
 
     /// Starts the coordinator's server (ipc, or tcp on 127.0.0.1) and the worker processes,
-    /// runs `body` (the coordinator), then stops the workers.
-    func withWorkers<R>(limits: WireLimits, _ body: (any ServerTransport) throws -> R) throws -> R {
+    /// runs `body` (the coordinator, given the data links' key pair to hand out, if they use
+    /// CURVE), then stops the workers.
+    func withWorkers<R>(limits: WireLimits, _ body: (any ServerTransport, CurveKeyPair?) throws -> R) throws -> R {
         let runDir = try Self.makePrivateDirectory()
         defer { try? FileManager.default.removeItem(atPath: runDir) }
         let socketPath = runDir + "/coordinator.sock"
         func dataPath(_ i: Int) -> String { runDir + "/data-\(i).sock" }
-        // The workers' data sockets are ipc whatever the link; the coordinator's with link == .ipc.
-        for path in (link == .ipc ? [socketPath] : []) + [dataPath(max(workers - 1, 0))] where path.utf8.count > 100 {
+        // Every socket on the same link: ipc in the private directory, or tcp on 127.0.0.1.
+        func dataBind(_ i: Int) -> String { link == .ipc ? "ipc://" + dataPath(i) : "tcp://127.0.0.1:*" }
+        for path in (link == .ipc ? [socketPath, dataPath(max(workers - 1, 0))] : []) where path.utf8.count > 100 {
             throw ClusterError("the local cluster's socket path \(path) is longer than a Unix socket allows: set TMPDIR to a shorter directory")
         }
         let security: TransportSecurity
         var workerSecurity = ["--plaintext"]
+        var dataKey: CurveKeyPair?
         if link == .tcp && !plaintext {
+            dataKey = try CurveKeyPair.generate()
             let coordinatorKeys = try CurveKeyPair.generate(), workerKeys = try CurveKeyPair.generate()
             try coordinatorKeys.write(directory: runDir, name: "coordinator")
             try workerKeys.write(directory: runDir, name: "worker")
@@ -119,7 +128,7 @@ public struct LocalCluster {
             var workerLogger = logger
             workerLogger[metadataKey: "worker"] = "\(name)"
             let client = network.connect(identity: "\(name)/\(options.incarnation)")
-            let bind = "ipc://" + dataPath(i), socketOptions = SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))
+            let bind = dataBind(i), socketOptions = SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20)))
             let worker = Worker(transport: client, options: options, threads: threads, logger: workerLogger,
                                 dataEndpoint: { key in try ZeroMQDataEndpoint(bind: bind, key: key, options: socketOptions) },
                                 factory: DenoiserWorkerWorkload.factory(logger: workerLogger, threads: threads))
@@ -137,7 +146,7 @@ public struct LocalCluster {
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = ["worker", "--connect", server.endpoint] + workerSecurity + ["--name", "local-\(i)",
                            "--threads", String(threads), "--log-level", logLevel == "info" ? "notice" : logLevel,
-                           "--max-reconnect", "60", "--data-bind", "ipc://" + dataPath(i)]
+                           "--max-reconnect", "60", "--data-bind", dataBind(i)]
             var env = ProcessInfo.processInfo.environment
             env["OPENBLAS_NUM_THREADS"] = String(threads)
             p.environment = env
@@ -146,7 +155,7 @@ public struct LocalCluster {
         }
         logger.notice("local cluster", metadata: ["endpoint": "\(server.endpoint)", "workers": "\(workers)",
                                                   "in-process": "\(inProcess)", "link": "\(link)", "curve": "\(workerSecurity != ["--plaintext"])"])
-        return try body(transport)
+        return try body(transport, dataKey)
     }
 
     /// Waits (bounded) for workers to exit after the shutdown message, then kills the rest.

@@ -79,7 +79,7 @@ extension Ambient {
         @Option(name: .customLong("colocated-workers"), help: "With --workers N: run this many of the N workers as threads of the coordinator's process; their gradients and updates skip the socket (with 2 workers the coordinator's link then carries half the bytes).")
         var colocatedWorkers: Int = 0
 
-        @Option(name: .customLong("local-link"), help: "With --workers N: how the worker processes reach the coordinator: ipc (default: a Unix socket in a 0700 directory of this run, no encryption needed) or tcp (127.0.0.1 with CURVE keys made for the run).")
+        @Option(name: .customLong("local-link"), help: "With --workers N: how the worker processes reach the coordinator: ipc (default: a Unix socket in a 0700 directory of this run, no encryption needed) or tcp (127.0.0.1 with CURVE keys made for the run, for the workers' data links too).")
         var localLink: LocalCluster.Link?
 
         @Flag(name: .customLong("plaintext"), help: "With --workers N: tcp on 127.0.0.1 without CURVE encryption (it costs CPU on every gradient byte).")

@@ -3,7 +3,8 @@ import Testing
 
 /// `ambient train --workers N` on one machine: by default the workers reach the coordinator
 /// over a Unix socket in a directory of the run that only its user can enter (no CURVE), and
-/// the directory is gone when the run ends; `--local-link tcp` keeps CURVE over 127.0.0.1.
+/// the directory is gone when the run ends; `--local-link tcp` keeps CURVE over 127.0.0.1, for the
+/// workers' data links as well.
 /// Both give the single-process run's weights, bit for bit.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct LocalLinkTests {
     static let options = Array(ClusterProcessTests.runOptions.dropLast(4)) + ["--steps", "60", "--seed", "3"]
@@ -48,6 +49,10 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         let m = try Data(contentsOf: URL(fileURLWithPath: dir + "/tcp/model.safetensors"))
         #expect(m == ref, "tcp with CURVE: weights differ from the single-process run")
+        // The range owners reduced over their own (tcp, CURVE) data links: the coordinator sent no tensor.
+        let steps = try String(contentsOfFile: dir + "/tcp/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(!steps.isEmpty && steps.allSatisfy { ($0["bytes_out"] as? Double) == 0 }, "the coordinator sent tensors: no range owners")
         let both = try CommandRunner.run(["train"] + Self.options + ["--workers", "2", "--local-link", "ipc", "--plaintext", "--out", dir + "/bad"])
         #expect(both.status != 0 && both.stderr.contains("--plaintext"), "\(both.stderr)")
         let single = try CommandRunner.run(["train"] + Self.options + ["--local-link", "tcp", "--out", dir + "/bad2"])
