@@ -142,10 +142,13 @@ extension Coordinator {
                 return
             }
             if record.joined { return }
-            if sendParameters(to: record, workerHolds: body.replica) {
+            // The worker already holds this coordinator's replica (at the start of a run every
+            // worker builds the same seeded state): it is told to keep it.
+            let keep = body.replica.flatMap { $0 == replicaDigest() ? $0 : nil }
+            if sendParameters(to: record, keep: keep) {
                 record.joined = true
                 count { $0.joins += 1 }
-                let state = body.replica == replicaDigest() ? "kept its own" : "sent"
+                let state = keep == nil ? "sent" : "kept its own"
                 logger.notice("worker joined", metadata: ["worker": "\(record.label)", "peer": "\(peer)", "host": "\(body.host)",
                                                           "pid": "\(body.pid)", "threads": "\(body.threads)", "step": "\(workload.version)",
                                                           "workers": "\(members.live.count)", "state": "\(state)"])
@@ -155,15 +158,13 @@ extension Coordinator {
         }
     }
 
-    /// Sends the full replica state (parameters and optimiser moments), or, when the worker
-    /// already holds this coordinator's replica (`workerHolds`, from its join: at the start of a
-    /// run every worker builds the same seeded state), a parameters message without a tensor
-    /// telling it to keep its own. At 8 hosts the full state was 8 x 40 MB on host 0's link
+    /// Sends the full replica state (parameters and optimiser moments), or, with `keep` (the
+    /// worker's join reported this coordinator's current replica), a parameters message without a
+    /// tensor telling it to keep its own. At 8 hosts the full state was 8 x 40 MB on host 0's link
     /// before the first step, and a joiner queued behind the others went silent long enough to
     /// register again (docs/benchmarks.md).
     @discardableResult
-    func sendParameters(to record: WorkerRecord, workerHolds: ReplicaDigest? = nil) -> Bool {
-        let keep = workerHolds.flatMap { $0 == replicaDigest() ? $0 : nil }
+    func sendParameters(to record: WorkerRecord, keep: ReplicaDigest? = nil) -> Bool {
         guard let m = keep.flatMap({ keepMessage($0) }) ?? parametersMessage() else { return false }
         if keep != nil { count { $0.statesKept += 1 } }
         if !send(m, to: record) {

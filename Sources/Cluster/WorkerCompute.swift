@@ -188,20 +188,15 @@ final class WorkerCompute: @unchecked Sendable {
                 // No tensor: the coordinator holds what this replica held when it joined. It still
                 // must (an update cannot have been applied in between: they follow this message).
                 let mine = Self.digest(of: workload)
-                guard mine == keep, workload.parameterChecksum == meta.parameterChecksum else {
+                guard mine == keep else {
                     throw ClusterError("told to keep replica version \(keep.version) digest \(keep.digest), but this worker holds version \(mine.version) digest \(mine.digest)")
                 }
-                updates?.reset()
-                updateGeneration = 0
-                feedbacks.clear()
-                post(.loaded(version: workload.version))
-                runDeferred()
-                return
+            } else {
+                let flat = try message.decodeTensor()
+                let ranges = try meta.sectionRanges(valueCount: flat.count).get()
+                let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
+                try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             }
-            let flat = try message.decodeTensor()
-            let ranges = try meta.sectionRanges(valueCount: flat.count).get()
-            let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
-            try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             updates?.reset()
             updateGeneration = 0
             feedbacks.clear()
