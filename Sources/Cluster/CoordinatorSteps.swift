@@ -19,6 +19,7 @@ extension Coordinator {
             assign(shards, to: w)
         }
         configureIdleOwners()
+        StepTrace.mark("coordinator", "assigned", step: state.step)
         updateDeadline(now)
     }
 
@@ -215,11 +216,14 @@ extension Coordinator {
 
     func completeStep() {
         guard let state = current else { return }
+        StepTrace.mark("coordinator", "reduced", step: state.step)
         workload.apply(gradient: reducer.total, range: 0..<workload.parameterCount)
         workload.finishStep()
+        StepTrace.mark("coordinator", "applied", step: state.step)
         parametersCache = nil
         replicaDigestCache = nil
         parameterChecksum = workload.parameterChecksum
+        StepTrace.mark("coordinator", "checksummed", step: state.step)
         let now = clock.now()
         logger.debug("step", metadata: ["step": "\(state.step)", "ms": "\(Int((now - state.startedAt) * 1000))"])
         count { $0.stepsCompleted += 1 }

@@ -255,6 +255,7 @@ public final class Worker: @unchecked Sendable {
         case .assign:
             guard phase == .joining || phase == .ready, let body = try? message.decodeJSON(AssignBody.self, limits: options.limits),
                   body.isValid(shardCount: welcome?.shardCount ?? 0) else { return nil }
+            StepTrace.mark("worker \(welcome?.workerID ?? 0)", "assign", step: body.step)
             if let owners = body.owners, let welcome {
                 guard let dataPlane else {
                     throw ClusterError("the coordinator runs the sharded reduction (range owners) but this worker has no data endpoint")
