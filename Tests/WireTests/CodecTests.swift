@@ -52,6 +52,30 @@ struct CodecTests {
         #expect(LZ4Codec().encode(zeros).count < 4000)
     }
 
+    @Test("lz4 stops trying chunks that never compress, and finds compressible ones again within a probe interval")
+    func lz4ProbesAfterStoredRuns() throws {
+        let chunk = 1 << 16, perChunk = chunk / 4
+        // 40 chunks of noise, then 40 of zeros, then 40 of noise again.
+        let noise = gaussianGradient(40 * perChunk, seed: 7)
+        let values = noise + [Float](repeating: 0, count: 40 * perChunk) + gaussianGradient(40 * perChunk, seed: 8)
+        let bytes = LZ4Codec(chunkBytes: chunk).encode(values)
+        #expect(bits(try LZ4Codec().decode(bytes, count: values.count)) == bits(values))
+        // The container's chunk words: which chunks were stored.
+        var stored: [Bool] = [], at = 12
+        while at < bytes.count {
+            let word = UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
+            stored.append(word & 0x8000_0000 != 0)
+            at += 4 + Int(word & 0x7FFF_FFFF)
+        }
+        #expect(at == bytes.count && stored.count == 120)
+        #expect(stored[0..<40].allSatisfy { $0 }, "noise is stored")
+        let zerosStored = stored[40..<80].filter { $0 }.count
+        #expect(zerosStored <= ChunkedLZ4.probeEvery, "the zeros were found within one probe interval: \(zerosStored) stored")
+        #expect(stored[(40 + zerosStored)..<80].allSatisfy { !$0 }, "once found, every zero chunk is compressed")
+        #expect(stored[80..<120].allSatisfy { $0 })
+        #expect(bytes.count < (80 + ChunkedLZ4.probeEvery + 1) * (chunk + 4), "\(bytes.count) bytes")
+    }
+
     @Test("bf16 and fp16 stay within their relative error bounds in the normal range", arguments: [false, true])
     func halfPrecisionBounds(compressed: Bool) throws {
         let g = gaussianGradient(50_000) + specialValues
