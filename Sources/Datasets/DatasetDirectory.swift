@@ -53,6 +53,9 @@ public struct DatasetDirectory: Sendable {
         public var cropAnnotation: String?
         /// The command that wrote the directory.
         public var createdBy: String?
+        /// "K/N of PATH" when the directory is fold K/N of the dataset at PATH (`ambient dataset
+        /// subset`); `ambient dataset merge` checks that fold k comes k-th.
+        public var fold: String?
         /// File name to hash and size.
         public var files: [String: FileEntry]
 

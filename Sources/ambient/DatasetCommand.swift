@@ -21,7 +21,7 @@ extension Ambient {
                   --out data/fm-blur
               ambient dataset verify data/fm-blur
             """,
-            subcommands: [Make.self, Verify.self])
+            subcommands: [Make.self, Verify.self, Subset.self, Merge.self])
     }
 }
 

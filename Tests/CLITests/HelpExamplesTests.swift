@@ -120,11 +120,11 @@ enum HelpExamples {
     /// The order the examples run in, so each finds what an earlier one made; the coordinator and
     /// worker examples come last, apart.
     static func order(_ examples: [String]) -> (phased: [String], cluster: [String]) {
-        let phases = ["keys generate", "dataset make", "dataset verify", "train --dry-run", "train", "classifier train",
+        let phases = ["keys generate", "dataset make", "dataset verify", "dataset subset", "dataset merge", "train --dry-run", "train", "classifier train",
                       "classifier crop-map", "annotate", "classifier check", "sample", "denoise", "eval", "calibrate-evaluator", "report"]
         func phase(_ e: String) -> Int? {
             let words = command(e)
-            if words.hasPrefix("train") && e.contains("--dry-run") { return 3 }
+            if words.hasPrefix("train") && e.contains("--dry-run") { return phases.firstIndex(of: "train --dry-run") }
             return phases.firstIndex { $0 != "train --dry-run" && (words.hasPrefix($0 + " ") || words == $0) }
         }
         let phased = examples.filter { phase($0) != nil }.enumerated()

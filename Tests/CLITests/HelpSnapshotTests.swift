@@ -7,7 +7,7 @@ import Testing
 @Suite struct HelpSnapshotTests {
     /// Every command and subcommand of `ambient`.
     static let commands: [[String]] = [
-        [], ["dataset"], ["dataset", "make"], ["dataset", "verify"], ["train"], ["classifier"], ["classifier", "train"], ["classifier", "crop-map"], ["classifier", "check"],
+        [], ["dataset"], ["dataset", "make"], ["dataset", "verify"], ["dataset", "subset"], ["dataset", "merge"], ["train"], ["classifier"], ["classifier", "train"], ["classifier", "crop-map"], ["classifier", "check"],
         ["annotate"], ["sample"], ["denoise"], ["eval"], ["calibrate-evaluator"], ["report"], ["coordinator"], ["worker"], ["keys"], ["keys", "generate"],
     ]
 
