@@ -18,9 +18,6 @@ public enum StepTrace {
         return fd >= 0 ? fd : nil
     }()
 
-    /// Whether events are recorded (AMBIENT_TRACE is set and its file could be opened).
-    public static var isEnabled: Bool { descriptor != nil }
-
     /// Records `event` of `step` for `role` (e.g. "coordinator", "worker 2").
     public static func mark(_ role: @autoclosure () -> String, _ event: StaticString, step: Int) {
         guard let fd = descriptor else { return }

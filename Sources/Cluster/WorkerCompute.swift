@@ -237,7 +237,7 @@ final class WorkerCompute: @unchecked Sendable {
             }
         }
         guard h.parameterVersion == UInt64(workload.version + 1) else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: 0,
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: replicaChecksum(of: workload), expected: 0,
                                                reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
             return
         }
@@ -300,7 +300,7 @@ final class WorkerCompute: @unchecked Sendable {
         guard let workload, let welcome else { return }
         StepTrace.mark("worker \(welcome.workerID)", "compute-start", step: step)
         guard version == workload.version else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: workload.parameterChecksum, expected: checksum,
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: replicaChecksum(of: workload), expected: checksum,
                                                reason: "assigned step \(step) at version \(version), this worker holds version \(workload.version)")))
             return
         }

@@ -33,6 +33,9 @@ public struct DatasetFold: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension DatasetDirectory.Contents {
+    /// Which optional per-sample files are present: masks, noise, annotations, sigma_max, labels, clean.
+    var perSampleFiles: [Bool] { [masks != nil, noise != nil, annotations != nil, sigmaMax != nil, labels != nil, clean != nil] }
+
     /// The samples at `indices`, in that order, with every per-sample file (masks, noise levels,
     /// annotations, sigma_max, labels, clean flags); the manifest counts them and recomputes the
     /// clean fraction.
@@ -80,10 +83,8 @@ extension DatasetDirectory.Contents {
                 throw DatasetError.badShape(name: "fold \(k)/\(n)", expected: "samples of shape \(first.manifest.sampleShape), sigma_max \(first.manifest.sigmaMax) as fold 0",
                                             found: "shape \(p.manifest.sampleShape), sigma_max \(p.manifest.sigmaMax)")
             }
-            let has = [p.masks != nil, p.noise != nil, p.annotations != nil, p.sigmaMax != nil, p.labels != nil, p.clean != nil]
-            let firstHas = [first.masks != nil, first.noise != nil, first.annotations != nil, first.sigmaMax != nil, first.labels != nil, first.clean != nil]
-            guard has == firstHas else {
-                throw DatasetError.malformed(name: "fold \(k)/\(n)", problem: "it has other per-sample files than fold 0 (masks, noise, annotations, sigma-max, labels, clean: \(has) against \(firstHas))")
+            guard p.perSampleFiles == first.perSampleFiles else {
+                throw DatasetError.malformed(name: "fold \(k)/\(n)", problem: "it has other per-sample files than fold 0 (masks, noise, annotations, sigma-max, labels, clean: \(p.perSampleFiles) against \(first.perSampleFiles))")
             }
         }
         // Row i of the whole is row i / n of part i mod n.
