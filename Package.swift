@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TensorCore"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore", "FileIO"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "TensorCore"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Wire", "TensorCore", "FileIO"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "CZeroMQ", "Wire", "TensorCore", "FileIO"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Diffusion", "Datasets", "TensorCore", "Wire"]),
         .testTarget(name: "FaultInjectionTests", dependencies: ["FaultInjection"]),
         .testTarget(name: "MonitoringTests", dependencies: ["Monitoring", "Cluster", "Wire"]),

@@ -1,4 +1,5 @@
-import Cluster
+import CZeroMQ
+@testable import Cluster
 import FileIO
 import Foundation
 import TensorCore
@@ -81,18 +82,23 @@ import Wire
     /// workers although it closes its socket right after sending them. With ZMQ_LINGER=0 they
     /// were dropped and workers waited for a coordinator that was gone (found by
     /// scripts/fault-injection); close(flushingFor:) and terminating the context deliver them.
+    ///
+    /// The receiver is a plain DEALER. A worker's socket (ZeroMQClient) sets ZMQ_IMMEDIATE, and
+    /// libzmq then discards the messages of a dropped connection that the application has not
+    /// read yet, even complete ones: with such a client this test lost both messages 1 run in 12
+    /// on a loaded CI machine, and a C program with the same sockets loses them 10 runs in 10
+    /// (docs/protocol.md, "Shutdown"). That is why the coordinator also waits for its workers to
+    /// leave before it closes (CoordinatorTests, `awaitDepartures`).
     @Test func closingTheServerDeliversWhatIsStillQueued() throws {
         let serverContext = ZMQContext(), clientContext = ZMQContext()
         let s = try server(serverContext, .plaintext)
-        let c = try client(clientContext, s.endpoint, "w", .plaintext)
+        let c = try ZMQSocket(clientContext, type: ZMQ_DEALER)
         defer { c.close() }
-        var peer: PeerID?
-        let deadline = Date().addingTimeInterval(10)
-        while peer == nil && Date() < deadline {
-            try? c.send([Array("hello".utf8)])   // fails until connected (ZMQ_IMMEDIATE)
-            peer = try s.receive(timeout: 0.1)?.peer
-        }
-        let p = try #require(peer)
+        try c.set(ZMQ_ROUTING_ID, string: "w/1")
+        try c.set(ZMQ_MAXMSGSIZE, Int64(64 << 20))
+        try c.connect(s.endpoint)
+        try c.send([Array("hello".utf8)], peerLabel: "server")   // queued until connected
+        let p = try #require(try s.receive(timeout: 10)?.peer)
         // Big enough that the transfer is still under way when the socket is closed.
         let big = [UInt8](repeating: 42, count: 48 << 20)
         try s.send([big], to: p)
@@ -102,7 +108,7 @@ import Wire
         var got: [[[UInt8]]] = []
         let end = Date().addingTimeInterval(10)
         while got.count < 2 && Date() < end {
-            if let m = try c.receive(timeout: 0.1) { got.append(m) }
+            if let m = try c.receiveMultipart() { got.append(m) } else { _ = try c.poll(timeout: 0.1) }
         }
         #expect(got.count == 2, "received \(got.count) of the 2 messages queued before close")
         #expect(got.first?.first?.count == big.count)
