@@ -91,6 +91,8 @@ func startWorkers(_ network: InMemoryNetwork, count: Int, prefix: String = "w", 
             #expect(p.withUnsafeBytes { Array($0) } == p0.withUnsafeBytes { Array($0) }, "\(w) workers x \(threads) threads: parameters differ")
             #expect(e.withUnsafeBytes { Array($0) } == e0.withUnsafeBytes { Array($0) }, "\(w) workers x \(threads) threads: EMA differs")
             #expect(stats.stepsCompleted == 12)
+            // The workers' replicas never left the coordinator's (a repair would hide it).
+            #expect(stats.repairs == 0, "\(w) workers x \(threads) threads: \(stats.repairs) replicas repaired by a full copy")
         }
     }
 
