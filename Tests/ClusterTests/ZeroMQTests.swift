@@ -85,10 +85,11 @@ import Wire
     ///
     /// The receiver is a plain DEALER. A worker's socket (ZeroMQClient) sets ZMQ_IMMEDIATE, and
     /// libzmq then discards the messages of a dropped connection that the application has not
-    /// read yet, even complete ones: with such a client this test lost both messages 1 run in 12
-    /// on a loaded CI machine, and a C program with the same sockets loses them 10 runs in 10
-    /// (docs/protocol.md, "Shutdown"). That is why the coordinator also waits for its workers to
-    /// leave before it closes (CoordinatorTests, `awaitDepartures`).
+    /// read yet, even complete ones: with such a client this test failed once in CI and 1 run in
+    /// 12 here under six CPU hogs, and scripts/zmq-immediate-check (a C program with the same
+    /// sockets) loses both messages 10 runs in 10 (docs/protocol.md, "Shutdown"). That is why the
+    /// coordinator also waits for its workers to leave before it closes (CoordinatorTests,
+    /// `awaitDepartures`).
     @Test func closingTheServerDeliversWhatIsStillQueued() throws {
         let serverContext = ZMQContext(), clientContext = ZMQContext()
         let s = try server(serverContext, .plaintext)
