@@ -14,6 +14,8 @@ public enum ClusterTraining {
         public var coordinator = CoordinatorOptions(runID: 0, limits: .default)
         public var keepCheckpoints: Int = 3
         public var showProgress = true
+        /// Continue a run of the same configuration with fewer steps (`RunDirectory.prepare`).
+        public var extend = false
         public init() { coordinator.checkpointEvery = 100 }
 
         /// The coordinator's options for a run with these settings.
@@ -42,7 +44,7 @@ public enum ClusterTraining {
                                   onEvent: (@Sendable (ClusterEvent) -> Void)? = nil) throws -> DenoiserCoordinatorWorkload {
         try config.validate()
         let dir = RunDirectory(path: runPath)
-        let resuming = try dir.prepare(config: config, data: data)
+        let start = try dir.prepare(config: config, data: data, extend: options.extend)
         let lock = try CoordinatorLock(directory: runPath)
         defer { lock.release() }
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: options.keepCheckpoints)
@@ -52,6 +54,7 @@ public enum ClusterTraining {
         }
         let workload = try DenoiserCoordinatorWorkload(config: config, data: data, directory: dir, logger: logger,
                                                        showProgress: options.showProgress)
+        workload.earlierCheckpointHashes = start.checkpointHashes
         var copts = options.coordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))
         // Lossy codecs: workers write their shards' error-feedback residuals next to the
         // checkpoints (an absolute path: workers on other hosts need the same shared mount).
@@ -65,7 +68,7 @@ public enum ClusterTraining {
         }
         workload.onStep = onStep
         if let stop { coordinator.shouldStop = { stop.isSet } }
-        logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(resuming)", "incarnation": "\(lock.incarnation)",
+        logger.info("coordinator", metadata: ["run": "\(runPath)", "resuming": "\(start.resuming)", "incarnation": "\(lock.incarnation)",
                                               "parameters": "\(workload.parameterCount)", "shards": "\(config.shards)",
                                               "codec": "\(options.coordinator.codec)", "data": "\(data.summary)"])
         started?(coordinator)

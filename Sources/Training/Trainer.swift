@@ -26,6 +26,9 @@ public struct Trainer {
     /// as if the run had reached its last step: for equal wall-clock comparisons. The number
     /// of steps then depends on the machine's speed, so such a run is not reproducible.
     public var timeLimit: Double?
+    /// Continue a run of the same configuration with fewer steps to `config.steps`
+    /// (`RunDirectory.prepare(config:data:extend:)`).
+    public var extend = false
 
     public init(config: RunConfig, runPath: String, logger: Logger, showProgress: Bool = true, threads: Int? = nil) {
         self.config = config
@@ -43,13 +46,13 @@ public struct Trainer {
         BLAS.setThreads(1)   // bitwise reproducibility: parallel shards, never parallel BLAS (TensorCore.Parallel)
         let session = try TrainingSession(config: config, data: data, threads: threads)
         let dir = RunDirectory(path: runPath)
-        let resuming = try dir.prepare(config: config, data: data)
+        let start = try dir.prepare(config: config, data: data, extend: extend)
         let store = try CheckpointStore(directory: dir.checkpointsPath, keep: keepCheckpoints)
         let metrics = try MetricsLog(path: dir.metricsPath)
-        if resuming {
+        if start.resuming {
             if let found = store.loadNewest(skipped: { [logger] why in logger.warning("skipping checkpoint", metadata: ["reason": "\(why)"]) }) {
                 do {
-                    try session.state.resume(from: found.snapshot, of: config)
+                    try session.state.resume(from: found.snapshot, of: config, alsoAccepting: start.checkpointHashes)
                 } catch let error as TrainingError {
                     throw TrainingError("\(found.path): \(error.message)")
                 }

@@ -217,10 +217,12 @@ extension OptimizerState {
         return s
     }
 
-    /// Restores a checkpoint written by `checkpoint(of:)` for the same configuration.
-    public func resume(from s: StateSnapshot, of config: RunConfig) throws {
-        guard s.metadata["config_hash"] == config.hash else {
-            throw TrainingError("the checkpoint was written by a run with config hash \(s.metadata["config_hash"] ?? "?"), this run has \(config.hash): resuming with a different configuration is refused")
+    /// Restores a checkpoint written by `checkpoint(of:)` for the same configuration, or for one
+    /// of `alsoAccepting` (the hashes of the shorter runs an extended run continues).
+    public func resume(from s: StateSnapshot, of config: RunConfig, alsoAccepting: Set<String> = []) throws {
+        let hash = s.metadata["config_hash"] ?? "?"
+        guard hash == config.hash || alsoAccepting.contains(hash) else {
+            throw TrainingError("the checkpoint was written by a run with config hash \(hash), this run has \(config.hash): resuming with a different configuration is refused")
         }
         try restore(full: s)
     }

@@ -297,6 +297,9 @@ struct ClusterCommandOptions: ParsableArguments {
     @Option(name: .customLong("no-worker-timeout"), help: "Give up after this many seconds without any worker.")
     var noWorkerTimeout: Double = 300
 
+    @Flag(help: "Continue the run in --out, finished or not, to a larger --steps (every other option as it was): it resumes from the newest checkpoint and ends with the weights a run of the larger --steps would have, bit for bit. The earlier final weights are kept as RUNDIR/model-step-N.safetensors.")
+    var extend = false
+
     func validate() throws {
         if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must be >= 0") }
         if keep < 1 { throw ValidationError("--keep must be >= 1") }
@@ -313,6 +316,7 @@ struct ClusterCommandOptions: ParsableArguments {
         o.coordinator.heartbeatTimeout = heartbeatTimeout
         o.coordinator.noWorkerTimeout = noWorkerTimeout
         o.showProgress = showProgress
+        o.extend = extend
         return o
     }
 }

@@ -124,6 +124,7 @@ extension Ambient {
                     trainer.keepCheckpoints = cluster.keep
                     trainer.stop = stop
                     trainer.timeLimit = timeLimit
+                    trainer.extend = cluster.extend
                     try trainer.run(data: data)
                 } else {
                     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
