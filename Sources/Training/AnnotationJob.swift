@@ -30,6 +30,10 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
     public var eps: Double
     public var seed: UInt64
     public var shards: Int
+    /// Raise every annotation below this level to it (nil: none). Not the authors' method: a prior
+    /// that no corrupted sample is trusted below a level known to be sound for its corruption
+    /// (e.g. the paper's fixed annotation), with the classifier's levels above it kept.
+    public var floor: Double?
 
     public init(dataset: String, classifierConfig: RunConfig, classifierRun: String, classifierHash: String,
                 grid: Int, gridDistribution: AnnotationGrid, draws: Int, span: Double, eps: Double, seed: UInt64, shards: Int) {
@@ -58,6 +62,13 @@ public struct AnnotationSpec: Codable, Sendable, Equatable {
     /// The note recorded in the dataset manifest.
     public var note: String {
         "classifier \(classifierRun) (config hash \(classifierHash)), grid \(grid) \(gridLevels.description), \(draws) draws, EMA span \(span), tau \(0.5 - eps), seed \(seed), \(shards) shards"
+            + (floor.map { ", floored at \($0)" } ?? "")
+    }
+
+    /// The annotation written for a classifier's level `sigma`: raised to the floor, if any.
+    public func floored(_ sigma: Double) -> Double {
+        guard let floor else { return sigma }
+        return max(sigma, floor)
     }
 }
 
@@ -153,7 +164,7 @@ public final class AnnotationCoordinatorWorkload: CoordinatorWorkload, ForwardsR
 
     public func finish() throws {
         var result = [Double](repeating: 0, count: state.samples)
-        for i in corrupted { result[i] = Double(state.values[state.weights + i]) }
+        for i in corrupted { result[i] = spec.floored(Double(state.values[state.weights + i])) }
         annotations = result
         try directory.writeAnnotations(result, note: spec.note)
     }

@@ -37,7 +37,8 @@ extension Ambient {
             it is smoothed by an exponential moving average of span --span grid levels and sigma_min is the \
             first sigma where it exceeds tau = 0.5 - --eps. The average lags by grid levels: a sparse grid \
             raises every annotation (about 4.6x on 256 log-spaced levels, 1.06-1.2x on the default at sigma \
-            0.3-2). A sample that never crosses gets sigma_max (80) and is effectively unused. With --fixed-sigma S \
+            0.3-2). A sample that never crosses gets sigma_max (80) and is effectively unused. --floor F raises \
+            every annotation below F to F. With --fixed-sigma S \
             every corrupted sample gets S. Clean samples (clean.npy) get 0.
 
             The annotations go to DIR/annotations.npy and the manifest records how they were made; both \
@@ -56,6 +57,7 @@ extension Ambient {
             Examples:
               ambient annotate --data data/fm-blur --classifier runs/classifier
               ambient annotate --data data/fm-blur --fixed-sigma 0.8
+              ambient annotate --data data/fm-blur --classifier runs/classifier --floor 1.38
               ambient annotate --data data/fm-ood --crops-classifier runs/crops7 --crop-map crop-map.json \\
                   --grid 32
             """)
@@ -68,6 +70,9 @@ extension Ambient {
 
         @Option(name: .customLong("fixed-sigma"), help: "Annotate every corrupted sample with this sigma_min instead.")
         var fixedSigma: Double?
+
+        @Option(help: "With --classifier: raise every annotation below this sigma to it (our option, not the authors': for a corruption whose sound level is known, e.g. the paper's fixed annotation, so that no corrupted sample is used below it; the classifier's levels above it are kept).")
+        var floor: Double?
 
         @Option(name: .customLong("crops-classifier"), help: "Run directory of a crops classifier (ambient classifier train --crops S); repeat for several sizes. Writes sigma_max.")
         var cropsClassifiers: [String] = []
@@ -126,6 +131,8 @@ extension Ambient {
             if !cropsClassifiers.isEmpty && cropMap == nil { throw ValidationError("--crops-classifier needs --crop-map FILE (ambient classifier crop-map)") }
             if cropsClassifiers.isEmpty && (cropMap != nil || perSet) { throw ValidationError("--crop-map and --per-set apply to --crops-classifier") }
             if !cropsClassifiers.isEmpty && (workers > 0 || bind != nil) { throw ValidationError("--crops-classifier runs in this process; drop --workers/--bind") }
+            if floor != nil && classifier == nil { throw ValidationError("--floor applies to --classifier annotation") }
+            if let f = floor, !(f > 0 && f.isFinite) { throw ValidationError("--floor must be a positive noise level, got \(f)") }
             if let s = fixedSigma, !(s > 0 && s.isFinite) { throw ValidationError("--fixed-sigma must be a positive noise level, got \(s)") }
             if (grid ?? 2) < 2 || (draws ?? 1) < 1 || span < 1 { throw ValidationError("--grid must be >= 2, --draws >= 1, --span >= 1") }
             if !(eps >= 0 && eps < 0.5) { throw ValidationError("--eps must be in [0, 0.5)") }
@@ -163,10 +170,14 @@ extension Ambient {
                     guard trained.classifier.dimension == d else {
                         throw TrainingError("classifier \(classifier!) takes samples of \(trained.classifier.dimension) values, \(data) has \(d)")
                     }
-                    let spec = AnnotationSpec(dataset: data, classifierConfig: trained.record.config, classifierRun: classifier!,
+                    var spec = AnnotationSpec(dataset: data, classifierConfig: trained.record.config, classifierRun: classifier!,
                                               classifierHash: trained.record.hash, grid: grid ?? gridDistribution.defaultCount,
                                               gridDistribution: gridDistribution, draws: draws ?? 4, span: span, eps: eps,
                                               seed: seed, shards: shards)
+                    if let floor {
+                        guard floor < contents.manifest.sigmaMax else { throw TrainingError("--floor \(floor) must be below sigma_max \(contents.manifest.sigmaMax)") }
+                        spec.floor = floor
+                    }
                     if let bind {
                         let logger = common.makeLogger("ambient.annotate")
                         let probe = try AnnotationCoordinatorWorkload(spec: spec, showProgress: false)

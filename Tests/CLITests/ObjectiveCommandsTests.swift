@@ -36,6 +36,22 @@ import Testing
         let annotated = try DatasetDirectory(path: data).read()
         #expect(annotated.annotations!.prefix(100).allSatisfy { $0 == 0 } && annotated.annotations!.suffix(300).allSatisfy { $0 > 0 })
         #expect(annotated.manifest.annotation?.contains("grid 16") == true)
+        // --floor raises the annotations below it and leaves the others; the manifest says so.
+        // (This tiny classifier gives every sample the same level, so one floor above it and one
+        // below it; AnnotationFloorTests checks a spread of levels.)
+        let levels = annotated.annotations!.suffix(300)
+        for floor in [levels.min()! * 1.5, levels.min()! / 2] {
+            _ = try ok(["annotate", "--data", data, "--classifier", dir + "/cls", "--grid", "16", "--span", "4", "--floor", String(floor), "--quiet"])
+            let floored = try DatasetDirectory(path: data).read()
+            #expect(floored.annotations!.suffix(300) == ArraySlice(levels.map { Double(Float(max($0, floor))) }))
+            #expect(floored.annotations!.prefix(100).allSatisfy { $0 == 0 })
+            #expect(floored.manifest.annotation?.contains("floored at \(floor)") == true, "\(floored.manifest.annotation ?? "")")
+        }
+        try fails(["annotate", "--data", data, "--fixed-sigma", "0.6", "--floor", "1"], mentions: ["--floor applies to --classifier"])
+        try fails(["annotate", "--data", data, "--classifier", dir + "/cls", "--floor=-1"], mentions: ["--floor must be a positive"])
+        try fails(["annotate", "--data", data, "--classifier", dir + "/cls", "--floor", "1000"], mentions: ["must be below sigma_max"])
+        _ = try ok(["annotate", "--data", data, "--classifier", dir + "/cls", "--grid", "16", "--span", "4", "--quiet"])
+        #expect(try DatasetDirectory(path: data).read().annotations!.suffix(300) == levels)
         _ = try ok(["train", "--data", data, "--objective", "ambient", "--steps", "10", "--out", dir + "/omni"] + tiny)
         let e = try ok(["eval", "--run", dir + "/omni", "--count", "20", "--steps", "4", "--out", dir + "/eval.json", "--quiet"])
         _ = e
