@@ -350,43 +350,19 @@ final class WorkerCompute: @unchecked Sendable {
         do {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
+            let messages = ShardMessages(welcome: welcome, assignment: assignHeader, ownerGeneration: map?.generation,
+                                         senderIncarnation: options.incarnation, step: step, shard: k, version: version)
             func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
-                // To a range owner, the owner map's generation; to the coordinator, the assignment's.
-                var h = MessageHeader(type: .gradient, generation: map?.generation ?? assignHeader.generation, runID: welcome.runID,
-                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
-                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
-                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
-                h.keyOffset = UInt64(chunks[c].lowerBound)
                 let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
-                let metaBytes = meta.flatMap { try? Message.jsonPayload($0) } ?? []
-                var m = Message(header: h, tensor: values, codec: codec, meta: metaBytes)
-                if !codec.isLossless {
-                    // Error feedback: what the lossy codec drops now is added to this shard's next gradient.
-                    let box = feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)
-                    var bytes: [UInt8] = []
-                    do {
-                        try box.state.compensateAndEncode(values, codec: codec, into: &bytes)
-                        h.codec = codec.id
-                        h.keyCount = UInt64(values.count)
-                        h.rawLength = UInt64(values.count) * 4
-                        m = Message(header: h, payload: bytes, meta: metaBytes)
-                    } catch {
-                        // A non-finite gradient goes out as it is: the coordinator rejects it and the shard is recomputed.
-                        box.state.reset()
-                    }
-                }
-                return m.frames()
+                let feedback = codec.isLossless ? nil : feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)
+                return messages.gradient(offset: chunks[c].lowerBound, values: values, codec: codec, meta: meta, feedback: feedback)
             }
             // With range owners the chunks go to them and the shard's meta to the coordinator.
             func route(_ c: Int, _ frames: [[UInt8]]) {
                 if map != nil, let dataPlane { dataPlane.submit(.chunk(c, frames)) } else { post(.send(frames)) }
             }
             func shardDone(_ meta: GradientMeta) {
-                let h = MessageHeader(type: .shardDone, generation: assignHeader.generation, runID: welcome.runID,
-                                      coordinatorIncarnation: assignHeader.coordinatorIncarnation, senderID: welcome.workerID,
-                                      senderIncarnation: options.incarnation, step: UInt64(step), shard: UInt32(k),
-                                      shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
-                if let m = try? Message.control(h, body: meta) { post(.send(m.frames())) }
+                if let frames = messages.shardDone(meta) { post(.send(frames)) }
             }
             func send(_ c: Int, meta: GradientMeta?) { route(c, encode(c, meta: map == nil ? meta : nil)) }
             var held: Int?
