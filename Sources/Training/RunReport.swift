@@ -42,6 +42,10 @@ public struct RunReport {
         body += "<p><code>\(escapeHTML(runPath))</code> · config hash <code>\(record.hash)</code> · "
         body += finished ? "<b>finished</b> (\(record.config.steps) steps)"
             : "<b>not finished</b> (last logged step \(lastStep.map(String.init) ?? "none") of \(record.config.steps))"
+        if let earlier = record.earlierLengths, !earlier.isEmpty {
+            body += " · extended from " + earlier.map { "\($0.steps)" }.joined(separator: ", then ")
+                + " steps (earlier weights: " + earlier.map { "<code>model-step-\($0.steps).safetensors</code>" }.joined(separator: ", ") + ")"
+        }
         body += "<br>\(escapeHTML(record.dataSummary))</p>"
 
         body += section("Configuration", configTable(record))

@@ -25,5 +25,11 @@ import Testing
         let b = try Data(contentsOf: URL(fileURLWithPath: dir + "/reference/model.safetensors"))
         #expect(a == b, "the extended run differs from the run of 70 steps")
         #expect(FileManager.default.fileExists(atPath: run + "/model-step-50.safetensors"))
+        if workers == 0 {
+            let r = try CommandRunner.run(["report", "--run", run, "--samples", "4"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let html = try String(contentsOfFile: run + "/report.html", encoding: .utf8)
+            #expect(html.contains("<b>finished</b> (70 steps) · extended from 50 steps"), "the report does not say the run was extended")
+        }
     }
 }
