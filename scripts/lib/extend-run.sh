@@ -1,11 +1,11 @@
-# Sourced by the experiment scripts. `extension DIR STEPS` prints "--extend" when DIR holds a finished
-# run of fewer than STEPS steps, after moving its evaluation aside (eval.json -> eval-step-N.json,
-# eval.log -> eval-step-N.log, samples.png -> samples-step-N.png), so that the script trains it on
-# with `ambient train --extend` and evaluates it again. Prints nothing otherwise (a run of more
-# steps than STEPS is left as it is, with a warning on stderr).
+# Sourced by the experiment scripts. `extension DIR STEPS` prints "--extend" when DIR holds a run
+# (finished or not) of fewer than STEPS steps, after moving a finished run's evaluation aside
+# (eval.json -> eval-step-N.json, eval.log -> eval-step-N.log, samples.png -> samples-step-N.png), so
+# that the script trains it on with `ambient train --extend` and evaluates it again. Prints nothing
+# otherwise (a run of more steps than STEPS is left as it is, with a warning on stderr).
 extension() {
     local dir=$1 steps=$2 had f
-    [ -f "$dir/model.safetensors" ] && [ -f "$dir/config.json" ] || return 0
+    [ -f "$dir/config.json" ] || return 0
     had=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["config"]["steps"])' "$dir/config.json")
     if [ "$had" -gt "$steps" ]; then
         echo "warning: $dir has $had steps, more than STEPS=$steps; left as it is" >&2
