@@ -54,7 +54,7 @@ public enum ClusterTraining {
         }
         let workload = try DenoiserCoordinatorWorkload(config: config, data: data, directory: dir, logger: logger,
                                                        showProgress: options.showProgress)
-        workload.earlierCheckpointHashes = start.checkpointHashes
+        workload.acceptedCheckpointHashes = start.checkpointHashes
         var copts = options.coordinatorOptions(runID: config.runID, limits: limits(parameters: workload.parameterCount))
         // Lossy codecs: workers write their shards' error-feedback residuals next to the
         // checkpoints (an absolute path: workers on other hosts need the same shared mount).

@@ -118,8 +118,8 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
     public let datasetHash: String
     /// Seconds of compute and of everything else per step, for the report.
     public private(set) var timing: [(compute: Double, total: Double)] = []
-    /// Config hashes of the shorter runs this one extends: their checkpoints are accepted too.
-    public var earlierCheckpointHashes: Set<String> = []
+    /// Config hashes whose checkpoints this run resumes from: its own and those of the shorter runs it extends.
+    public var acceptedCheckpointHashes: Set<String> = []
 
     public init(config: RunConfig, data: TrainingData, directory: RunDirectory, logger: Logger, showProgress: Bool) throws {
         self.config = config
@@ -147,7 +147,7 @@ public final class DenoiserCoordinatorWorkload: CoordinatorWorkload, ForwardsRep
     }
 
     public func restore(checkpoint s: StateSnapshot) throws {
-        try state.resume(from: s, of: config, alsoAccepting: earlierCheckpointHashes)
+        try state.resume(from: s, of: config, alsoAccepting: acceptedCheckpointHashes)
         try metrics.truncate(keepingStepsBelow: state.step)
     }
 
