@@ -48,6 +48,16 @@ struct ShardMessages {
         return Message(header: h, tensor: values, codec: codec, meta: metaBytes).frames()
     }
 
+    /// The header of a gradient chunk this worker owns and reduces itself (a lossless codec,
+    /// range owners): what `gradient` would put on the wire, with no payload behind it.
+    func ownGradientHeader(offset: Int, count: Int) -> MessageHeader {
+        var h = header(.gradient, generation: ownerGeneration ?? assignment.generation)
+        h.keyOffset = UInt64(offset)
+        h.keyCount = UInt64(count)
+        h.rawLength = UInt64(count) * 4
+        return h
+    }
+
     /// The shard's completion for the coordinator (with range owners, whose gradient chunks
     /// then carry no meta): its loss, rows and compute time.
     func shardDone(_ meta: GradientMeta) -> [[UInt8]]? {

@@ -364,7 +364,16 @@ final class WorkerCompute: @unchecked Sendable {
             func shardDone(_ meta: GradientMeta) {
                 if let frames = messages.shardDone(meta) { post(.send(frames)) }
             }
-            func send(_ c: Int, meta: GradientMeta?) { route(c, encode(c, meta: map == nil ? meta : nil)) }
+            func send(_ c: Int, meta: GradientMeta?) {
+                // A chunk this worker owns goes to its own reducer as it is (lossless: the same bits).
+                if let map, let dataPlane, codec.isLossless, map.owner(ofChunk: c) == welcome.workerID {
+                    let range = chunks[c]
+                    let header = messages.ownGradientHeader(offset: range.lowerBound, count: range.count)
+                    dataPlane.submit(.ownChunk(c, header, Array(UnsafeBufferPointer(rebasing: buffer[range]))))
+                    return
+                }
+                route(c, encode(c, meta: map == nil ? meta : nil))
+            }
             var held: Int?
             let meta = workload.computeShard(step: step, shard: k, slot: slot, chunks: chunks) { c in
                 if let previous = held { send(previous, meta: nil) }

@@ -53,7 +53,8 @@ public protocol GradientCodec: Sendable {
     var name: String { get }
     /// True when `decode(encode(x))` is bitwise equal to `x` for every `x`.
     var isLossless: Bool { get }
-    /// Encodes `values` into `out`, replacing its contents.
+    /// Encodes `values` into `out`, replacing its contents. Every byte of the result is written
+    /// (a fresh `out` is not zero-filled: `OutputBuffer.resize`).
     func encode(_ values: UnsafeBufferPointer<Float>, into out: inout [UInt8])
     /// Decodes `bytes` into `values`, which must have exactly the encoded element count.
     func decode(_ bytes: UnsafeRawBufferPointer, into values: UnsafeMutableBufferPointer<Float>) throws(WireError)

@@ -227,6 +227,22 @@ struct CodecTests {
         }
     }
 
+    @Test("every codec writes each byte it keeps: a fresh buffer and one full of stale bytes encode alike")
+    func everyByteWritten() {
+        // A fresh buffer is not zero-filled (OutputBuffer.resize); a byte an encoder skipped would
+        // carry whatever the allocator left there. Here the stale bytes are 0xA5 and the lengths vary.
+        for (i, n) in [1, 7, 1000, 70_000].enumerated() {
+            let g = gaussianGradient(n, seed: UInt64(40 + i))
+            for codec in allCodecs() {
+                var fresh: [UInt8] = []
+                g.withUnsafeBufferPointer { codec.encode($0, into: &fresh) }
+                var stale = [UInt8](repeating: 0xA5, count: 4 * fresh.count + 4096)
+                g.withUnsafeBufferPointer { codec.encode($0, into: &stale) }
+                #expect(fresh == stale, "\(codec.name), \(n) values")
+            }
+        }
+    }
+
     @Test("the registry builds every codec by name and lists valid names for an unknown one")
     func registry() throws {
         for name in ["raw", "lz4", "shuffle-lz4", "bf16", "fp16", "bf16-lz4", "fp16-lz4"] {
