@@ -57,7 +57,9 @@ public struct RunDirectory: Sendable {
             // Keep the earlier final weights (renamed before config.json changes, so that a crash in
             // between leaves a directory that the same command extends again).
             if FileManager.default.fileExists(atPath: modelPath) {
-                let kept = path + "/model-step-\(had).safetensors"
+                // Named after the step the weights were written at: a run stopped by --time-limit
+                // wrote them before reaching its configured length.
+                let kept = path + "/model-step-\(Self.modelStep(at: modelPath) ?? had).safetensors"
                 guard !FileManager.default.fileExists(atPath: kept) else {
                     throw TrainingError("cannot keep the earlier weights of \(path): \(kept) exists already; move it away first")
                 }
@@ -123,6 +125,11 @@ public struct RunDirectory: Sendable {
         } catch {
             throw TrainingError("\(configPath) is not a valid run configuration: \(error)")
         }
+    }
+
+    /// The step a model file was written at (its `ambient.step` metadata); nil if unreadable.
+    static func modelStep(at path: String) -> Int? {
+        (try? Safetensors.read(path, allowNonFinite: true))?.metadata["ambient.step"].flatMap { Int($0) }
     }
 
     /// Writes the EMA weights as safetensors with the configuration as metadata.

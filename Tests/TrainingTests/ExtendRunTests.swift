@@ -55,6 +55,21 @@ import Wire
         #expect(try RunDirectory(path: dir).readConfig().earlierLengths?.map(\.steps) == [12, 24])
     }
 
+    @Test func runStoppedByItsTimeLimitKeepsItsWeightsUnderTheStepItReached() throws {
+        let reference = temporaryDirectory("ref-limit"), dir = temporaryDirectory("extend-limit")
+        defer { for d in [reference, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        try train(smallConfig(steps: 24), in: reference)
+        // A time limit of 0 s stops before the first step: the weights are written at step 0, not 12.
+        var t = Trainer(config: smallConfig(steps: 12), runPath: dir, logger: Logger(label: "test"), showProgress: false)
+        t.timeLimit = 0
+        try t.run()
+        let stopped = try bytes(dir + "/model.safetensors")
+        try train(smallConfig(steps: 24), in: dir, extend: true)
+        #expect(try bytes(dir + "/model-step-0.safetensors") == stopped)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/model-step-12.safetensors"))
+        #expect(try bytes(dir + "/model.safetensors") == bytes(reference + "/model.safetensors"))
+    }
+
     @Test func extendRefusesWhatItCannotContinue() throws {
         let dir = temporaryDirectory("extend-bad"), missing = temporaryDirectory("extend-missing")
         defer { try? FileManager.default.removeItem(atPath: dir) }

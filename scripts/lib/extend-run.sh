@@ -10,6 +10,13 @@ extension() {
     if [ "$had" -gt "$steps" ]; then
         echo "warning: $dir has $had steps, more than STEPS=$steps; left as it is" >&2
     elif [ "$had" -lt "$steps" ]; then
+        # The step the weights were written at (a run stopped by --time-limit stops short of its
+        # length), as `ambient train --extend` names the kept model-step-N.safetensors.
+        if [ -f "$dir/model.safetensors" ]; then
+            had=$(python3 -c 'import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]
+print(json.loads(f.read(n)).get("__metadata__", {}).get("ambient.step", sys.argv[2]))' "$dir/model.safetensors" "$had")
+        fi
         for f in eval.json eval.log samples.png; do
             if [ -f "$dir/$f" ]; then mv "$dir/$f" "$dir/${f%.*}-step-$had.${f##*.}"; fi
         done
