@@ -156,6 +156,20 @@ public final class TrainingSession: @unchecked Sendable {
         if config.shards == 1 {
             results[0] = computers[0].compute(step: s, shard: 0)
             gradient = UnsafePointer(store.grads)
+        } else if config.shards <= t {
+            // One round: the shards' gradients are added into shard 0's own buffer, in shard order.
+            // The same bits as the rounds below (a copy of shard 0, then each next shard added), one
+            // pass over the model fewer (3% of a step: the copy of 40 MB for the reference MLP).
+            let count = config.shards
+            results.withUnsafeMutableBufferPointer { out in
+                Parallel.forEach(count) { i in out[i] = computers[i].compute(step: s, shard: i) }
+            }
+            let total = computers[0].store.grads
+            Parallel.forRanges(n, threads: t) { r in
+                let o = r.lowerBound
+                for i in 1..<count { Float.axpy(1, computers[i].store.grads + o, total + o, r.count) }
+            }
+            gradient = UnsafePointer(total)
         } else {
             // Rounds of up to t shards in parallel, then their gradients added in shard order.
             for first in stride(from: 0, to: config.shards, by: t) {
