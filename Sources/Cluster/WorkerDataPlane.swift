@@ -24,7 +24,8 @@ final class WorkerDataPlane: @unchecked Sendable {
         case chunk(Int, [[UInt8]])
         /// A gradient chunk this worker computed and owns, under a lossless codec: its values as
         /// they are, since encoding, checksumming and decoding them again within one process
-        /// would give back the same bits (about a tenth of a loopback step's CPU went there).
+        /// would give back the same bits (skipping that made the loopback step 1.047x faster,
+        /// docs/benchmarks.md).
         case ownChunk(Int, MessageHeader, [Float])
     }
 

@@ -159,7 +159,7 @@ public final class TrainingSession: @unchecked Sendable {
         } else if config.shards <= t {
             // One round: the shards' gradients are added into shard 0's own buffer, in shard order.
             // The same bits as the rounds below (a copy of shard 0, then each next shard added), one
-            // pass over the model fewer (3% of a step: the copy of 40 MB for the reference MLP).
+            // copy of the model's gradient fewer (the reference MLP's step: 1.015x, docs/benchmarks.md).
             let count = config.shards
             results.withUnsafeMutableBufferPointer { out in
                 Parallel.forEach(count) { i in out[i] = computers[i].compute(step: s, shard: i) }
