@@ -23,15 +23,21 @@ struct ShardMessages {
                       shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))
     }
 
+    /// A gradient chunk's header before its payload: to a range owner with the owner map's
+    /// generation, to the coordinator with the assignment's.
+    private func gradientHeader(offset: Int) -> MessageHeader {
+        var h = header(.gradient, generation: ownerGeneration ?? assignment.generation)
+        h.keyOffset = UInt64(offset)
+        return h
+    }
+
     /// The frames of the gradient chunk at `offset` with `values`, encoded with `codec`, carrying
     /// `meta` (the shard's loss and timing) when given. A lossy codec needs `feedback`: what it
     /// drops now is added to this shard's next gradient of the chunk. A non-finite gradient goes
     /// out raw (the receiver rejects it and the shard is computed again) and resets the feedback.
     func gradient(offset: Int, values: UnsafeBufferPointer<Float>, codec: any GradientCodec, meta: GradientMeta?,
                   feedback: FeedbackBox?) -> [[UInt8]] {
-        // To a range owner, the owner map's generation; to the coordinator, the assignment's.
-        var h = header(.gradient, generation: ownerGeneration ?? assignment.generation)
-        h.keyOffset = UInt64(offset)
+        var h = gradientHeader(offset: offset)
         let metaBytes = meta.flatMap { try? Message.jsonPayload($0) } ?? []
         if !codec.isLossless, let feedback {
             var bytes: [UInt8] = []
@@ -51,8 +57,7 @@ struct ShardMessages {
     /// The header of a gradient chunk this worker owns and reduces itself (a lossless codec,
     /// range owners): what `gradient` would put on the wire, with no payload behind it.
     func ownGradientHeader(offset: Int, count: Int) -> MessageHeader {
-        var h = header(.gradient, generation: ownerGeneration ?? assignment.generation)
-        h.keyOffset = UInt64(offset)
+        var h = gradientHeader(offset: offset)
         h.keyCount = UInt64(count)
         h.rawLength = UInt64(count) * 4
         return h

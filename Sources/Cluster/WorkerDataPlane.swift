@@ -253,17 +253,18 @@ final class WorkerDataPlane: @unchecked Sendable {
         let k = Int(h.shard)
         guard !reducer.contains(shard: k, chunk: c) else { return }   // a recomputed shard: the same bits
         let range = plan[c]
+        func add(_ values: UnsafeBufferPointer<Float>) -> Bool {
+            if reducer.add(shard: k, chunk: c, values) { broadcast(c, step: step) }
+            return true
+        }
         let ok: Bool
         switch m {
         case let .own(_, values):
-            ok = values.count == range.count
-            if ok, values.withUnsafeBufferPointer({ reducer.add(shard: k, chunk: c, $0) }) { broadcast(c, step: step) }
+            ok = values.count == range.count && values.withUnsafeBufferPointer(add)
         case let .message(message):
             ok = scratch.withUnsafeMutableBufferPointer { buf -> Bool in
                 let out = UnsafeMutableBufferPointer(rebasing: buf[0..<range.count])
-                guard (try? message.decodeTensor(into: out)) != nil else { return false }
-                if reducer.add(shard: k, chunk: c, UnsafeBufferPointer(out)) { broadcast(c, step: step) }
-                return true
+                return (try? message.decodeTensor(into: out)) != nil && add(UnsafeBufferPointer(out))
             }
         }
         if !ok { logger.warning("undecodable gradient chunk", metadata: ["shard": "\(k)", "chunk": "\(c)"]) }

@@ -120,7 +120,7 @@ public final class TrainingSession: @unchecked Sendable {
     /// computer 0 writes into the state's own store, the others share its parameters.
     public let computers: [any ShardGradientComputing]
     public var computer: any ShardGradientComputing { computers[0] }
-    /// Reduced gradient when there is more than one shard.
+    /// Reduced gradient when the shards take more than one round (else shard 0's buffer holds it).
     private let sum: UnsafeMutablePointer<Float>
 
     /// - Parameter threads: shards computed at once (default: the core count, at most the shard count).
@@ -136,7 +136,7 @@ public final class TrainingSession: @unchecked Sendable {
         let t = max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, config.shards))
         (network, state) = OptimizerState.initial(config, emaDecay: config.emaDecay, threads: t)
         computers = try makeShardComputers(config: config, data: data, store: state.store, count: t)
-        sum = .allocate(capacity: max(state.store.count, 1))
+        sum = .allocate(capacity: config.shards > t ? max(state.store.count, 1) : 1)
     }
 
     deinit { sum.deallocate() }
@@ -156,22 +156,11 @@ public final class TrainingSession: @unchecked Sendable {
         if config.shards == 1 {
             results[0] = computers[0].compute(step: s, shard: 0)
             gradient = UnsafePointer(store.grads)
-        } else if config.shards <= t {
-            // One round: the shards' gradients are added into shard 0's own buffer, in shard order.
-            // The same bits as the rounds below (a copy of shard 0, then each next shard added), one
-            // copy of the model's gradient fewer (the reference MLP's step: 1.015x, docs/benchmarks.md).
-            let count = config.shards
-            results.withUnsafeMutableBufferPointer { out in
-                Parallel.forEach(count) { i in out[i] = computers[i].compute(step: s, shard: i) }
-            }
-            let total = computers[0].store.grads
-            Parallel.forRanges(n, threads: t) { r in
-                let o = r.lowerBound
-                for i in 1..<count { Float.axpy(1, computers[i].store.grads + o, total + o, r.count) }
-            }
-            gradient = UnsafePointer(total)
         } else {
-            // Rounds of up to t shards in parallel, then their gradients added in shard order.
+            // Rounds of up to t shards in parallel, their gradients added in shard order. With a
+            // single round the sum builds up in shard 0's own buffer (the same bits as a copy of
+            // it plus the others, one copy fewer: the reference MLP's step 1.015x, docs/benchmarks.md).
+            let total = config.shards <= t ? computers[0].store.grads : sum
             for first in stride(from: 0, to: config.shards, by: t) {
                 let count = min(t, config.shards - first)
                 results.withUnsafeMutableBufferPointer { out in
@@ -181,11 +170,11 @@ public final class TrainingSession: @unchecked Sendable {
                     let o = r.lowerBound
                     for i in 0..<count {
                         let g = computers[i].store.grads + o
-                        if first + i == 0 { (sum + o).update(from: g, count: r.count) } else { Float.axpy(1, g, sum + o, r.count) }
+                        if first + i > 0 { Float.axpy(1, g, total + o, r.count) } else if g != total + o { (total + o).update(from: g, count: r.count) }
                     }
                 }
             }
-            gradient = UnsafePointer(sum)
+            gradient = UnsafePointer(total)
         }
         for r in results.compactMap({ $0 }) {
             loss += r.loss
