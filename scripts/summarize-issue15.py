@@ -19,6 +19,23 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
           f"{f(q.get('residual_noise'), '.3f')} ({f(q.get('residual_noise_of_test_images'), '.3f')}) | {q.get('samples_diverged', '-')} | {f(m.get('fraction_above_0_95'), '.4f')} | "
           f"{f(c.get('samples_above_threshold'), '.4f')} ({f(c.get('threshold'), '.3f')}, {f(c.get('matched_noise'), '.3f')}) | "
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
+# Test denoising error by noise level (ambient eval's `test_denoising`: the MSE of D(x + sigma n) against
+# x on held-out test images): where in sigma an arm gains or loses, which a single FD cannot say.
+evals = sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json")))
+tables = {}
+for path in evals:
+    t = json.load(open(path)).get("test_denoising") or []
+    if t:
+        seed = os.path.basename(os.path.dirname(os.path.dirname(path)))[4:]
+        tables.setdefault(seed, []).append((os.path.basename(os.path.dirname(path)), {x["sigma"]: x["mse"] for x in t}))
+for seed, runs in sorted(tables.items()):
+    sigmas = sorted({s for _, t in runs for s in t})
+    print(f"\nSeed {seed}: test denoising MSE by sigma (held-out test images)")
+    print("| sigma | " + " | ".join(f"`{r}`" for r, _ in runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for s in sigmas:
+        print(f"| {s:g} | " + " | ".join(f"{t[s]:.5f}" if s in t else "-" for _, t in runs) + " |")
+
 for path in sorted(glob.glob(os.path.join(out, "seed*", "annotate.txt"))):
     print(f"\n{path}: " + open(path).read().strip().splitlines()[-1])
 for path in sorted(glob.glob(os.path.join(out, "seed*", "classifier-holdout.md"))):
