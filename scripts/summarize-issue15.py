@@ -4,8 +4,18 @@ scripts/experiment-memorization as markdown (stdlib only): one row per run and s
 import glob, json, os, sys
 
 out = sys.argv[1]
-print("| seed | run | FD noise-aware (real training images) | FD class-only (real training images) | residual noise (test images) | samples diverged | nn-sim > 0.95 | calibrated copies (threshold, noise added) | noisy test images above threshold |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| seed | run | FD noise-aware (real training images) | FD noise-aware, mean over sampler seeds (seeds) | FD class-only (real training images) | residual noise (test images) | samples diverged | nn-sim > 0.95 | calibrated copies (threshold, noise added) | calibrated copies, mean over sampler seeds | noisy test images above threshold |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+def sampler_seed_means(run_dir, e0):
+    """Means over eval.json (sampler seed 0) and eval-seed-E.json (scripts' EVAL_SEEDS)."""
+    evals = [e0] + [json.load(open(p)) for p in sorted(glob.glob(os.path.join(run_dir, "eval-seed-*.json")))
+                    if "-step-" not in os.path.basename(p)]
+    fd = [e.get("image_quality", {}).get("noise_aware_frechet_distance") for e in evals]
+    cp = [(e.get("memorization", {}).get("calibrated_copies") or {}).get("samples_above_threshold") for e in evals]
+    fd = [x for x in fd if isinstance(x, (int, float))]
+    cp = [x for x in cp if isinstance(x, (int, float))]
+    return (sum(fd) / len(fd) if fd else None, len(fd), sum(cp) / len(cp) if cp else None)
 for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     run = os.path.basename(os.path.dirname(path))
     seed = os.path.basename(os.path.dirname(os.path.dirname(path)))[4:]
@@ -14,10 +24,12 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     c = m.get("calibrated_copies") or {}
     def f(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
+    mfd, n, mcp = sampler_seed_means(os.path.dirname(path), e)
     print(f"| {seed} | `{run}` | {f(q.get('noise_aware_frechet_distance'), '.2f')} ({f(q.get('noise_aware_frechet_distance_of_training_images'), '.2f')}) | "
+          f"{f(mfd, '.2f')} ({n}) | "
           f"{f(q.get('frechet_distance'), '.2f')} ({f(q.get('frechet_distance_of_training_images'), '.2f')}) | "
           f"{f(q.get('residual_noise'), '.3f')} ({f(q.get('residual_noise_of_test_images'), '.3f')}) | {q.get('samples_diverged', '-')} | {f(m.get('fraction_above_0_95'), '.4f')} | "
-          f"{f(c.get('samples_above_threshold'), '.4f')} ({f(c.get('threshold'), '.3f')}, {f(c.get('matched_noise'), '.3f')}) | "
+          f"{f(c.get('samples_above_threshold'), '.4f')} ({f(c.get('threshold'), '.3f')}, {f(c.get('matched_noise'), '.3f')}) | {f(mcp, '.4f')} | "
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
 # Test denoising error by noise level (ambient eval's `test_denoising`: the MSE of D(x + sigma n) against
 # x on held-out test images): where in sigma an arm gains or loses, which a single FD cannot say.

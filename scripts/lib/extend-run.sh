@@ -1,6 +1,7 @@
 # Sourced by the experiment scripts. `extension DIR STEPS` prints "--extend" when DIR holds a run
 # (finished or not) of fewer than STEPS steps, after moving a finished run's evaluation aside
-# (eval.json -> eval-step-N.json, eval.log -> eval-step-N.log, samples.png -> samples-step-N.png), so
+# (eval.json -> eval-step-N.json, eval.log -> eval-step-N.log, samples.png -> samples-step-N.png,
+# eval-seed-E.json -> eval-seed-E-step-N.json), so
 # that the script trains it on with `ambient train --extend` and evaluates it again. Prints nothing
 # otherwise (a run of more steps than STEPS is left as it is, with a warning on stderr).
 extension() {
@@ -19,6 +20,9 @@ print(json.loads(f.read(n)).get("__metadata__", {}).get("ambient.step", sys.argv
         fi
         for f in eval.json eval.log samples.png; do
             if [ -f "$dir/$f" ]; then mv "$dir/$f" "$dir/${f%.*}-step-$had.${f##*.}"; fi
+        done
+        for f in "$dir"/eval-seed-*.json "$dir"/eval-seed-*.log; do   # evaluations under other sampler seeds
+            if [ -f "$f" ]; then b=$(basename "$f"); mv "$f" "$dir/${b%.*}-step-$had.${b##*.}"; fi
         done
         echo "--extend"
     fi
