@@ -43,7 +43,10 @@ extension Ambient {
             With --workers N the run uses the cluster machinery on this machine: a coordinator in this \
             process and N worker processes, connected by a Unix socket in a directory only you can enter \
             (--local-link tcp: 127.0.0.1 with CURVE keys generated for the run). With the same --shards \
-            the result is bitwise identical to the single-process run, for any N.
+            the result is bitwise identical to the single-process run, for any N. It is for trying the \
+            cluster (and its faults) on one machine, not for speed there: every worker process keeps its own \
+            replica and sends its gradients through sockets, so on 2 cores a step of --workers 2 takes about \
+            twice as long as the same step with --threads 2 in one process (docs/benchmarks.md).
 
             The run directory gets config.json (the resolved configuration and its hash), metrics.jsonl, \
             checkpoints/, model.safetensors (EMA weights, written last: its presence means the run \
