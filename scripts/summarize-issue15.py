@@ -16,6 +16,7 @@ def sampler_seed_means(run_dir, e0):
     fd = [x for x in fd if isinstance(x, (int, float))]
     cp = [x for x in cp if isinstance(x, (int, float))]
     return (sum(fd) / len(fd) if fd else None, len(fd), sum(cp) / len(cp) if cp else None)
+tables = {}   # seed -> [(run, {sigma: test denoising MSE})], printed after the main table
 for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     run = os.path.basename(os.path.dirname(path))
     seed = os.path.basename(os.path.dirname(os.path.dirname(path)))[4:]
@@ -25,6 +26,8 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
     def f(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
     mfd, n, mcp = sampler_seed_means(os.path.dirname(path), e)
+    if e.get("test_denoising"):
+        tables.setdefault(seed, []).append((run, {x["sigma"]: x["mse"] for x in e["test_denoising"]}))
     print(f"| {seed} | `{run}` | {f(q.get('noise_aware_frechet_distance'), '.2f')} ({f(q.get('noise_aware_frechet_distance_of_training_images'), '.2f')}) | "
           f"{f(mfd, '.2f')} ({n}) | "
           f"{f(q.get('frechet_distance'), '.2f')} ({f(q.get('frechet_distance_of_training_images'), '.2f')}) | "
@@ -33,13 +36,6 @@ for path in sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json"))):
           f"{f(c.get('noisy_test_images_above_threshold'), '.4f')} |")
 # Test denoising error by noise level (ambient eval's `test_denoising`: the MSE of D(x + sigma n) against
 # x on held-out test images): where in sigma an arm gains or loses, which a single FD cannot say.
-evals = sorted(glob.glob(os.path.join(out, "seed*", "*", "eval.json")))
-tables = {}
-for path in evals:
-    t = json.load(open(path)).get("test_denoising") or []
-    if t:
-        seed = os.path.basename(os.path.dirname(os.path.dirname(path)))[4:]
-        tables.setdefault(seed, []).append((os.path.basename(os.path.dirname(path)), {x["sigma"]: x["mse"] for x in t}))
 for seed, runs in sorted(tables.items()):
     sigmas = sorted({s for _, t in runs for s in t})
     print(f"\nSeed {seed}: test denoising MSE by sigma (held-out test images)")
