@@ -21,9 +21,14 @@ public struct HelloBody: Codable, Sendable {
     /// The replica this worker holds when it joins (nil in probes and from older builds): the
     /// coordinator sends the full state only when its own differs.
     public var replica: ReplicaDigest?
+    /// In a join: true when this worker's replica can apply the optimiser to the ranges it owns
+    /// and send the others their new parameters (`RangeOwnersBody.ownersApply`); nil or false
+    /// (older builds, the Python worker): it takes reduced gradients only.
+    public var ownerOptimizer: Bool?
 
     public init(phase: Phase, workerName: String, host: String, pid: Int32, protocolVersion: Int,
-                runID: UInt64?, datasetHash: String?, threads: Int, dataAddress: String? = nil, replica: ReplicaDigest? = nil) {
+                runID: UInt64?, datasetHash: String?, threads: Int, dataAddress: String? = nil, replica: ReplicaDigest? = nil,
+                ownerOptimizer: Bool? = nil) {
         self.phase = phase
         self.workerName = workerName
         self.host = host
@@ -34,6 +39,7 @@ public struct HelloBody: Codable, Sendable {
         self.threads = threads
         self.dataAddress = dataAddress
         self.replica = replica
+        self.ownerOptimizer = ownerOptimizer
     }
 }
 

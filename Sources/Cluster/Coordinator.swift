@@ -60,6 +60,8 @@ public final class Coordinator: @unchecked Sendable {
     var ownerMap: RangeOwnerMap?
     /// The operator was told once that a worker without a data endpoint keeps the reduction here.
     var toldNoOwners = false
+    /// Whether the last planned map had its owners apply the optimiser (logged when it changes).
+    var ownersAppliedLast: Bool?
     /// Writes a snapshot into the store (on the checkpoint's thread); tests slow it down.
     var writeCheckpointFile: @Sendable (CheckpointStore, StateSnapshot, Int) throws -> String = { try $0.write($1, step: $2) }
 

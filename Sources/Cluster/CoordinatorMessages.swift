@@ -98,6 +98,7 @@ extension Coordinator {
         }
         let record = members.admit(peer, name: body.workerName, incarnation: message.header.senderIncarnation, now: now)
         record.dataAddress = body.dataAddress.flatMap { RangeOwnersBody.isDataAddress($0) ? $0 : nil }
+        if body.phase == .join { record.ownerOptimizer = body.ownerOptimizer ?? false }
         switch body.phase {
         case .probe:
             if record.joined {
@@ -171,6 +172,7 @@ extension Coordinator {
             drop(record, reason: "unreachable while sending parameters")
             return false
         }
+        record.staleMoments = []   // a kept replica has this coordinator's digest, moments included
         // Mid-step: the chunks of the update already broadcast follow, so this worker reaches
         // the next version with everyone else.
         if let state = current, state.ownerMap != nil {

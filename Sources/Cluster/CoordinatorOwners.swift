@@ -51,10 +51,22 @@ extension Coordinator {
         for w in candidates { addresses[w.id] = w.dataAddress }
         // A worker on this coordinator's host relays every reduced chunk over that host's
         // loopback instead of each owner sending its range across its link.
-        let relay = options.host.flatMap { host in candidates.first { $0.dataAddress.flatMap(endpointHost) == host }?.id }
+        // Owners apply the optimiser when every worker can and the parameters they send keep
+        // their bits (a lossless codec). Then the workers receive parameters, not reduced
+        // gradients, and there is nothing to relay: each owner sends the coordinator its own.
+        let ownersApply = options.ownersApply && codec.isLossless && candidates.allSatisfy(\.ownerOptimizer)
+            && !map.owners.contains(0)
+        let relay = ownersApply ? nil : options.host.flatMap { host in candidates.first { $0.dataAddress.flatMap(endpointHost) == host }?.id }
+        if options.ownersApply && ownersAppliedLast != ownersApply {
+            let why = ownersApply ? "each range owner applies it to its ranges and sends the workers the new parameters"
+                : !codec.isLossless ? "the codec is lossy: every worker applies it to the reduced gradients"
+                : "a worker cannot apply it to its ranges (an older build or the Python worker): every worker applies it to the reduced gradients"
+            logger.notice("optimiser: \(why)", metadata: ["step": "\(state.step)"])
+        }
+        ownersAppliedLast = ownersApply
         state.ownerMap = map
         state.ownersBody = RangeOwnersBody(map: map, addresses: addresses, receivers: candidates.compactMap(\.dataAddress),
-                                           relay: relay)
+                                           relay: relay, ownersApply: ownersApply ? true : nil)
         state.updates = [Message?](repeating: nil, count: plan.count)
         ownerMap = map
     }

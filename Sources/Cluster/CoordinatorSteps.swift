@@ -49,6 +49,13 @@ extension Coordinator {
         }
         current = state
         record.pending.formUnion(shards)
+        // Under owners that apply the optimiser, an owner needs current moments for its ranges:
+        // the full state first (after a change of map; messages on its connection stay in order).
+        if state.ownersBody?.ownersApply == true, let map = state.ownerMap, !record.staleMoments.isEmpty,
+           map.chunks(of: record.id).contains(where: record.staleMoments.contains) {
+            count { $0.momentRefreshes += 1 }
+            guard sendParameters(to: record) else { return }
+        }
         let body = AssignBody(step: state.step, shards: shards, parameterVersion: workload.version,
                               parameterChecksum: parameterChecksum, owners: state.ownersBody)
         guard let m = try? Message.control(header(.assign, step: state.step, version: workload.version), body: body),
@@ -227,6 +234,14 @@ extension Coordinator {
         let now = clock.now()
         logger.debug("step", metadata: ["step": "\(state.step)", "ms": "\(Int((now - state.startedAt) * 1000))"])
         count { $0.stepsCompleted += 1 }
+        if let body = state.ownersBody, body.ownersApply == true, let map = state.ownerMap {
+            // The receivers took the new parameters of ranges they do not own, not their moments.
+            let receivers = Set(body.receivers)
+            for w in members.live where w.dataAddress.map(receivers.contains) ?? false {
+                let owned = Set(map.chunks(of: w.id))
+                w.staleMoments.formUnion((0..<plan.count).filter { !owned.contains($0) })
+            }
+        }
         current = nil
         let summary = StepSummary(step: state.step, loss: state.loss, terms: state.terms, gradientNorm: state.sumOfSquares.squareRoot(),
                                   seconds: now - state.startedAt,

@@ -31,6 +31,12 @@ public struct CoordinatorOptions: Sendable {
     /// it to every worker, when every live worker has a data endpoint (default: all of them;
     /// 0: the coordinator reduces everything).
     public var rangeOwners: Int = .max
+    /// With range owners and a lossless codec: each owner applies the optimiser to its ranges and
+    /// sends the workers the new parameters, when every live worker announced it can
+    /// (`HelloBody.ownerOptimizer`); false: every worker applies the optimiser to every range.
+    /// Off by default: measured no faster on one machine, and with this coordinator still taking
+    /// every reduced gradient it adds bytes between hosts (docs/benchmarks.md).
+    public var ownersApply: Bool = false
     /// The CURVE key pair of the data links, given to admitted workers in the welcome (set it
     /// only when the coordinator's own transport is CURVE: the welcome carries the secret).
     public var dataKey: CurveKeyPair?
@@ -81,6 +87,9 @@ public struct CoordinatorStats: Sendable {
     public var ownerRestarts = 0
     /// Reduced chunks received from the relay on this coordinator's host, not from their owner.
     public var relayedChunks = 0
+    /// Full states sent before an assign because the worker was to own a range whose optimiser
+    /// moments it had not kept (owners that apply the optimiser, after a change of owner map).
+    public var momentRefreshes = 0
     public var totalRejected: Int { framesRejected.values.reduce(0, +) }
 }
 

@@ -13,6 +13,12 @@ public final class WorkerRecord {
     public var backlog = SendBacklog()
     /// Where its reducer's data endpoint listens (hello), nil if it has none.
     public var dataAddress: String?
+    /// Its join announced that its optimiser can update the ranges it owns (`HelloBody.ownerOptimizer`).
+    public var ownerOptimizer = false
+    /// Chunks whose optimiser moments this worker's replica may not hold at the current version:
+    /// under a map whose owners apply the optimiser a worker updates only the moments of the
+    /// chunks it owns. Empty after it received (or kept) the full state.
+    public var staleMoments: Set<Int> = []
 
     public init(peer: PeerID, id: UInt32, name: String, incarnation: UInt64, now: Double) {
         self.peer = peer

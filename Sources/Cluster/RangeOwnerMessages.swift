@@ -32,19 +32,27 @@ public struct RangeOwnersBody: Codable, Sendable, Equatable {
     /// nil: each owner sends its own. The coordinator picks a worker on its own host, so the
     /// copy crosses no host link.
     public var relay: UInt32?
+    /// True: each owner applies the optimiser to its reduced ranges and sends the receivers the new
+    /// parameters (`rangeParameters`) instead of the reduced gradient, which goes to the
+    /// coordinator alone (no relay). Nil or false: the reduced gradient goes to everyone.
+    public var ownersApply: Bool?
 
-    public init(generation: UInt32, ranges: [OwnerRangeBody], receivers: [String] = [], relay: UInt32? = nil) {
+    public init(generation: UInt32, ranges: [OwnerRangeBody], receivers: [String] = [], relay: UInt32? = nil,
+                ownersApply: Bool? = nil) {
         self.generation = generation
         self.ranges = ranges
         self.receivers = receivers
         self.relay = relay
+        self.ownersApply = ownersApply
     }
 
     /// The body of `map`, with each owner's data address (the coordinator's range has none).
-    public init(map: RangeOwnerMap, addresses: [UInt32: String], receivers: [String] = [], relay: UInt32? = nil) {
+    public init(map: RangeOwnerMap, addresses: [UInt32: String], receivers: [String] = [], relay: UInt32? = nil,
+                ownersApply: Bool? = nil) {
         generation = map.generation
         self.receivers = receivers
         self.relay = relay
+        self.ownersApply = ownersApply
         ranges = map.entries.map {
             OwnerRangeBody(firstChunk: $0.chunks.lowerBound, endChunk: $0.chunks.upperBound, owner: $0.owner,
                            address: addresses[$0.owner])
@@ -67,6 +75,9 @@ public struct RangeOwnersBody: Codable, Sendable, Equatable {
     public func map(plan: ChunkPlan) -> Result<RangeOwnerMap, ClusterError> {
         guard receivers.allSatisfy(Self.isDataAddress) else {
             return .failure(ClusterError("every receiver of the reduced ranges must be a data address (tcp://, ipc:// or inproc://)"))
+        }
+        if ownersApply == true && relay != nil {
+            return .failure(ClusterError("owners that apply the optimiser send no reduced gradients to the workers, so there is nothing to relay: a map with ownersApply must have no relay"))
         }
         guard ranges.allSatisfy({ $0.firstChunk >= 0 && $0.firstChunk < $0.endChunk && $0.endChunk <= plan.count }) else {
             return .failure(ClusterError("owned ranges must be non-empty chunk ranges within the plan's \(plan.count) chunks"))

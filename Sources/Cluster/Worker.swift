@@ -14,6 +14,9 @@ public struct WorkerOptions: Sendable {
     /// Give up after failing to (re)register for this long.
     public var maxReconnectTime: Double = 120
     public var limits: WireLimits
+    /// Announce, when the workload can, that this worker applies the optimiser to the ranges it
+    /// owns (`HelloBody.ownerOptimizer`); false: it asks for reduced gradients like older builds.
+    public var ownerOptimizer = true
 
     public init(name: String, incarnation: UInt64, limits: WireLimits) {
         self.name = name
@@ -91,7 +94,8 @@ public final class Worker: @unchecked Sendable {
         self.compute = compute
         dataPlane = dataEndpoint.map { make in
             WorkerDataPlane(makeEndpoint: make, limits: options.limits, logger: logger,
-                            toReplica: { compute.enqueue(.apply($0)) }, toCoordinator: { compute.relay($0) })
+                            toReplica: { compute.enqueue(.apply($0)) }, toCoordinator: { compute.relay($0) },
+                            toOwnerOptimizer: { compute.enqueue(.applyOwned($0)) })
         }
         compute.dataPlane = dataPlane
     }
@@ -190,10 +194,11 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
-    private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil, replica: ReplicaDigest? = nil) {
+    private func sendHello(_ phase: HelloBody.Phase, datasetHash: String? = nil, replica: ReplicaDigest? = nil, ownerOptimizer: Bool? = nil) {
         let body = HelloBody(phase: phase, workerName: options.name, host: host, pid: getpid(),
                              protocolVersion: clusterProtocolVersion, runID: phase == .join ? welcome?.runID : nil,
-                             datasetHash: datasetHash, threads: threads, dataAddress: dataPlane?.address, replica: replica)
+                             datasetHash: datasetHash, threads: threads, dataAddress: dataPlane?.address, replica: replica,
+                             ownerOptimizer: ownerOptimizer)
         // Probes repeat by themselves; a join must arrive.
         if let m = try? Message.control(header(.hello), body: body) { sendMessage(m, keep: phase != .probe) }
     }
@@ -283,13 +288,13 @@ public final class Worker: @unchecked Sendable {
     private func drainOutbox() throws {
         for item in compute.takeOutcomes() {
             switch item {
-            case let .built(hash, replica):
+            case let .built(hash, replica, ownerOptimizer):
                 guard phase == .building else { continue }
                 if hash != welcome?.datasetHash {
                     throw ClusterError("this worker's data has hash \(hash) but the coordinator's has \(welcome?.datasetHash ?? "?"): every worker must read the same data")
                 }
                 phase = .joining
-                sendHello(.join, datasetHash: hash, replica: replica)
+                sendHello(.join, datasetHash: hash, replica: replica, ownerOptimizer: ownerOptimizer && options.ownerOptimizer)
             case let .buildFailed(why):
                 throw ClusterError("cannot build the run's workload on this worker: \(why)")
             case let .loaded(version):

@@ -12,12 +12,15 @@ final class WorkerCompute: @unchecked Sendable {
         case build(WelcomeBody)
         case load(Message)
         case apply(Message)
+        /// The reduced gradient of a chunk this worker owns under a map whose owners apply the
+        /// optimiser: update it, send the new parameters to the other workers, keep them for the update.
+        case applyOwned(Message)
         case compute(step: Int, shards: [Int], version: Int, checksum: UInt64, header: MessageHeader, owners: RangeOwnersBody?)
         case stop
     }
 
     enum Outcome {
-        case built(datasetHash: String, replica: ReplicaDigest)
+        case built(datasetHash: String, replica: ReplicaDigest, ownerOptimizer: Bool)
         case buildFailed(String)
         case loaded(version: Int)
         case send([[UInt8]])
@@ -50,6 +53,11 @@ final class WorkerCompute: @unchecked Sendable {
     /// together when the last one arrives: until then this worker may still be asked to
     /// (re)compute shards of the current step, which needs the parameters of the current version.
     private var updates: UpdateAssembler?
+    /// The new parameters and optimiser moments of the chunks this worker owns in the update being
+    /// assembled (the optimiser sharded across range owners), at the chunks' offsets (moments:
+    /// `momentCount` values per parameter, the chunk's block at `momentCount` times its offset).
+    private var ownParameters: [Float] = []
+    private var ownMoments: [Float] = []
     private let feedbacks: FeedbackStore
     /// Sharded reduction: where gradient chunks go (set before the threads start), the owner-map
     /// generation of the update being assembled, and assignments that arrived before this
@@ -139,7 +147,7 @@ final class WorkerCompute: @unchecked Sendable {
                     }
                     // The replica kept from the last registration: if it is still the
                     // coordinator's, the join needs no state transfer.
-                    post(.built(datasetHash: b.datasetHash, replica: Self.digest(of: workload)))
+                    post(.built(datasetHash: b.datasetHash, replica: Self.digest(of: workload), ownerOptimizer: workload is any RangeOwnerOptimizer))
                     continue
                 }
                 do {
@@ -154,7 +162,7 @@ final class WorkerCompute: @unchecked Sendable {
                         post(.buildFailed(why))
                         continue
                     }
-                    post(.built(datasetHash: w.datasetHash, replica: Self.digest(of: w)))
+                    post(.built(datasetHash: w.datasetHash, replica: Self.digest(of: w), ownerOptimizer: w is any RangeOwnerOptimizer))
                 } catch {
                     post(.buildFailed("\(error)"))
                 }
@@ -162,6 +170,8 @@ final class WorkerCompute: @unchecked Sendable {
                 load(message)
             case let .apply(message):
                 apply(message)
+            case let .applyOwned(message):
+                apply(message, owned: true)
             case .compute:
                 runCompute(task)
             }
@@ -219,9 +229,11 @@ final class WorkerCompute: @unchecked Sendable {
         }
     }
 
-    /// Takes one chunk of the update to the next version; when every chunk of the welcome's
-    /// plan is in, applies the whole update and advances the version.
-    private func apply(_ message: Message) {
+    /// Takes one chunk of the update to the next version (a reduced gradient, or new parameters
+    /// from the chunk's owner; `owned`: the reduced gradient of a chunk this worker owns, whose
+    /// optimiser update it computes and sends to the other workers); when every chunk of the
+    /// welcome's plan is in, applies the whole update and advances the version.
+    private func apply(_ message: Message, owned: Bool = false) {
         guard let workload, let welcome else { return }
         let h = message.header
         if welcome.owners != nil {
@@ -249,19 +261,79 @@ final class WorkerCompute: @unchecked Sendable {
             }
             updates = UpdateAssembler(plan: plan)
         }
-        switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
-        case .success(true):
-            StepTrace.mark("worker \(welcome.workerID)", "update-complete", step: workload.version)
-            updates!.buffer.withUnsafeBufferPointer { workload.apply(gradient: $0.baseAddress!) }
-            refreshChecksum(workload)
-            StepTrace.mark("worker \(welcome.workerID)", "applied", step: workload.version - 1)
-            updateGeneration = 0
-            runDeferred()
-        case .success(false):
-            break
+        let optimizer = workload as? any RangeOwnerOptimizer
+        let kind: UpdateAssembler.Kind = owned ? .owned : h.type == .rangeParameters ? .parameters : .gradient
+        if kind != .gradient && optimizer == nil {
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
+                                               reason: "sent a range's parameters, which this workload cannot take (it announced no owner optimiser)")))
+            return
+        }
+        switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, kind: kind,
+                               decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
+        case let .success(complete):
+            if owned, let optimizer, let c = updates!.plan.chunk(keyOffset: h.keyOffset, keyCount: h.keyCount) {
+                updateOwned(chunk: c, header: h, optimizer: optimizer, welcome: welcome)
+            }
+            if complete { finishUpdate(workload, optimizer: optimizer, worker: welcome.workerID) }
         case let .failure(refusal):
             post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0, reason: "\(refusal)")))
         }
+    }
+
+    /// Applies the optimiser to owned chunk `c`, whose reduced gradient is in the update buffer,
+    /// into the side buffers, and hands the new parameters to the data plane for the receivers.
+    private func updateOwned(chunk c: Int, header h: MessageHeader, optimizer: any RangeOwnerOptimizer, welcome: WelcomeBody) {
+        guard let updates else { return }
+        let n = updates.plan.parameterCount, k = optimizer.momentCount, range = updates.plan[c]
+        if ownParameters.count != n { ownParameters = [Float](repeating: 0, count: n) }
+        if ownMoments.count != k * n { ownMoments = [Float](repeating: 0, count: k * n) }
+        updates.buffer.withUnsafeBufferPointer { g in
+            ownParameters.withUnsafeMutableBufferPointer { p in
+                ownMoments.withUnsafeMutableBufferPointer { m in
+                    optimizer.update(range: range, gradient: g.baseAddress! + range.lowerBound, parameters: p.baseAddress! + range.lowerBound,
+                                     moments: m.baseAddress! + k * range.lowerBound)
+                }
+            }
+        }
+        guard let codec = try? CodecRegistry.codec(named: welcome.codec) else { return }
+        var header = h
+        header.type = .rangeParameters
+        header.shard = 0
+        let message = ownParameters.withUnsafeBufferPointer {
+            Message(header: header, tensor: UnsafeBufferPointer(rebasing: $0[range]), codec: codec)
+        }
+        dataPlane?.submit(.parameters(header, message.frames()))
+    }
+
+    /// The update is complete: gradient chunks go through the optimiser, parameter chunks are
+    /// copied in (an owned chunk with its moments), then the version advances.
+    private func finishUpdate(_ workload: any WorkerWorkload, optimizer: (any RangeOwnerOptimizer)?, worker: UInt32) {
+        guard let updates else { return }
+        StepTrace.mark("worker \(worker)", "update-complete", step: workload.version)
+        let k = optimizer?.momentCount ?? 0
+        updates.buffer.withUnsafeBufferPointer { buf in
+            for (range, kind) in updates.runs {
+                let at = buf.baseAddress! + range.lowerBound
+                switch kind {
+                case .gradient:
+                    workload.apply(gradient: at, range: range)
+                case .parameters:
+                    optimizer?.assign(range: range, parameters: at, moments: nil)
+                case .owned:
+                    ownParameters.withUnsafeBufferPointer { p in
+                        ownMoments.withUnsafeBufferPointer { m in
+                            optimizer?.assign(range: range, parameters: p.baseAddress! + range.lowerBound,
+                                              moments: m.baseAddress! + k * range.lowerBound)
+                        }
+                    }
+                }
+            }
+        }
+        workload.finishStep()
+        refreshChecksum(workload)
+        StepTrace.mark("worker \(worker)", "applied", step: workload.version - 1)
+        updateGeneration = 0
+        runDeferred()
     }
 
     /// The replica's parameter checksum, computed now and remembered for its version.

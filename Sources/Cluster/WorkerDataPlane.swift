@@ -27,6 +27,9 @@ final class WorkerDataPlane: @unchecked Sendable {
         /// would give back the same bits (skipping that made the loopback step 1.047x faster,
         /// docs/benchmarks.md).
         case ownChunk(Int, MessageHeader, [Float])
+        /// The new parameters of a chunk this worker owns (`rangeParameters`, from the compute
+        /// thread's optimiser): sent to every other receiver of the step, if it is still current.
+        case parameters(MessageHeader, [[UInt8]])
     }
 
     /// A gradient waiting to be reduced: decoded from the wire, or this worker's own values.
@@ -49,6 +52,9 @@ final class WorkerDataPlane: @unchecked Sendable {
     let toReplica: @Sendable (Message) -> Void
     /// A reduced chunk of an owned range for the coordinator.
     let toCoordinator: @Sendable ([[UInt8]]) -> Void
+    /// A reduced chunk of an owned range for this worker's optimiser, under a map whose owners
+    /// apply it (`RangeOwnersBody.ownersApply`); nil: such maps are followed as if they did not.
+    let toOwnerOptimizer: (@Sendable (Message) -> Void)?
 
     private let lock = NSLock()
     private var inputs: [Input] = []
@@ -65,6 +71,10 @@ final class WorkerDataPlane: @unchecked Sendable {
     private var codec: (any GradientCodec)?
     private var shardCount = 0
     private var step: Step?
+    /// The step configured before `step`: an owner's parameters of it may still be on their way
+    /// from the compute thread when the coordinator, which had its reduced gradient at once, has
+    /// already assigned the next one.
+    private var previous: Step?
     private var reducer: RangeReducer?
     /// Gradients of a later step or owner map than the configured one (their assignment is
     /// still on its way here), replayed when it arrives.
@@ -83,12 +93,14 @@ final class WorkerDataPlane: @unchecked Sendable {
     }
 
     init(makeEndpoint: @escaping EndpointFactory, limits: WireLimits, logger: Logger,
-         toReplica: @escaping @Sendable (Message) -> Void, toCoordinator: @escaping @Sendable ([[UInt8]]) -> Void) {
+         toReplica: @escaping @Sendable (Message) -> Void, toCoordinator: @escaping @Sendable ([[UInt8]]) -> Void,
+         toOwnerOptimizer: (@Sendable (Message) -> Void)? = nil) {
         self.makeEndpoint = makeEndpoint
         self.limits = limits
         self.logger = logger
         self.toReplica = toReplica
         self.toCoordinator = toCoordinator
+        self.toOwnerOptimizer = toOwnerOptimizer
     }
 
     /// The endpoint's address (nil before a welcome opened it).
@@ -175,6 +187,7 @@ final class WorkerDataPlane: @unchecked Sendable {
                     // The relay hands every reduced chunk of its step on to the coordinator.
                     if let step, step.body.relay == step.me, message.header.step == UInt64(step.step),
                        message.header.generation == step.map.generation { toCoordinator(frames) }
+                case .rangeParameters: toReplica(message)
                 default: logger.debug("ignored data message", metadata: ["type": "\(message.header.type)"])
                 }
             } catch {
@@ -206,6 +219,7 @@ final class WorkerDataPlane: @unchecked Sendable {
             if let current = step, current.template.coordinatorIncarnation != template.coordinatorIncarnation {
                 early.removeAll { $0.header.coordinatorIncarnation != template.coordinatorIncarnation }
             }
+            if let current = step, current.step != s { previous = current }
             step = Step(step: s, version: version, map: map, body: owners, me: me, template: template)
             reducer = RangeReducer(map: map, owner: me, shardCount: shardCount)
             let replay = early
@@ -227,6 +241,12 @@ final class WorkerDataPlane: @unchecked Sendable {
             }
         case let .ownChunk(_, header, values):
             reduce(.own(header, values))
+        case let .parameters(h, frames):
+            let target = [step, previous].compactMap { $0 }.first {
+                h.coordinatorIncarnation == $0.template.coordinatorIncarnation && h.step == UInt64($0.step) && h.generation == $0.map.generation
+            }
+            // No target: the step was computed again under a newer map since.
+            if let target { send(frames, toReceiversOf: target, what: "range parameters") }
         }
     }
 
@@ -280,16 +300,28 @@ final class WorkerDataPlane: @unchecked Sendable {
         h.shard = 0
         let message = reducer.updateMessage(chunk: c, header: h, codec: codec)
         let frames = message.frames()
+        if step.body.ownersApply == true, let toOwnerOptimizer {
+            // This worker's optimiser updates the chunk and sends the new parameters to the
+            // receivers (`Input.parameters`); the coordinator's replica takes the gradient.
+            toOwnerOptimizer(message)
+            toCoordinator(frames)
+            return
+        }
+        send(frames, toReceiversOf: step, what: "reduced chunk")
+        toReplica(message)
+        if step.body.relay == nil || step.body.relay == step.me { toCoordinator(frames) }
+    }
+
+    /// Sends `frames` to every receiver of the step but this worker.
+    private func send(_ frames: [[UInt8]], toReceiversOf step: Step, what: String) {
         for receiver in step.body.receivers where receiver != transport?.address {
             do {
                 guard let transport else { throw TransportError.closed }
                 try transport.send(frames, to: receiver)
             } catch {
-                logger.debug("reduced chunk not sent", metadata: ["to": "\(receiver)", "error": "\(error)"])
+                logger.debug("\(what) not sent", metadata: ["to": "\(receiver)", "error": "\(error)"])
             }
         }
-        toReplica(message)
-        if step.body.relay == nil || step.body.relay == step.me { toCoordinator(frames) }
     }
 }
 

@@ -22,6 +22,22 @@ public protocol ReplicatedState: AnyObject {
     func restore(replica: StateSnapshot) throws
 }
 
+/// A replica whose optimiser can run on one range into the caller's buffers, so each range's owner
+/// applies it once and sends the others the new parameters (the optimiser sharded across the range
+/// owners, stage A of docs/design-optimizer-sharding.md). Elementwise, like `apply`: a range
+/// updated here and assigned back has the bits `apply(gradient:range:)` would have given it.
+public protocol RangeOwnerOptimizer: ReplicatedState {
+    /// Per-parameter optimiser state vectors (Adam: the two moments).
+    var momentCount: Int { get }
+    /// Update number `version + 1` of `range` with `gradient` (the range's values), written to
+    /// `parameters` (`range.count` values) and `moments` (`momentCount` consecutive vectors of
+    /// `range.count`); the replica itself is unchanged.
+    func update(range: Range<Int>, gradient: UnsafePointer<Float>, parameters: UnsafeMutablePointer<Float>,
+                moments: UnsafeMutablePointer<Float>)
+    /// Sets the parameters of `range`, and its moments when given (laid out as `update` writes them).
+    func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?)
+}
+
 /// The coordinator's side of a run (implemented by Training).
 public protocol CoordinatorWorkload: ReplicatedState {
     /// Steps of the whole run.
@@ -120,4 +136,15 @@ extension ForwardsReplicatedState {
     public func finishStep() { replica.finishStep() }
     public func replicaSnapshot() -> StateSnapshot { replica.replicaSnapshot() }
     public func restore(replica snapshot: StateSnapshot) throws { try replica.restore(replica: snapshot) }
+}
+
+extension ForwardsReplicatedState where Replica: RangeOwnerOptimizer {
+    public var momentCount: Int { replica.momentCount }
+    public func update(range: Range<Int>, gradient: UnsafePointer<Float>, parameters: UnsafeMutablePointer<Float>,
+                       moments: UnsafeMutablePointer<Float>) {
+        replica.update(range: range, gradient: gradient, parameters: parameters, moments: moments)
+    }
+    public func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?) {
+        replica.assign(range: range, parameters: parameters, moments: moments)
+    }
 }

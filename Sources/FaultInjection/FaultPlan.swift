@@ -39,7 +39,7 @@ public struct FaultPlan: Equatable, Sendable {
         victim = rng.int(1, workers)
         let ck = Configurations.smallCheckpointEvery
         switch scenario {
-        case .workerKill, .reducerKill: step = rng.int(30, steps * 6 / 10)
+        case .workerKill, .reducerKill, .ownerOptimizerKill: step = rng.int(30, steps * 6 / 10)
         case .workerStop, .workerRestart, .linkCut: step = rng.int(30, steps / 2)
         case .coordinatorKill: step = rng.int(ck + 1, steps * 6 / 10)
         case .checkpointBitflip: step = rng.int(2 * ck + 5, steps * 6 / 10)

@@ -9,6 +9,7 @@ public enum Scenario: String, CaseIterable, Sendable {
     case linkCut = "link-cut"
     case diskFull = "disk-full"
     case reducerKill = "reducer-kill"
+    case ownerOptimizerKill = "owner-optimizer-kill"
 
     /// link-cut makes network namespaces and veth pairs, disk-full mounts a tmpfs.
     public var needsRoot: Bool { self == .linkCut || self == .diskFull }
@@ -30,6 +31,8 @@ public enum Scenario: String, CaseIterable, Sendable {
             "(root) the checkpoint directory is a tmpfs with\nroom for one checkpoint: the coordinator must\nstop with a clear message and leave no partial\nfile; then the tmpfs is grown and the run resumed"
         case .reducerKill:
             "sharded reduction (coordinator --range-owners W,\nevery worker with a loopback --data-bind, so\nevery worker owns a range): kill -9 of a random\nworker at a random step; its ranges move to\nsurvivors"
+        case .ownerOptimizerKill:
+            "reducer-kill with --owners-apply (each owner\napplies Adam to its ranges): the survivors\nget the full state before they own ranges whose\nmoments only the victim kept"
         }
     }
 }

@@ -100,6 +100,25 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
         }
     }
 
+    /// Update number `step + 1` of `count` elements held by the caller: `params`, `m` and `v` are
+    /// copies of a range's parameters and moments, updated in place (this optimiser's own moments
+    /// are untouched; `advance()` is not called). The same arithmetic as the in-place update, so
+    /// copying the results back gives its bits (a range owner updates its chunks this way and
+    /// sends the new parameters, docs/design-optimizer-sharding.md).
+    public func update(params p: UnsafeMutablePointer<T>, m: UnsafeMutablePointer<T>, v: UnsafeMutablePointer<T>,
+                       grads: UnsafePointer<T>, count: Int) {
+        let t = step + 1
+        let lr = learningRate(atStep: step)
+        let c1 = T(1 - pow(options.beta1, Double(t)))
+        let c2 = T(1 - pow(options.beta2, Double(t)))
+        if options.weightDecay > 0 {
+            let shrink = T(1 - lr * options.weightDecay)
+            for i in 0..<count { p[i] *= shrink }
+        }
+        T.adamUpdate(p, grads, m, v, count, beta1: T(options.beta1), beta2: T(options.beta2), stepSize: T(lr) / c1,
+                     invSqrtC2: 1 / c2.squareRoot(), eps: T(options.epsilon))
+    }
+
     /// Elements per block of a fused update (p, g, m, v and the EMA: 5 x 32 KiB, within L2).
     public static var fusedBlock: Int { 8192 }
 

@@ -7,7 +7,8 @@ import Wire
 
 /// The optimiser state is what the cluster replicates: its parameters, Adam moments and step
 /// (TrainingSession.swift implements the members).
-extension OptimizerState: ReplicatedState {}
+extension OptimizerState: ReplicatedState, RangeOwnerOptimizer {}
+extension DenoiserWorkerWorkload: RangeOwnerOptimizer {}
 
 /// What a welcome carries for workers to build: a training run's resolved configuration, or
 /// an annotation job.

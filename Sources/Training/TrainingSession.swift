@@ -57,6 +57,33 @@ public final class OptimizerState: @unchecked Sendable {
                              counters: ["step": step, "adam.step": adam.step])
     }
 
+    // MARK: The optimiser on one range into the caller's buffers (a range owner's, RangeOwnerOptimizer)
+
+    public var momentCount: Int { 2 }
+
+    /// Adam update number `step + 1` of `range` written to `parameters` and `moments` (m, then v,
+    /// `range.count` each); this state is unchanged. No EMA: only the coordinator keeps one, and
+    /// it applies whole gradients.
+    public func update(range: Range<Int>, gradient: UnsafePointer<Float>, parameters: UnsafeMutablePointer<Float>,
+                       moments: UnsafeMutablePointer<Float>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= store.count, "range \(range) outside 0..<\(store.count)")
+        let n = range.count, o = range.lowerBound
+        parameters.update(from: store.values + o, count: n)
+        moments.update(from: adam.m + o, count: n)
+        (moments + n).update(from: adam.v + o, count: n)
+        adam.update(params: parameters, m: moments, v: moments + n, grads: gradient, count: n)
+    }
+
+    public func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= store.count, "range \(range) outside 0..<\(store.count)")
+        let n = range.count, o = range.lowerBound
+        (store.values + o).update(from: parameters, count: n)
+        if let moments {
+            (adam.m + o).update(from: moments, count: n)
+            (adam.v + o).update(from: moments + n, count: n)
+        }
+    }
+
     /// The replica state plus the EMA: everything an exact resume needs.
     public func fullSnapshot() -> StateSnapshot {
         var s = replicaSnapshot()

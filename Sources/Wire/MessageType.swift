@@ -30,12 +30,15 @@ public enum MessageType: UInt16, Sendable, CaseIterable, Codable, CustomStringCo
     /// Worker → coordinator, sharded reduction: every chunk of a shard went to its range owner
     /// (JSON: the shard's `GradientMeta`).
     case shardDone = 14
+    /// Worker → worker, optimiser sharded across range owners: the parameters at version v + 1 of
+    /// one chunk the sender owns (it applied the optimiser to the chunk's reduced gradient).
+    case rangeParameters = 15
 
     /// True for messages whose payload is a Float32 tensor over the header's key range, encoded by
     /// a `GradientCodec`; false for control messages, whose payload is JSON or empty.
     public var carriesTensor: Bool {
         switch self {
-        case .gradient, .parameters, .update: true
+        case .gradient, .parameters, .update, .rangeParameters: true
         default: false
         }
     }
@@ -56,6 +59,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable, Codable, CustomStringCo
         case .shutdown: "shutdown"
         case .error: "error"
         case .shardDone: "shardDone"
+        case .rangeParameters: "rangeParameters"
         }
     }
 }

@@ -8,6 +8,7 @@ extension ClusterRun {
         switch scenario {
         case .workerKill: try workerKill(plan)
         case .reducerKill: try reducerKill(plan)
+        case .ownerOptimizerKill: try reducerKill(plan, ownersApply: true)
         case .workerStop: try workerStop(plan)
         case .workerRestart: try workerRestart(plan)
         case .coordinatorKill: try coordinatorKill(plan)
@@ -39,13 +40,15 @@ extension ClusterRun {
     /// The sharded reduction: every worker owns a range, so the victim is a reducer. Its ranges
     /// move to the survivors (a new owner map); if they had not all reached the coordinator, the
     /// step is computed again under the new map. The weights must still equal the reference.
-    func reducerKill(_ plan: FaultPlan) throws {
-        coordinatorExtra = ["--range-owners", String(workerCount)]
+    /// `ownersApply`: each owner applies Adam to its ranges (`--owners-apply`); the survivors that
+    /// take the victim's ranges first receive the full state (its moments died with it).
+    func reducerKill(_ plan: FaultPlan, ownersApply: Bool = false) throws {
+        coordinatorExtra = ["--range-owners", String(workerCount)] + (ownersApply ? ["--owners-apply"] : [])
         let (victim, t0, s0) = try killWorker(plan)
         workers[victim] = nil
         measureWorkerFault(victim, t0, 60)
         let again = readText(run + "/events.jsonl").split(separator: "\n").filter { $0.contains("range owner left") }.count
-        note = "--range-owners \(workerCount); kill -9 reducer \(victim) at step \(s0); dropped: \(dropDetail.isEmpty ? "?" : dropDetail); "
+        note = "--range-owners \(workerCount)\(ownersApply ? " --owners-apply" : ""); kill -9 reducer \(victim) at step \(s0); dropped: \(dropDetail.isEmpty ? "?" : dropDetail); "
             + "steps computed again under a new owner map: \(again)"
         try finishAndCompare()
     }

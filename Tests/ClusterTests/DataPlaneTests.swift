@@ -135,6 +135,31 @@ import Wire
         #expect(a.received == 0)
     }
 
+    /// Chunks of each kind (a reduced gradient, an owner's parameters, an owned chunk) are kept
+    /// per chunk; `runs` merges neighbouring gradient chunks only, so one optimiser call covers them.
+    @Test func updateAssemblerKeepsEachChunksKindAndMergesGradientRuns() throws {
+        let plan = try ChunkPlan(ranges: [0..<2, 2..<3, 3..<6, 6..<7, 7..<9], parameterCount: 9)
+        var a = UpdateAssembler(plan: plan)
+        func chunk(_ c: Int, _ kind: UpdateAssembler.Kind) -> Result<Bool, UpdateAssembler.Refusal> {
+            a.accept(keyOffset: UInt64(plan[c].lowerBound), keyCount: UInt64(plan[c].count), kind: kind) { (out) throws(WireError) in
+                for i in out.indices { out[i] = Float(c) }
+            }
+        }
+        #expect(chunk(4, .owned) == .success(false))
+        #expect(chunk(0, .gradient) == .success(false))
+        #expect(chunk(3, .parameters) == .success(false))
+        #expect(chunk(1, .gradient) == .success(false))
+        #expect(chunk(2, .parameters) == .success(true))
+        #expect(a.kinds == [.gradient, .gradient, .parameters, .parameters, .owned])
+        let runs = a.runs
+        #expect(runs.map(\.range) == [0..<3, 3..<6, 6..<7, 7..<9])
+        #expect(runs.map(\.kind) == [.gradient, .parameters, .parameters, .owned])
+        #expect(a.buffer == [0, 0, 1, 2, 2, 2, 3, 4, 4])
+        // The next update's kinds replace this one's as its chunks arrive.
+        #expect(chunk(4, .gradient) == .success(false))
+        #expect(a.kinds[4] == .gradient)
+    }
+
     // MARK: Send backlog
 
     @Test func backlogSendsInOrderStopsWhenFullAndReportsFailures() {

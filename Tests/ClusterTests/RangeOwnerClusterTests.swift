@@ -12,7 +12,8 @@ import Wire
     /// Six uneven chunks, so up to four owners each get whole chunks.
     var chunks: [Range<Int>] { [0..<300, 300..<700, 700..<1000, 1000..<1500, 1500..<1800, 1800..<2048] }
 
-    func run(workers: Int, owners: Int, steps: Int, shards: Int, delay: Double = 0, host: String? = nil,
+    func run(workers: Int, owners: Int, steps: Int, shards: Int, delay: Double = 0, host: String? = nil, ownerOptimizer: Bool = false,
+             watch: MessageTypes? = nil,
              kill: (@Sendable (InMemoryNetwork, InMemoryDataMesh, [InMemoryClient], [InMemoryDataEndpoint], Coordinator, ToyCoordinatorWorkload) -> Void)? = nil)
         throws -> (Coordinator, ToyCoordinatorWorkload, [WorkerThread]) {
         let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
@@ -21,11 +22,14 @@ import Wire
         // With `host`, worker i is on host 10.0.0.(i+1) and the coordinator on `host`.
         let endpoints = (0..<workers).map { mesh.endpoint(host == nil ? "w\($0)" : "tcp://10.0.0.\($0 + 1):5601") }
         let threads = (0..<workers).map {
-            WorkerThread(transport: clients[$0], data: endpoints[$0], name: "w\($0)", n: n, shards: shards, maxReconnect: 3, delay: delay)
+            WorkerThread(transport: clients[$0], data: endpoints[$0], name: "w\($0)", n: n, shards: shards, maxReconnect: 3, delay: delay,
+                         ownerOptimizer: ownerOptimizer)
         }
+        watch?.watch(mesh)
         var options = coordinatorOptions(minWorkers: workers)
         options.rangeOwners = owners
         options.host = host
+        options.ownersApply = ownerOptimizer
         let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
                                 incarnation: 1, logger: silentLogger())
         if let kill {
@@ -35,28 +39,41 @@ import Wire
         return (c, workload, threads)
     }
 
+    /// Both modes: owners apply the optimiser and send parameters (`ownerOptimizer`, the default),
+    /// or every worker applies it to the reduced gradients. The coordinator's replica is checked
+    /// here; the workers' are checked against its checksum at every assign (no repairs).
     @Test(arguments: [1, 2, 3, 4])
     func bitwiseForEveryWorkerAndOwnerCount(workers: Int) throws {
         let steps = 6, shards = 5
         let reference = bits(toyReference(n: n, steps: steps, shards: shards))
         for owners in 1...4 {
-            let (c, workload, threads) = try run(workers: workers, owners: owners, steps: steps, shards: shards)
+          for ownerOptimizer in [true, false] {
+            let seen = MessageTypes()
+            let (c, workload, threads) = try run(workers: workers, owners: owners, steps: steps, shards: shards,
+                                                 ownerOptimizer: ownerOptimizer, watch: seen)
             #expect(c.stats.relayedChunks == 0)
             for t in threads { #expect((try? t.wait()?.get()) == .finished) }
-            #expect(bits(workload.state.p) == reference, "\(workers) workers, \(owners) owners")
+            #expect(bits(workload.state.p) == reference, "\(workers) workers, \(owners) owners, owners apply: \(ownerOptimizer)")
             #expect(workload.finished && workload.completed.count == steps)
-            #expect(c.stats.totalRejected == 0 && c.stats.drops == 0 && c.stats.repairs == 0, "\(c.stats)")
+            #expect(c.stats.totalRejected == 0 && c.stats.drops == 0 && c.stats.repairs == 0 && c.stats.momentRefreshes == 0, "\(c.stats)")
+            // Between workers: parameters when the owners apply the optimiser, else reduced gradients.
+            if workers > 1 {
+                #expect((seen.count(.rangeParameters) > 0) == ownerOptimizer && (seen.count(.update) > 0) == !ownerOptimizer,
+                        "\(seen.counts)")
+            }
             #expect(c.ownerMap?.owners.count == min(owners, workers))
             // The gradients went to the owners: none reached the coordinator.
             #expect(workload.completed.allSatisfy { $0.bytesOut == 0 })
+          }
         }
     }
 
     /// Every worker an owner: each one's data endpoint receives (W−1)/W of the gradient and
-    /// (W−1)/W of the reduced gradient per step, a ring all-reduce's 2·M·(W−1)/W.
-    @Test(arguments: [2, 3, 4])
-    func eachEndpointReceivesARingsBytes(workers: Int) throws {
-        let steps = 4, shards = workers
+    /// (W−1)/W of the reduced gradient (or, when the owners apply the optimiser, of the new
+    /// parameters) per step, a ring all-reduce's 2·M·(W−1)/W.
+    @Test(arguments: [2, 3, 4], [false, true])
+    func eachEndpointReceivesARingsBytes(workers: Int, ownersApply: Bool) throws {
+        let steps = 12, shards = workers   // enough that the last step's parameters, which the end of the run may cut short, stay within the 10%
         let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
         let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: (0..<8).map { ($0 * 256)..<($0 * 256 + 256) })
         let endpoints = (0..<workers).map { mesh.endpoint("w\($0)") }
@@ -65,6 +82,7 @@ import Wire
         }
         var options = coordinatorOptions(minWorkers: workers)
         options.rangeOwners = workers
+        options.ownersApply = ownersApply
         options.codec = "raw"
         let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
                                 incarnation: 1, logger: silentLogger())
@@ -76,11 +94,15 @@ import Wire
         let messageBytes = chunk.withUnsafeBufferPointer {
             Message(header: MessageHeader(type: .gradient), tensor: $0, codec: RawCodec()).frames().reduce(0) { $0 + $1.count }
         }
-        // In total: every chunk of every other worker's shard to its owner, and every reduced
-        // chunk to every other worker: 2·C·(W−1) messages per step, nothing else.
+        // In total: every chunk of every other worker's shard to its owner, and every chunk's new
+        // parameters to every other worker: 2·C·(W−1) messages per step, nothing else. (The last
+        // step's parameters may be cut short: the coordinator, which takes the reduced gradients,
+        // can end the run before they all arrive.)
         let chunks = 8, w = Double(workers)
         let total = endpoints.reduce(0) { $0 + (mesh.bytesDelivered[$1.address] ?? 0) }
-        #expect(total == steps * 2 * chunks * (workers - 1) * messageBytes)
+        #expect(total % messageBytes == 0)
+        #expect(total <= steps * 2 * chunks * (workers - 1) * messageBytes)
+        #expect(total >= ((steps * 2 - 1) * chunks * (workers - 1)) * messageBytes)
         // Each endpoint: a ring all-reduce's 2·C·(W−1)/W chunks, within 10% (whole chunks per owner).
         for e in endpoints {
             let messages = Double(mesh.bytesDelivered[e.address] ?? 0) / Double(steps * messageBytes)
@@ -92,9 +114,10 @@ import Wire
     /// A worker that owns a range vanishes mid-run (its connections cut, as a kill -9 does):
     /// its ranges move to survivors, the step in flight is computed again if its ranges had
     /// not arrived, and the weights are the reference's bit for bit.
-    @Test func ownerKilledMidRunIsBitwiseEqual() throws {
+    @Test(arguments: [false, true])
+    func ownerKilledMidRunIsBitwiseEqual(ownersApply: Bool) throws {
         let steps = 8, shards = 6
-        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02) { _, mesh, clients, endpoints, c, workload in
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02, ownerOptimizer: ownersApply) { _, mesh, clients, endpoints, c, workload in
             while workload.version < 3 { usleep(1000) }
             // Worker 1 (id 2) owns the second range of every map of this run before the kill.
             clients[1].close()
@@ -105,6 +128,32 @@ import Wire
         #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
         #expect(c.stats.drops >= 1, "\(c.stats)")
         #expect(c.ownerMap?.owners.count == 2)
+        // The survivors took over ranges whose optimiser moments they had not kept: each got
+        // the full state before its first assign under the new map, and none needed a repair.
+        #expect(c.stats.momentRefreshes >= (ownersApply ? 1 : 0) && c.stats.repairs == 0, "\(c.stats)")
+    }
+
+    /// One worker that cannot apply the optimiser to its ranges (an older build, the Python
+    /// worker) puts every worker back on reduced gradients. Bitwise.
+    @Test func oneWorkerWithoutTheOwnerOptimizerSelectsGradientsForAll() throws {
+        let steps = 5, shards = 4
+        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: chunks)
+        let seen = MessageTypes()
+        seen.watch(mesh)
+        let threads = (0..<3).map { i in
+            WorkerThread(transport: net.connect(identity: "w\(i)/1"), data: mesh.endpoint("w\(i)"), name: "w\(i)", n: n,
+                         shards: shards, maxReconnect: 3, ownerOptimizer: i != 1)
+        }
+        var options = coordinatorOptions(minWorkers: 3)
+        options.ownersApply = true
+        let c = try Coordinator(workload: workload, transport: net.server(), options: options, checkpoints: nil,
+                                incarnation: 1, logger: silentLogger())
+        try c.run()
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(seen.count(.rangeParameters) == 0 && seen.count(.update) > 0, "\(seen.counts)")
+        #expect(c.stats.repairs == 0 && c.stats.drops == 0, "\(c.stats)")
     }
 
     /// A worker's shard report reaches the coordinator while one of its chunks dies with it on
@@ -147,10 +196,13 @@ import Wire
 
     /// The worker on the coordinator's host relays every reduced chunk; the coordinator takes
     /// them from it alone. Bitwise as before, and after the relay itself is cut off mid-run.
+    /// (Workers that take reduced gradients: when the owners apply the optimiser the workers
+    /// receive parameters and there is nothing to relay; `ownersApplyWithoutARelay`.)
     @Test(arguments: [false, true])
     func relayOnTheCoordinatorsHost(killRelay: Bool) throws {
         let steps = 8, shards = 6
-        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02, host: "10.0.0.1") {
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, delay: 0.02, host: "10.0.0.1",
+                                             ownerOptimizer: false) {
             _, mesh, clients, endpoints, _, workload in
             guard killRelay else { return }
             while workload.version < 3 { usleep(1000) }
@@ -168,6 +220,17 @@ import Wire
             // w0 (10.0.0.1, the coordinator's host) relays the chunks of the two other owners: 4 of 6 per step.
             #expect(c.stats.relayedChunks == steps * 4, "\(c.stats)")
         }
+    }
+
+    /// Owners that apply the optimiser send the workers parameters, so the coordinator's host has
+    /// no relay even when a worker lives there: each owner sends the coordinator its own reduced
+    /// gradient. Bitwise, with no repairs (every worker's parameters match the coordinator's).
+    @Test func ownersApplyWithoutARelay() throws {
+        let steps = 8, shards = 6
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, host: "10.0.0.1", ownerOptimizer: true)
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(c.stats.relayedChunks == 0 && c.stats.drops == 0 && c.stats.repairs == 0 && c.stats.duplicateGradients == 0, "\(c.stats)")
     }
 
     /// Range owners are the default, but a worker started without a data endpoint can neither
@@ -196,7 +259,8 @@ import Wire
     /// generations counted from 1 again: the workers' data planes take its maps (before, they
     /// kept the dead coordinator's later step, no owner reduced the resumed one, and the run
     /// stalled with every shard reported done; scripts/fault-injection coordinator-kill). Bitwise.
-    @Test func coordinatorRestartResumesWithOwners() throws {
+    @Test(arguments: [false, true])
+    func coordinatorRestartResumesWithOwners(ownersApply: Bool) throws {
         let steps = 14, shards = 3
         let dir = NSTemporaryDirectory() + "ambient-owners-ckpt-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -204,6 +268,9 @@ import Wire
         let store = try CheckpointStore(directory: dir, keep: 2)
         var o = coordinatorOptions(minWorkers: 3)
         o.checkpointEvery = 4
+        // Owners that apply the optimiser leave each worker with stale moments of the ranges it
+        // does not own: the restarted coordinator's digest differs and it sends them the full state.
+        o.ownersApply = ownersApply
         let threads = (0..<3).map { i in
             WorkerThread(transport: net.connect(identity: "w\(i)/1"), data: mesh.endpoint("w\(i)"), name: "w\(i)", n: n,
                          shards: shards, maxReconnect: 15, delay: 0.005)
@@ -233,6 +300,7 @@ import Wire
         let resumedAt = second.completed.first?.step ?? -1
         #expect(resumedAt < crashedAt && c2.ownerMap != nil, "resumed at \(resumedAt), crashed at \(crashedAt)")
         #expect(bits(second.state.p) == bits(toyReference(n: n, steps: steps, shards: shards)))
+        #expect(c2.stats.repairs == 0, "\(c2.stats)")
     }
 }
 
@@ -252,5 +320,27 @@ final class LostChunk: @unchecked Sendable {
     var sender: String? {
         lock.lock(); defer { lock.unlock() }
         return from
+    }
+}
+
+/// Counts the types of the messages that cross the data mesh (it loses none of them).
+final class MessageTypes: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var counts: [MessageType: Int] = [:]
+
+    func watch(_ mesh: InMemoryDataMesh) {
+        mesh.lose(where: { [self] frames, _, _ in
+            if let m = try? Message.decode(frames: frames, limits: toyLimits) {
+                lock.lock()
+                counts[m.header.type, default: 0] += 1
+                lock.unlock()
+            }
+            return false
+        })
+    }
+
+    func count(_ type: MessageType) -> Int {
+        lock.lock(); defer { lock.unlock() }
+        return counts[type] ?? 0
     }
 }

@@ -49,7 +49,7 @@ import Wire
         let hello = try JSONDecoder().decode(HelloBody.self, from: Data("""
             {"phase":"join","workerName":"w","host":"h","pid":1,"protocolVersion":1,"threads":2}
             """.utf8))
-        #expect(hello.dataAddress == nil)
+        #expect(hello.dataAddress == nil && hello.ownerOptimizer == nil)
         let assign = try JSONDecoder().decode(AssignBody.self, from: Data("""
             {"step":1,"shards":[0],"parameterVersion":1,"parameterChecksum":18446744073709551615}
             """.utf8))
@@ -57,6 +57,30 @@ import Wire
         let h = try Self.roundTrip(.hello, HelloBody(phase: .probe, workerName: "w", host: "h", pid: 3, protocolVersion: 1,
                                                      runID: nil, datasetHash: nil, threads: 1, dataAddress: "tcp://10.0.0.3:5601"))
         #expect(h.dataAddress == "tcp://10.0.0.3:5601")
+    }
+
+    /// The optimiser sharded across owners: `HelloBody.ownerOptimizer` and
+    /// `RangeOwnersBody.ownersApply` round-trip, read as nil from older peers, and a map that asks
+    /// owners to apply the optimiser and names a relay is refused (there is nothing to relay).
+    @Test func ownersApplyRoundTripsAndRefusesARelay() throws {
+        let map = try RangeOwnerMap(plan: Self.plan, owners: [2, 5], generation: 3)
+        let addresses: [UInt32: String] = [2: "tcp://10.0.0.2:5601", 5: "tcp://10.0.0.5:5601"]
+        let body = RangeOwnersBody(map: map, addresses: addresses, receivers: Array(addresses.values).sorted(), ownersApply: true)
+        var assign = AssignBody(step: 4, shards: [1], parameterVersion: 4, parameterChecksum: 7)
+        assign.owners = body
+        let a = try Self.roundTrip(.assign, assign)
+        #expect(a.owners?.ownersApply == true && a.owners == body)
+        #expect(try a.owners?.map(plan: Self.plan).get() == map)
+        let hello = try Self.roundTrip(.hello, HelloBody(phase: .join, workerName: "w", host: "h", pid: 3, protocolVersion: 1, runID: 1,
+                                                         datasetHash: "d", threads: 1, ownerOptimizer: true))
+        #expect(hello.ownerOptimizer == true)
+        let old = try JSONDecoder().decode(RangeOwnersBody.self, from: Data(#"{"generation":1,"ranges":[],"receivers":[]}"#.utf8))
+        #expect(old.ownersApply == nil)
+        var relayed = body
+        relayed.relay = 2
+        #expect(throws: ClusterError.self) { try relayed.map(plan: Self.plan).get() }
+        relayed.ownersApply = false
+        #expect((try? relayed.map(plan: Self.plan).get()) == map)
     }
 
     @Test func badOwnerBodiesNameTheirProblem() {

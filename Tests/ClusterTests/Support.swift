@@ -17,7 +17,7 @@ func silentLogger() -> Logger {
 /// A small deterministic training problem with no diffusion in it: the gradient of shard k at
 /// step s pulls the parameters towards targets drawn from (seed, s, k); the optimiser is
 /// plain SGD with momentum. Enough to test the cluster's bookkeeping bit for bit.
-final class ToyState: ReplicatedState, @unchecked Sendable {
+final class ToyState: RangeOwnerOptimizer, @unchecked Sendable {
     let n: Int
     /// The parameters at a stable address (`parameters` hands out a pointer to them).
     let storage: FlatBuffer<Float>
@@ -47,6 +47,22 @@ final class ToyState: ReplicatedState, @unchecked Sendable {
     }
 
     func finishStep() { steps += 1 }
+
+    // The optimiser on one range into the caller's buffers (a range owner's): the same arithmetic.
+    var momentCount: Int { 1 }
+    func update(range: Range<Int>, gradient: UnsafePointer<Float>, parameters: UnsafeMutablePointer<Float>,
+                moments: UnsafeMutablePointer<Float>) {
+        for (j, i) in range.enumerated() {
+            moments[j] = 0.9 * m[i] + gradient[j]
+            parameters[j] = storage[i] - 0.05 * moments[j]
+        }
+    }
+    func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?) {
+        for (j, i) in range.enumerated() {
+            storage[i] = parameters[j]
+            if let moments { m[i] = moments[j] }
+        }
+    }
 
     func replicaSnapshot() -> StateSnapshot {
         StateSnapshot(sections: [.init(name: "p", values: p), .init(name: "m", values: m)], counters: ["step": steps])
@@ -103,7 +119,7 @@ final class ToyCoordinatorWorkload: CoordinatorWorkload, @unchecked Sendable {
 }
 
 /// A toy worker; `poison(step, shard)` true makes it send NaN for that shard (a faulty node).
-final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
+final class ToyWorkerWorkload: WorkerWorkload, RangeOwnerOptimizer, @unchecked Sendable {
     let state: ToyState
     let shards: Int
     /// The gradient at a stable address (`gradientBuffer` hands out a pointer to it).
@@ -141,6 +157,14 @@ final class ToyWorkerWorkload: WorkerWorkload, @unchecked Sendable {
         if applyDelay > 0 { usleep(UInt32(applyDelay * 1e6)) }
         state.finishStep()
         if state.version == corruptAtVersion { state.p[7] = Float(bitPattern: state.p[7].bitPattern ^ 1) }
+    }
+    var momentCount: Int { state.momentCount }
+    func update(range: Range<Int>, gradient: UnsafePointer<Float>, parameters: UnsafeMutablePointer<Float>,
+                moments: UnsafeMutablePointer<Float>) {
+        state.update(range: range, gradient: gradient, parameters: parameters, moments: moments)
+    }
+    func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?) {
+        state.assign(range: range, parameters: parameters, moments: moments)
     }
     var parallelism: Int { 1 }
     func gradientBuffer(slot: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(gradientStorage.buffer) }
@@ -184,13 +208,14 @@ final class WorkerThread: @unchecked Sendable {
 
     init(transport: any ClientTransport, data: (any DataTransport)? = nil, name: String, incarnation: UInt64 = 1, n: Int, shards: Int,
          maxReconnect: Double = 10, delay: Double = 0, applyDelay: Double = 0, corruptAtVersion: Int? = nil, startsElsewhere: Bool = false,
-         poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
+         ownerOptimizer: Bool = true, poison: @escaping @Sendable (Int, Int) -> Bool = { _, _ in false }) {
         group.enter()
         let t = Thread { [self] in
             defer { group.leave() }
             var o = WorkerOptions(name: name, incarnation: incarnation, limits: toyLimits)
             o.maxReconnectTime = maxReconnect
             o.coordinatorTimeout = 3
+            o.ownerOptimizer = ownerOptimizer
             let w = Worker(transport: transport, options: o, threads: 1, logger: silentLogger(),
                            dataEndpoint: data.map { endpoint in { @Sendable _ in endpoint } }) { _ in
                 ToyWorkerWorkload(n: n, shards: shards, delay: delay, applyDelay: applyDelay, corruptAtVersion: corruptAtVersion,

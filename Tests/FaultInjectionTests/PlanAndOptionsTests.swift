@@ -22,7 +22,7 @@ import Testing
 
     @Test func choicesStayInTheScriptsRanges() {
         for seed in 0..<500 {
-            for (scenario, range) in [(Scenario.workerKill, 30...600), (.reducerKill, 30...600), (.workerStop, 30...500),
+            for (scenario, range) in [(Scenario.workerKill, 30...600), (.reducerKill, 30...600), (.ownerOptimizerKill, 30...600), (.workerStop, 30...500),
                                       (.workerRestart, 30...500), (.linkCut, 30...500), (.coordinatorKill, 51...600),
                                       (.checkpointBitflip, 105...600)] {
                 let p = FaultPlan(scenario: scenario, seed: seed, workers: 4, steps: 1000)
@@ -70,7 +70,7 @@ import Testing
         #expect(o.repeatCount == 3 && o.seed == 0 && o.workers == 2 && o.steps == 400)
         #expect(Scenario.allCases.map(\.rawValue) == ["worker-kill", "worker-stop", "worker-restart", "coordinator-kill",
                                                       "coordinator-kill-checkpoint", "checkpoint-bitflip", "link-cut", "disk-full",
-                                                      "reducer-kill"])
+                                                      "reducer-kill", "owner-optimizer-kill"])
     }
 
     @Test func badValuesAreRejectedWithTheScriptsMessages() {

@@ -14,7 +14,7 @@ struct MessageHeaderTests {
 
     @Test("raw values of message types and codecs are stable")
     func stableRawValues() {
-        #expect(MessageType.allCases.map(\.rawValue) == Array(1...14))
+        #expect(MessageType.allCases.map(\.rawValue) == Array(1...15))
         #expect(MessageType.hello.rawValue == 1 && MessageType.gradient.rawValue == 6 && MessageType.error.rawValue == 13)
         #expect(CodecID.allCases.map(\.rawValue) == Array(0...8))
         #expect(CodecID.shuffleLZ4.rawValue == 3 && CodecID.topK.rawValue == 8)
@@ -80,7 +80,7 @@ struct MessageHeaderTests {
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 2)) } == .unsupportedVersion(found: 2, supported: 1))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 0)) } == .unsupportedVersion(found: 0, supported: 1))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 0)) } == .unknownMessageType(0))
-        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 15)) } == .unknownMessageType(15))
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 16)) } == .unknownMessageType(16))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 0xFFFF)) } == .unknownMessageType(0xFFFF))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, codec: 9)) } == .unknownCodec(9))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, reserved: 1)) } == .reservedNotZero(1))
