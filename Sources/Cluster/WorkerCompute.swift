@@ -52,19 +52,12 @@ final class WorkerCompute: @unchecked Sendable {
     /// The chunks of the update to the next version received so far. They are applied
     /// together when the last one arrives: until then this worker may still be asked to
     /// (re)compute shards of the current step, which needs the parameters of the current version.
-    private var updates: UpdateAssembler?
-    /// The new parameters and optimiser moments of the chunks this worker owns in the update being
-    /// assembled (the optimiser sharded across range owners), at the chunks' offsets (moments:
-    /// `momentCount` values per parameter, the chunk's block at `momentCount` times its offset).
-    private var ownParameters: [Float] = []
-    private var ownMoments: [Float] = []
+    private var updates = WorkerUpdates()
     private let feedbacks: FeedbackStore
-    /// Sharded reduction: where gradient chunks go (set before the threads start), the owner-map
-    /// generation of the update being assembled, and assignments that arrived before this
-    /// replica applied the previous step's update (updates and assignments travel on different
-    /// connections then), run once it has.
+    /// Sharded reduction: where gradient chunks go (set before the threads start), and
+    /// assignments that arrived before this replica applied the previous step's update (updates
+    /// and assignments travel on different connections then), run once it has.
     var dataPlane: WorkerDataPlane?
-    private var updateGeneration: UInt32 = 0
     private var deferred: [Task] = []
     private var builtFor: (runID: UInt64, datasetHash: String, spec: [UInt8])?
     /// The replica's parameter checksum at a version, taken right after the state changed (an
@@ -136,7 +129,7 @@ final class WorkerCompute: @unchecked Sendable {
                 return
             case let .build(body):
                 welcome = body
-                updates = nil   // the welcome's chunk plan may differ
+                updates = WorkerUpdates()   // the welcome's chunk plan may differ
                 if let b = builtFor, b.datasetHash == body.datasetHash, b.spec == body.workloadSpec, let workload {
                     if let plan = body.chunkPlan(parameterCount: workload.parameterCount) {
                         dataPlane?.submit(.plan(plan, codec: body.codec, shardCount: body.shardCount))
@@ -214,8 +207,7 @@ final class WorkerCompute: @unchecked Sendable {
                 let sections = zip(meta.sections, ranges).map { StateSnapshot.Section(name: $0, values: Array(flat[$1])) }
                 try workload.restore(replica: StateSnapshot(sections: sections, counters: meta.counters))
             }
-            updates?.reset()
-            updateGeneration = 0
+            updates.reset()
             feedbacks.clear()
             guard refreshChecksum(workload) == meta.parameterChecksum else {
                 throw ClusterError("parameters differ from the coordinator's checksum after loading")
@@ -229,111 +221,28 @@ final class WorkerCompute: @unchecked Sendable {
         }
     }
 
-    /// Takes one chunk of the update to the next version (a reduced gradient, or new parameters
-    /// from the chunk's owner; `owned`: the reduced gradient of a chunk this worker owns, whose
-    /// optimiser update it computes and sends to the other workers); when every chunk of the
-    /// welcome's plan is in, applies the whole update and advances the version.
+    /// Takes one chunk of the update to the next version (`WorkerUpdates`; `owned`: the reduced
+    /// gradient of a chunk this worker owns, whose new parameters go to the data plane); when every
+    /// chunk of the welcome's plan is in, applies the whole update and advances the version.
     private func apply(_ message: Message, owned: Bool = false) {
         guard let workload, let welcome else { return }
-        let h = message.header
-        if welcome.owners != nil {
-            // Reduced chunks come from several owners: one of an older version is a late copy,
-            // one of an older owner map belongs to a step computed again since.
-            if h.parameterVersion <= UInt64(workload.version) { return }
-            if h.parameterVersion == UInt64(workload.version + 1) {
-                if h.generation < updateGeneration { return }
-                if h.generation > updateGeneration {
-                    updates?.reset()
-                    updateGeneration = h.generation
-                }
-            }
+        let outcome = updates.take(message, owned: owned, sharded: welcome.owners != nil, workload: workload,
+                                   plan: welcome.chunkPlan(parameterCount: workload.parameterCount), codec: welcome.codec) {
+            [dataPlane] header, parameters in dataPlane?.submit(.parameters(header, parameters.frames()))
         }
-        guard h.parameterVersion == UInt64(workload.version + 1) else {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: replicaChecksum(of: workload), expected: 0,
-                                               reason: "update to version \(h.parameterVersion) but this worker holds version \(workload.version)")))
-            return
+        switch outcome {
+        case .ignored, .pending:
+            break
+        case let .refused(reason, versionMismatch):
+            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: versionMismatch ? replicaChecksum(of: workload) : 0,
+                                               expected: 0, reason: reason)))
+        case .complete:
+            StepTrace.mark("worker \(welcome.workerID)", "update-complete", step: workload.version)
+            updates.apply(to: workload)
+            refreshChecksum(workload)
+            StepTrace.mark("worker \(welcome.workerID)", "applied", step: workload.version - 1)
+            runDeferred()
         }
-        if updates == nil {
-            guard let plan = welcome.chunkPlan(parameterCount: workload.parameterCount) else {
-                post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                                   reason: "the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters")))
-                return
-            }
-            updates = UpdateAssembler(plan: plan)
-        }
-        let optimizer = workload as? any RangeOwnerOptimizer
-        let kind: UpdateAssembler.Kind = owned ? .owned : h.type == .rangeParameters ? .parameters : .gradient
-        if kind != .gradient && optimizer == nil {
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0,
-                                               reason: "sent a range's parameters, which this workload cannot take (it announced no owner optimiser)")))
-            return
-        }
-        switch updates!.accept(keyOffset: h.keyOffset, keyCount: h.keyCount, kind: kind,
-                               decode: { (out) throws(WireError) in try message.decodeTensor(into: out) }) {
-        case let .success(complete):
-            if owned, let optimizer, let c = updates!.plan.chunk(keyOffset: h.keyOffset, keyCount: h.keyCount) {
-                updateOwned(chunk: c, header: h, optimizer: optimizer, welcome: welcome)
-            }
-            if complete { finishUpdate(workload, optimizer: optimizer, worker: welcome.workerID) }
-        case let .failure(refusal):
-            post(.outOfSync(ChecksumReportBody(parameterVersion: workload.version, checksum: 0, expected: 0, reason: "\(refusal)")))
-        }
-    }
-
-    /// Applies the optimiser to owned chunk `c`, whose reduced gradient is in the update buffer,
-    /// into the side buffers, and hands the new parameters to the data plane for the receivers.
-    private func updateOwned(chunk c: Int, header h: MessageHeader, optimizer: any RangeOwnerOptimizer, welcome: WelcomeBody) {
-        guard let updates else { return }
-        let n = updates.plan.parameterCount, k = optimizer.momentCount, range = updates.plan[c]
-        if ownParameters.count != n { ownParameters = [Float](repeating: 0, count: n) }
-        if ownMoments.count != k * n { ownMoments = [Float](repeating: 0, count: k * n) }
-        updates.buffer.withUnsafeBufferPointer { g in
-            ownParameters.withUnsafeMutableBufferPointer { p in
-                ownMoments.withUnsafeMutableBufferPointer { m in
-                    optimizer.update(range: range, gradient: g.baseAddress! + range.lowerBound, parameters: p.baseAddress! + range.lowerBound,
-                                     moments: m.baseAddress! + k * range.lowerBound)
-                }
-            }
-        }
-        guard let codec = try? CodecRegistry.codec(named: welcome.codec) else { return }
-        var header = h
-        header.type = .rangeParameters
-        header.shard = 0
-        let message = ownParameters.withUnsafeBufferPointer {
-            Message(header: header, tensor: UnsafeBufferPointer(rebasing: $0[range]), codec: codec)
-        }
-        dataPlane?.submit(.parameters(header, message.frames()))
-    }
-
-    /// The update is complete: gradient chunks go through the optimiser, parameter chunks are
-    /// copied in (an owned chunk with its moments), then the version advances.
-    private func finishUpdate(_ workload: any WorkerWorkload, optimizer: (any RangeOwnerOptimizer)?, worker: UInt32) {
-        guard let updates else { return }
-        StepTrace.mark("worker \(worker)", "update-complete", step: workload.version)
-        let k = optimizer?.momentCount ?? 0
-        updates.buffer.withUnsafeBufferPointer { buf in
-            for (range, kind) in updates.runs {
-                let at = buf.baseAddress! + range.lowerBound
-                switch kind {
-                case .gradient:
-                    workload.apply(gradient: at, range: range)
-                case .parameters:
-                    optimizer?.assign(range: range, parameters: at, moments: nil)
-                case .owned:
-                    ownParameters.withUnsafeBufferPointer { p in
-                        ownMoments.withUnsafeBufferPointer { m in
-                            optimizer?.assign(range: range, parameters: p.baseAddress! + range.lowerBound,
-                                              moments: m.baseAddress! + k * range.lowerBound)
-                        }
-                    }
-                }
-            }
-        }
-        workload.finishStep()
-        refreshChecksum(workload)
-        StepTrace.mark("worker \(worker)", "applied", step: workload.version - 1)
-        updateGeneration = 0
-        runDeferred()
     }
 
     /// The replica's parameter checksum, computed now and remembered for its version.
