@@ -300,7 +300,7 @@ struct ClusterCommandOptions: ParsableArguments {
     @Flag(help: "Continue the run in --out, finished or not, to a larger --steps (every other option as it was): it resumes from the newest checkpoint and ends with the weights a run of the larger --steps would have, bit for bit. The earlier final weights are kept as RUNDIR/model-step-N.safetensors.")
     var extend = false
 
-    @Flag(name: .customLong("owners-apply"), help: "With range owners and a lossless codec: each owner applies Adam to its ranges and sends the workers the new parameters, instead of every worker applying it to every range (stage A of docs/design-optimizer-sharding.md). Bitwise the same weights. Off by default: no faster on one machine (0.95-1.00x on the loopback benchmark) and 1.5x the bytes on an owner's link between hosts, because this coordinator still takes every reduced gradient (docs/benchmarks.md).")
+    @Flag(name: .customLong("owners-apply"), help: "With range owners and a lossless codec: each owner applies Adam to its ranges and sends the workers the new parameters, instead of every worker applying it to every range (stage A of docs/design-optimizer-sharding.md). Bitwise the same weights. Off by default: no faster on one machine (0.95-1.00x on the loopback benchmark) and 1.46x the bytes on an owner's link between 2 simulated hosts (0.93x the samples/s), because this coordinator still takes every reduced gradient (docs/benchmarks.md).")
     var ownersApply = false
 
     func validate() throws {
