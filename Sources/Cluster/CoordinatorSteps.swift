@@ -51,8 +51,8 @@ extension Coordinator {
         record.pending.formUnion(shards)
         // Under owners that apply the optimiser, an owner needs current moments for its ranges:
         // the full state first (after a change of map; messages on its connection stay in order).
-        if state.ownersBody?.ownersApply == true, let map = state.ownerMap, !record.staleMoments.isEmpty,
-           map.chunks(of: record.id).contains(where: record.staleMoments.contains) {
+        if state.ownersBody?.ownersApply == true, let map = state.ownerMap,
+           record.staleMoments.contains(where: { map.owner(ofChunk: $0) == record.id }) {
             count { $0.momentRefreshes += 1 }
             guard sendParameters(to: record) else { return }
         }
@@ -238,8 +238,7 @@ extension Coordinator {
             // The receivers took the new parameters of ranges they do not own, not their moments.
             let receivers = Set(body.receivers)
             for w in members.live where w.dataAddress.map(receivers.contains) ?? false {
-                let owned = Set(map.chunks(of: w.id))
-                w.staleMoments.formUnion((0..<plan.count).filter { !owned.contains($0) })
+                w.staleMoments.formUnion((0..<plan.count).filter { map.owner(ofChunk: $0) != w.id })
             }
         }
         current = nil

@@ -69,11 +69,6 @@ public struct RangeOwnerMap: Sendable, Equatable {
         entries.filter { $0.owner == owner }.map(\.chunks)
     }
 
-    /// The chunks `owner` reduces, one index each, in order (empty if none).
-    public func chunks(of owner: UInt32) -> [Int] {
-        chunks(ownedBy: owner).flatMap { Array($0) }
-    }
-
     /// The parameter elements of a chunk range.
     public func elements(_ chunks: Range<Int>) -> Int {
         plan[chunks.upperBound - 1].upperBound - plan[chunks.lowerBound].lowerBound

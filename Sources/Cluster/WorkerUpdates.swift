@@ -36,7 +36,8 @@ struct WorkerUpdates {
     /// Takes one chunk. `owned`: the reduced gradient of a chunk this worker owns under owners
     /// that apply the optimiser; its new parameters go to `send` as a `rangeParameters` message.
     /// `sharded`: the welcome's reduction is sharded (chunks come from several owners).
-    mutating func take(_ message: Message, owned: Bool, sharded: Bool, workload: any WorkerWorkload, plan: ChunkPlan?,
+    /// `plan` is evaluated only when the first update after a new welcome needs its buffer.
+    mutating func take(_ message: Message, owned: Bool, sharded: Bool, workload: any WorkerWorkload, plan: @autoclosure () -> ChunkPlan?,
                        codec: String, send: (MessageHeader, Message) -> Void) -> Outcome {
         let h = message.header
         let version = UInt64(workload.version)
@@ -54,7 +55,7 @@ struct WorkerUpdates {
             return .refused("update to version \(h.parameterVersion) but this worker holds version \(workload.version)", versionMismatch: true)
         }
         if assembler == nil {
-            guard let plan, plan.parameterCount == workload.parameterCount else {
+            guard let plan = plan(), plan.parameterCount == workload.parameterCount else {
                 return .refused("the welcome's chunk offsets do not fit the model's \(workload.parameterCount) parameters", versionMismatch: false)
             }
             assembler = UpdateAssembler(plan: plan)

@@ -68,32 +68,19 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
     public func update(params: UnsafeMutablePointer<T>, range: Range<Int>, grads: UnsafePointer<T>, threads: Int = 1,
                        blockDone: ((Range<Int>) -> Void)? = nil) {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "range \(range) outside 0..<\(count)")
-        let t = step + 1
-        let lr = learningRate(atStep: step)
-        let b1 = T(options.beta1), b2 = T(options.beta2)
-        let c1 = T(1 - pow(options.beta1, Double(t)))
-        let c2 = T(1 - pow(options.beta2, Double(t)))
-        let stepSize = T(lr) / c1
-        let invSqrtC2 = 1 / c2.squareRoot()
-        let eps = T(options.epsilon)
+        let k = coefficients()
         let base = range.lowerBound
         let (p, m, v) = (params + base, self.m + base, self.v + base)
-        // Elementwise like the update itself, so a split range stays bitwise equal to one pass.
-        let shrink = options.weightDecay > 0 ? T(1 - lr * options.weightDecay) : nil
         Parallel.forRanges(range.count, threads: threads) { r in
             guard let blockDone else {
-                if let shrink { for i in r { p[i] *= shrink } }
                 let o = r.lowerBound
-                T.adamUpdate(p + o, grads + o, m + o, v + o, r.count, beta1: b1, beta2: b2, stepSize: stepSize,
-                             invSqrtC2: invSqrtC2, eps: eps)
+                Self.decayAndUpdate(k, p + o, grads + o, m + o, v + o, r.count)
                 return
             }
             var o = r.lowerBound
             while o < r.upperBound {
                 let e = min(o + Self.fusedBlock, r.upperBound)
-                if let shrink { for i in o..<e { p[i] *= shrink } }   // while the block is in cache
-                T.adamUpdate(p + o, grads + o, m + o, v + o, e - o, beta1: b1, beta2: b2, stepSize: stepSize,
-                             invSqrtC2: invSqrtC2, eps: eps)
+                Self.decayAndUpdate(k, p + o, grads + o, m + o, v + o, e - o)   // the decay too, while the block is in cache
                 blockDone((base + o)..<(base + e))
                 o = e
             }
@@ -107,16 +94,31 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
     /// sends the new parameters, docs/design-optimizer-sharding.md).
     public func update(params p: UnsafeMutablePointer<T>, m: UnsafeMutablePointer<T>, v: UnsafeMutablePointer<T>,
                        grads: UnsafePointer<T>, count: Int) {
+        Self.decayAndUpdate(coefficients(), p, grads, m, v, count)
+    }
+
+    /// The scalars of update number `step + 1`, shared by every range and block of it.
+    private struct Coefficients {
+        let b1, b2, stepSize, invSqrtC2, eps: T
+        /// `1 - lr * weightDecay` (nil without weight decay).
+        let shrink: T?
+    }
+
+    private func coefficients() -> Coefficients {
         let t = step + 1
         let lr = learningRate(atStep: step)
         let c1 = T(1 - pow(options.beta1, Double(t)))
         let c2 = T(1 - pow(options.beta2, Double(t)))
-        if options.weightDecay > 0 {
-            let shrink = T(1 - lr * options.weightDecay)
-            for i in 0..<count { p[i] *= shrink }
-        }
-        T.adamUpdate(p, grads, m, v, count, beta1: T(options.beta1), beta2: T(options.beta2), stepSize: T(lr) / c1,
-                     invSqrtC2: 1 / c2.squareRoot(), eps: T(options.epsilon))
+        return Coefficients(b1: T(options.beta1), b2: T(options.beta2), stepSize: T(lr) / c1, invSqrtC2: 1 / c2.squareRoot(),
+                            eps: T(options.epsilon), shrink: options.weightDecay > 0 ? T(1 - lr * options.weightDecay) : nil)
+    }
+
+    /// The decoupled decay, then Adam, on `n` elements: elementwise, so any split of a range into
+    /// pieces gives the bits of one pass.
+    private static func decayAndUpdate(_ k: Coefficients, _ p: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, _ m: UnsafeMutablePointer<T>,
+                             _ v: UnsafeMutablePointer<T>, _ n: Int) {
+        if let shrink = k.shrink { for i in 0..<n { p[i] *= shrink } }
+        T.adamUpdate(p, g, m, v, n, beta1: k.b1, beta2: k.b2, stepSize: k.stepSize, invSqrtC2: k.invSqrtC2, eps: k.eps)
     }
 
     /// Elements per block of a fused update (p, g, m, v and the EMA: 5 x 32 KiB, within L2).
