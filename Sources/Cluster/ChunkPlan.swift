@@ -1,7 +1,7 @@
 /// How the flat parameter (and gradient) buffer is cut into the chunks that gradients and
 /// updates travel in: contiguous, non-empty, covering `0..<parameterCount` in order. Chunks are
-/// the unit of the shard-order reduction (each chunk is summed over shards on its own) and, with
-/// `ownerRanges`, the unit a range owner of the sharded reduction will own.
+/// the unit of the shard-order reduction (each chunk is summed over shards on its own) and the
+/// unit a range owner of the sharded reduction owns (`RangeOwnerMap`).
 public struct ChunkPlan: Sendable, Equatable {
     public let ranges: [Range<Int>]
     private let indexByOffset: [Int: Int]
@@ -36,26 +36,6 @@ public struct ChunkPlan: Sendable, Equatable {
     public func chunk(keyOffset: UInt64, keyCount: UInt64) -> Int? {
         guard let offset = Int(exactly: keyOffset), let c = indexByOffset[offset], keyCount == UInt64(ranges[c].count) else { return nil }
         return c
-    }
-
-    /// Contiguous groups of chunks for `owners` range owners (at most one group per chunk),
-    /// balanced by elements: group i ends at the first chunk boundary at or past
-    /// `(i + 1) / owners` of the parameters, leaving at least one chunk to each later group.
-    /// Every chunk is in exactly one group, in order.
-    public func ownerRanges(_ owners: Int) -> [Range<Int>] {
-        let groups = max(1, min(owners, count))
-        let total = parameterCount
-        var result: [Range<Int>] = []
-        var start = 0
-        for g in 0..<groups {
-            let target = Int((Double(total) * Double(g + 1) / Double(groups)).rounded())
-            var end = start + 1
-            while end < count - (groups - g - 1), ranges[end - 1].upperBound < target { end += 1 }
-            if g == groups - 1 { end = count }
-            result.append(start..<end)
-            start = end
-        }
-        return result
     }
 }
 

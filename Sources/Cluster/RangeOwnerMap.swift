@@ -1,9 +1,17 @@
 /// Who reduces which part of the gradient in the sharded reduction (the BytePS / PS-Lite
-/// server-group design): the chunks of the plan are cut into contiguous ranges of whole chunks,
-/// each owned by one reducer (a worker id; 0 is the coordinator). Workers send each gradient
-/// chunk to its range's owner; the owner sums it over shards and sends the reduced range to every
-/// worker. A map belongs to one assignment generation: it only changes by `forgetting` an owner,
-/// which gives a new generation.
+/// server-group design): the chunks of the plan are dealt to the reducers in turn, so each
+/// owns many short ranges of whole chunks spread over the whole model, and every entry is
+/// owned by one reducer (a worker id; 0 is the coordinator). Workers send each gradient
+/// chunk to its owner; the owner sums it over shards and sends the reduced chunk to every
+/// worker. A map belongs to one assignment generation: it only changes by `forgetting` an
+/// owner, which gives a new generation.
+///
+/// Why dealt and not cut into W contiguous groups: the backward pass finishes the chunks in
+/// order (the last layers first), so under contiguous groups the first half of a 2-owner
+/// backward pass only feeds one owner, whose link alone carries traffic while the other idles,
+/// and at 8 owners seven senders share one receiver's link at a time. Dealt in turn, every
+/// link carries its share from the first finished chunk on (docs/benchmarks.md, "Chunks dealt
+/// to the owners in turn"). Sums, bytes and bits are the same either way.
 ///
 /// Pure value: no sockets, threads or clock. The same map is computed by the coordinator and
 /// carried to workers as `OwnerRange`s (with the owners' data addresses) in welcome and assign.
@@ -25,15 +33,35 @@ public struct RangeOwnerMap: Sendable, Equatable {
     /// Per chunk: the index of its entry.
     private let entryOfChunk: [Int]
 
-    /// Ranges for `owners` (distinct ids; the order is theirs: owner i gets the i-th group of
-    /// `plan.ownerRanges`). With more owners than chunks, the last owners get nothing.
+    /// The chunks dealt to `owners` (distinct ids) in chunk order, each to the owner that holds
+    /// the fewest elements so far (ties: the earlier in `owners`): with equal chunks a round
+    /// robin, so neighbouring chunks, which the backward pass finishes at about the same time,
+    /// go to different owners. Neighbouring chunks of one owner share an entry. A plan of more
+    /// than `dealsPerOwner` chunks per owner is dealt in runs of neighbouring chunks, so the map
+    /// every assign carries stays about `dealsPerOwner` entries per owner for any model size.
+    /// With more owners than chunks, the last owners get nothing.
     public init(plan: ChunkPlan, owners: [UInt32], generation: UInt32) throws(ClusterError) {
         guard !owners.isEmpty, Set(owners).count == owners.count else {
             throw ClusterError("a range owner map needs at least one owner, each named once (got \(owners))")
         }
-        let groups = plan.ownerRanges(owners.count)
-        try self.init(plan: plan, entries: zip(groups, owners).map { Entry(chunks: $0, owner: $1) }, generation: generation)
+        let run = max(1, plan.count / (Self.dealsPerOwner * owners.count))
+        var load = [Int](repeating: 0, count: owners.count)
+        var entries: [Entry] = []
+        for first in stride(from: 0, to: plan.count, by: run) {
+            let chunks = first..<min(first + run, plan.count)
+            let i = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+            load[i] += plan[chunks.upperBound - 1].upperBound - plan[first].lowerBound
+            if let last = entries.last, last.owner == owners[i] {
+                entries[entries.count - 1].chunks = last.chunks.lowerBound..<chunks.upperBound
+            } else {
+                entries.append(Entry(chunks: chunks, owner: owners[i]))
+            }
+        }
+        try self.init(plan: plan, entries: entries, generation: generation)
     }
+
+    /// Deals per owner before neighbouring chunks are dealt in runs (see `init(plan:owners:generation:)`).
+    public static let dealsPerOwner = 64
 
     /// The map of `entries` as they came (from the wire): throws unless they are non-empty
     /// chunk ranges of the plan, in order, covering every chunk once.
@@ -98,7 +126,7 @@ public struct RangeOwnerMap: Sendable, Equatable {
     }
 
     /// The map of the next generation with `owners` instead (a worker joined, or the run
-    /// starts again): ranges recut evenly over them.
+    /// starts again): the chunks dealt again over them.
     public func replacing(owners: [UInt32]) throws(ClusterError) -> RangeOwnerMap {
         try RangeOwnerMap(plan: plan, owners: owners, generation: generation &+ 1)
     }

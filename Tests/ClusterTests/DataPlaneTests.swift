@@ -32,33 +32,6 @@ import Wire
         #expect(plan.chunk(keyOffset: .max, keyCount: .max) == nil)
     }
 
-    @Test func ownerRangesCoverEveryChunkOnceAndBalanceElements() throws {
-        var rng = CounterRNG(seed: 3, purpose: .evaluation)
-        for _ in 0..<200 {
-            let c = 1 + rng.int(below: 12)
-            var ranges: [Range<Int>] = [], start = 0
-            for _ in 0..<c {
-                let len = 1 + rng.int(below: 100)
-                ranges.append(start..<(start + len))
-                start += len
-            }
-            let plan = try ChunkPlan(ranges: ranges, parameterCount: start)
-            for owners in 1...6 {
-                let groups = plan.ownerRanges(owners)
-                #expect(groups.count == min(owners, c))
-                #expect(groups.first?.lowerBound == 0 && groups.last?.upperBound == c)
-                #expect(zip(groups, groups.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
-                #expect(groups.allSatisfy { !$0.isEmpty })
-                // No group is larger than an equal share plus the largest chunk.
-                let elements = groups.map { plan[$0.upperBound - 1].upperBound - plan[$0.lowerBound].lowerBound }
-                let largest = ranges.map(\.count).max()!
-                #expect(elements.allSatisfy { $0 <= start / groups.count + largest + 1 })
-            }
-        }
-        let even = try ChunkPlan(ranges: (0..<8).map { ($0 * 10)..<($0 * 10 + 10) }, parameterCount: 80)
-        #expect(even.ownerRanges(4) == [0..<2, 2..<4, 4..<6, 6..<8])
-    }
-
     // MARK: Shard-order reducer
 
     /// Values chosen so that float addition's order shows: (1e8 + -1e8) + 1 = 1 but

@@ -20,18 +20,47 @@ import Wire
 
     // MARK: Owner map
 
-    @Test func mapGivesEachOwnerOneGroupOfChunksInOrder() throws {
+    @Test func mapDealsTheChunksToTheOwnersInTurn() throws {
         let plan = try ChunkPlan(ranges: (0..<8).map { ($0 * 10)..<($0 * 10 + 10) }, parameterCount: 80)
         let map = try RangeOwnerMap(plan: plan, owners: [3, 1, 7, 0], generation: 5)
-        #expect(map.entries == [.init(chunks: 0..<2, owner: 3), .init(chunks: 2..<4, owner: 1),
-                                .init(chunks: 4..<6, owner: 7), .init(chunks: 6..<8, owner: 0)])
-        #expect(map.owners == [0, 1, 3, 7])
-        #expect((0..<8).map(map.owner(ofChunk:)) == [3, 3, 1, 1, 7, 7, 0, 0])
-        #expect(map.chunks(ownedBy: 7) == [4..<6] && map.chunks(ownedBy: 9).isEmpty)
+        #expect((0..<8).map(map.owner(ofChunk:)) == [3, 1, 7, 0, 3, 1, 7, 0])
+        #expect(map.entries.count == 8 && map.owners == [0, 1, 3, 7])
+        #expect(map.chunks(ownedBy: 7) == [2..<3, 6..<7] && map.chunks(ownedBy: 9).isEmpty)
         #expect(map.elements(ownedBy: 1) == 20 && map.generation == 5)
-        // More owners than chunks: the last ones own nothing.
+        // One owner: one entry. More owners than chunks: the last ones own nothing.
+        #expect(try RangeOwnerMap(plan: plan, owners: [4], generation: 0).entries == [.init(chunks: 0..<8, owner: 4)])
         let small = try RangeOwnerMap(plan: try ChunkPlan(ranges: [0..<2, 2..<4], parameterCount: 4), owners: [1, 2, 3], generation: 0)
         #expect(small.owners == [1, 2] && small.chunks(ownedBy: 3).isEmpty)
+        // Unequal chunks go to the least-loaded owner; neighbours of one owner share an entry.
+        let uneven = try ChunkPlan(ranges: [0..<30, 30..<40, 40..<50, 50..<60, 60..<90], parameterCount: 90)
+        let dealt = try RangeOwnerMap(plan: uneven, owners: [1, 2], generation: 0)
+        #expect(dealt.entries == [.init(chunks: 0..<1, owner: 1), .init(chunks: 1..<4, owner: 2), .init(chunks: 4..<5, owner: 1)])
+    }
+
+    /// Any plan and owner count: every chunk owned once, no owner more than an equal share plus
+    /// one chunk, and with equal chunks no two neighbouring chunks of the same owner (W > 1).
+    @Test func dealtChunksCoverThePlanOnceAndBalanceElements() throws {
+        var rng = CounterRNG(seed: 3, purpose: .evaluation)
+        for _ in 0..<200 {
+            let plan = try Self.randomPlan(&rng)
+            for owners in 1...6 {
+                let map = try RangeOwnerMap(plan: plan, owners: (1...owners).map(UInt32.init), generation: 0)
+                #expect(map.owners.count == min(owners, plan.count))
+                #expect(map.owners.reduce(0) { $0 + map.elements(ownedBy: $1) } == plan.parameterCount)
+                let largest = plan.ranges.map(\.count).max()!
+                #expect(map.owners.allSatisfy { map.elements(ownedBy: $0) <= plan.parameterCount / map.owners.count + largest })
+            }
+        }
+        let equal = try ChunkPlan(ranges: (0..<39).map { ($0 * 4)..<($0 * 4 + 4) }, parameterCount: 156)
+        for owners in 2...8 {
+            let map = try RangeOwnerMap(plan: equal, owners: (1...owners).map(UInt32.init), generation: 0)
+            #expect((1..<39).allSatisfy { map.owner(ofChunk: $0) != map.owner(ofChunk: $0 - 1) })
+        }
+        // A plan of many chunks is dealt in runs: the map stays small, and still balanced.
+        let many = try ChunkPlan(ranges: (0..<10_000).map { $0..<($0 + 1) }, parameterCount: 10_000)
+        let runs = try RangeOwnerMap(plan: many, owners: [1, 2, 3], generation: 0)
+        #expect(runs.entries.count <= 3 * RangeOwnerMap.dealsPerOwner + 1)
+        #expect(runs.owners.allSatisfy { abs(runs.elements(ownedBy: $0) - 10_000 / 3) <= 10_000 / (3 * RangeOwnerMap.dealsPerOwner) })
     }
 
     @Test func mapRefusesBadOwnersAndBadEntries() throws {
@@ -56,8 +85,8 @@ import Wire
         let map = try RangeOwnerMap(plan: plan, owners: [1, 2, 3], generation: 7)
         let after = try #require(map.forgetting(2))
         #expect(after.generation == 8)
-        // 1 and 3 hold 20 each; the tie goes to the lowest id.
-        #expect((0..<6).map(after.owner(ofChunk:)) == [1, 1, 1, 1, 3, 3])
+        // Dealt 1, 2, 3, 1, 2, 3: 1 and 3 hold 20 each, the tie goes to the lowest id, then 3 is the lighter.
+        #expect((0..<6).map(after.owner(ofChunk:)) == [1, 1, 3, 1, 3, 3])
         #expect(map.forgetting(9)?.entries == map.entries && map.forgetting(9)?.generation == 8)
         let last = try #require(after.forgetting(1))
         #expect(last.owners == [3] && last.elements(ownedBy: 3) == 60 && last.generation == 9)
@@ -135,14 +164,15 @@ import Wire
         let r = RangeReducer(map: map, owner: 2, shardCount: 2)
         let idle = RangeReducer(map: map, owner: 9, shardCount: 2)
         #expect(idle.isDone && idle.ranges.isEmpty)
-        #expect(!r.owns(chunk: 0) && !r.owns(chunk: 1) && r.owns(chunk: 2) && r.owns(chunk: 3) && !r.owns(chunk: 4))
+        #expect(!r.owns(chunk: 0) && r.owns(chunk: 1) && !r.owns(chunk: 2) && r.owns(chunk: 3) && !r.owns(chunk: 4))
+        #expect(r.ranges == [1..<2, 3..<4])
         let one: [Float] = [1]
         func add(_ k: Int, _ c: Int) -> Bool { one.withUnsafeBufferPointer { r.add(shard: k, chunk: c, $0) } }
-        #expect(!add(1, 2) && add(0, 2) && !r.isDone && r.incompleteShards == [0, 1])
+        #expect(!add(1, 1) && add(0, 1) && r.isDone(range: 0) && !r.isDone && r.incompleteShards == [0, 1])
         #expect(!add(0, 3) && r.incompleteShards == [1])
-        #expect(add(1, 3) && r.isDone(range: 0) && r.isDone && r.reduced(chunk: 3)[0] == 2)
+        #expect(add(1, 3) && r.isDone(range: 1) && r.isDone && r.reduced(chunk: 3)[0] == 2)
         r.reset()
-        #expect(!r.isDone && !r.contains(shard: 0, chunk: 2))
+        #expect(!r.isDone && !r.contains(shard: 0, chunk: 1))
     }
 
     /// A lossy broadcast: the owner keeps what the receivers decode, not its exact sum.
