@@ -1,7 +1,8 @@
 import Foundation
 
-/// Version of the control-message schemas below (carried in hello).
-public let clusterProtocolVersion = 1
+/// Version of the control-message schemas below (carried in hello). 2: parameter checksums are
+/// `ParameterChecksum` (XXH64 of per-block XXH64s); 1 hashed the whole buffer at once.
+public let clusterProtocolVersion = 2
 
 /// `hello` (worker → coordinator). `probe` asks for the run; `join` registers with the run id
 /// and the dataset hash the worker computed from its own copy of the data.

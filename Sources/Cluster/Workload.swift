@@ -17,6 +17,9 @@ public protocol ReplicatedState: AnyObject {
     func apply(gradient: UnsafePointer<Float>, range: Range<Int>)
     /// Ends a step whose ranges have all been applied: version += 1.
     func finishStep()
+    /// `ParameterChecksum` of the parameters: equal on every replica at the same version. The
+    /// default computes it whole; a replica may keep block hashes as it writes (`OptimizerState`).
+    var parameterChecksum: UInt64 { get }
     /// What a joining worker needs: parameters, optimiser moments, counters.
     func replicaSnapshot() -> StateSnapshot
     func restore(replica: StateSnapshot) throws
@@ -114,9 +117,8 @@ extension ReplicatedState {
         finishStep()
     }
 
-    /// XXH64 of the parameter bytes: equal on every replica at the same version.
     public var parameterChecksum: UInt64 {
-        Checksum.of(UnsafeBufferPointer(start: parameters, count: parameterCount))
+        ParameterChecksum.of(UnsafeBufferPointer(start: parameters, count: parameterCount))
     }
 }
 
@@ -134,6 +136,7 @@ extension ForwardsReplicatedState {
     public var version: Int { replica.version }
     public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) { replica.apply(gradient: gradient, range: range) }
     public func finishStep() { replica.finishStep() }
+    public var parameterChecksum: UInt64 { replica.parameterChecksum }
     public func replicaSnapshot() -> StateSnapshot { replica.replicaSnapshot() }
     public func restore(replica snapshot: StateSnapshot) throws { try replica.restore(replica: snapshot) }
 }

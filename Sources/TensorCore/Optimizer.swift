@@ -63,8 +63,9 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
     ///
     /// `blockDone`, if given, runs on each block of at most `fusedBlock` elements right after
     /// its update, on the same thread, while the block is still in cache (the EMA update of the
-    /// same parameters: one pass over memory instead of two). It receives the block's range in
-    /// the whole buffer.
+    /// same parameters and the parameter checksum's block hashes: one pass over memory instead of
+    /// three). It receives the block's range in the whole buffer; blocks end at multiples of
+    /// `fusedBlock` in the whole buffer (or at the end of a thread's part of `range`).
     public func update(params: UnsafeMutablePointer<T>, range: Range<Int>, grads: UnsafePointer<T>, threads: Int = 1,
                        blockDone: ((Range<Int>) -> Void)? = nil) {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "range \(range) outside 0..<\(count)")
@@ -79,7 +80,9 @@ public final class Adam<T: Scalar>: @unchecked Sendable {
             }
             var o = r.lowerBound
             while o < r.upperBound {
-                let e = min(o + Self.fusedBlock, r.upperBound)
+                // Blocks end on multiples of `fusedBlock` in the whole buffer, so a caller that
+                // hashes blocks (ParameterChecksumCache) gets whole ones.
+                let e = min((base + o) / Self.fusedBlock * Self.fusedBlock + Self.fusedBlock - base, r.upperBound)
                 Self.decayAndUpdate(k, p + o, grads + o, m + o, v + o, e - o)   // the decay too, while the block is in cache
                 blockDone((base + o)..<(base + e))
                 o = e

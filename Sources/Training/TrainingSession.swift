@@ -16,26 +16,38 @@ public final class OptimizerState: @unchecked Sendable {
     /// Number of steps applied: the next step to compute.
     public private(set) var step = 0
 
+    /// Block hashes of the parameters, taken as this type writes them (`parameterChecksum`).
+    private let checksums: ParameterChecksumCache
+
+    /// `store`'s parameters must from now on be written through this type's methods only (or
+    /// `parametersChanged()` called after), or `parameterChecksum` goes stale.
     public init(store: ParameterStore<Float>, options: Adam<Float>.Options, emaDecay: Double?, threads: Int = 1) {
         self.store = store
         self.threads = threads
         adam = Adam(count: store.count, options: options)
         ema = emaDecay.map { ParameterEMA(copying: store.values, count: store.count, decay: $0) }
+        checksums = ParameterChecksumCache(count: store.count)
     }
 
     /// Adam update of the parameters in `range` with `gradient` (the values for the range),
     /// then the EMA update of the same range; `finishStep()` ends the step.
     public func apply(gradient: UnsafePointer<Float>, range: Range<Int>) {
-        if let ema {
-            // One pass: each block's EMA update follows its Adam update while it is in cache.
-            let values = UnsafePointer(store.values)
-            adam.update(params: store.values, range: range, grads: gradient, threads: threads) { block in
-                ema.updateBlock(from: values, range: block)
-            }
-        } else {
-            adam.update(params: store.values, range: range, grads: gradient, threads: threads)
+        checksums.invalidate(range)
+        // One pass: each block's EMA update and checksum hash follow its Adam update while it is in cache.
+        let values = UnsafePointer(store.values)
+        let (ema, checksums) = (ema, checksums)
+        adam.update(params: store.values, range: range, grads: gradient, threads: threads) { block in
+            ema?.updateBlock(from: values, range: block)
+            checksums.record(values, range: block)
         }
     }
+
+    /// `ParameterChecksum` of the parameters; blocks the optimiser hashed as it wrote them are not
+    /// read again.
+    public var parameterChecksum: UInt64 { checksums.checksum(store.values) }
+
+    /// Call after writing `store`'s parameters other than through this type.
+    public func parametersChanged() { checksums.invalidateAll() }
 
     public func finishStep() {
         adam.advance()
@@ -77,7 +89,9 @@ public final class OptimizerState: @unchecked Sendable {
     public func assign(range: Range<Int>, parameters: UnsafePointer<Float>, moments: UnsafePointer<Float>?) {
         precondition(range.lowerBound >= 0 && range.upperBound <= store.count, "range \(range) outside 0..<\(store.count)")
         let n = range.count, o = range.lowerBound
+        checksums.invalidate(range)
         (store.values + o).update(from: parameters, count: n)
+        checksums.record(store.values, range: range)
         if let moments {
             (adam.m + o).update(from: moments, count: n)
             (adam.v + o).update(from: moments + n, count: n)
@@ -102,6 +116,7 @@ public final class OptimizerState: @unchecked Sendable {
             throw TrainingError("the state does not fit this model (\(n) parameters): expected sections params, adam.m, adam.v of that size and counters step, adam.step")
         }
         store.load(p)
+        checksums.invalidateAll()
         adam.restore(step: ast, m: m, v: v)
         step = st
     }
@@ -227,6 +242,7 @@ extension TrainingSession {
     /// parameters and the EMA, keeps the optimiser's fresh moments.
     public func load(parameters: [Float]) {
         state.store.load(parameters)
+        state.parametersChanged()
         state.ema?.restore(updates: 0, values: parameters)
     }
 

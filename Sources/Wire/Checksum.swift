@@ -1,7 +1,7 @@
 import CZlib
 
-/// The 64-bit checksum of the wire protocol: payloads, headers, and "are the parameters bitwise
-/// identical on every worker" checks over whole parameter buffers.
+/// The 64-bit checksum of the wire protocol: payloads, headers, state sections (and, in blocks,
+/// `ParameterChecksum`: "are the parameters bitwise identical on every worker").
 ///
 /// It is XXH64 with seed 0 (see `XXH64`). Measured on the development machine (AMD EPYC, one core,
 /// release build, 40 MB buffer, `bench codecs --source synthetic`): XXH64 here about 21,000 MB/s, zlib 1.2.13
@@ -20,10 +20,9 @@ public enum Checksum {
         bytes.withUnsafeBytes { XXH64.hash($0) }
     }
 
-    /// XXH64 (seed 0) of the little-endian bytes of `values`: the parameter checksum.
-    ///
-    /// Equal checksums of two parameter buffers mean (up to a 2^-64 collision) bitwise-equal
-    /// parameters, NaN payloads and the sign of zero included.
+    /// XXH64 (seed 0) of the little-endian bytes of `values` (a state section, a reduced range).
+    /// Equal checksums mean (up to a 2^-64 collision) bitwise-equal values, NaN payloads and the
+    /// sign of zero included. The parameter checksum of the protocol is `ParameterChecksum`.
     public static func of(_ values: UnsafeBufferPointer<Float>) -> UInt64 {
         XXH64.hash(UnsafeRawBufferPointer(values))
     }

@@ -167,7 +167,7 @@ final class ScriptedWorker {
 }
 
 extension ToyState {
-    var checksum: UInt64 { p.withUnsafeBufferPointer { Checksum.of($0) } }
+    var checksum: UInt64 { p.withUnsafeBufferPointer { ParameterChecksum.of($0) } }
 }
 
 /// The coordinator's side of the in-memory network, driven by the test: every receive is one

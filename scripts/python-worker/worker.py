@@ -52,6 +52,14 @@ def xxh64(data):
     h ^= h >> 33; h = (h * P2) & M64; h ^= h >> 29; h = (h * P3) & M64; h ^= h >> 32
     return h
 
+BLOCK_BYTES = 8192 * 4   # ParameterChecksum.blockElements Float32 values
+
+def parameter_checksum(params):
+    """XXH64 of the little-endian XXH64s of each 8192-value block (cluster protocol 2)."""
+    view = memoryview(params)
+    hashes = [xxh64(view[o:o + BLOCK_BYTES]) for o in range(0, len(view), BLOCK_BYTES)]
+    return xxh64(struct.pack('<%dQ' % len(hashes), *hashes))
+
 # ---- Chunked LZ4 (codecs lz4 = 2, shuffle-lz4 = 3) and raw (1) ------------------------------
 class ProtocolError(Exception):
     pass
@@ -257,7 +265,7 @@ class Worker:
 
     def hello(self, phase):
         b = dict(phase=phase, workerName=self.args.name, host=socket.gethostname(), pid=os.getpid(),
-                 protocolVersion=1, threads=1)
+                 protocolVersion=2, threads=1)
         if phase == 'join':
             b['runID'] = self.welcome['runID']
             b['datasetHash'] = self.dataset_hash
@@ -316,7 +324,7 @@ class Worker:
             m = json.loads(meta)
             state = decode_tensor(h['codec'], payload, h['keyCount'])
             params = state[:4 * m['counts'][0]]
-            if xxh64(params) != m['parameterChecksum']:
+            if parameter_checksum(params) != m['parameterChecksum']:
                 raise SystemExit('parameters do not match their checksum')
             reply, _ = self.compute.call({'op': 'load', 'sections': m['sections'], 'counts': m['counts'],
                                           'counters': m['counters']}, state)
