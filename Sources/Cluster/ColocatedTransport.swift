@@ -18,6 +18,9 @@ public final class ColocatedServerTransport: ServerTransport {
         wakeFD = local.serverWakeDescriptor()
     }
 
+    /// The remote socket's: a message goes to both kinds of peers, and the in-process ones need no more.
+    public var sealed: Bool { remote.sealed }
+
     public func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {

@@ -211,8 +211,10 @@ public final class Coordinator: @unchecked Sendable {
 
     // MARK: Messages
 
+    /// A header from this coordinator; on sealed links its payloads go without checksums.
     func header(_ type: MessageType, step: Int = 0, version: Int = 0, shard: Int = 0) -> MessageHeader {
-        MessageHeader(type: type, generation: generation, runID: options.runID, coordinatorIncarnation: incarnation,
+        MessageHeader(type: type, flags: transport.sealed ? .uncheckedPayload : [], generation: generation, runID: options.runID,
+                      coordinatorIncarnation: incarnation,
                       senderID: 0, senderIncarnation: incarnation, step: UInt64(step), shard: UInt32(shard),
                       shardCount: UInt32(workload.shardCount), parameterVersion: UInt64(version))
     }

@@ -9,7 +9,7 @@ extension Coordinator {
     func handle(_ peer: PeerID, _ frames: [[UInt8]]) {
         let message: Message
         do {
-            message = try Message.decode(frames: frames, limits: options.limits)
+            message = try Message.decode(frames: frames, limits: options.limits, sealedLink: transport.sealed)
         } catch {
             count { $0.framesRejected[error.kind, default: 0] += 1 }
             logger.debug("rejected frame", metadata: ["peer": "\(peer)", "reason": "\(error)"])

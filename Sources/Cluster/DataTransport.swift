@@ -6,6 +6,8 @@ import Foundation
 /// from any thread to end a `receive` early. Senders are named in the message headers.
 public protocol DataTransport: AnyObject, Sendable {
     var address: String { get }
+    /// As `ServerTransport.sealed`, for this endpoint's links (its own key, or an ipc address).
+    var sealed: Bool { get }
     func receive(timeout: Double) throws(TransportError) -> [[UInt8]]?
     /// Sends without blocking; `.unreachable` when nobody listens at `address` (any more).
     func send(_ frames: [[UInt8]], to address: String) throws(TransportError)
@@ -22,7 +24,11 @@ public final class InMemoryDataMesh: @unchecked Sendable {
     private var sent: [String: Int] = [:]
     private var loses: (@Sendable (_ frames: [[UInt8]], _ from: String, _ to: String) -> Bool)?
 
-    public init() {}
+    /// Whether its endpoints count as sealed (`DataTransport.sealed`); false (the default) keeps
+    /// every payload checksummed, as plaintext TCP does.
+    public let sealed: Bool
+
+    public init(sealed: Bool = false) { self.sealed = sealed }
 
     /// Tests: sends for which `rule` returns true are accepted and silently lost, as the
     /// messages still queued in a process at its kill -9 are (nil: none are lost).
@@ -95,6 +101,7 @@ public final class InMemoryDataEndpoint: DataTransport, @unchecked Sendable {
         self.address = address
     }
 
+    public var sealed: Bool { mesh.sealed }
     public func receive(timeout: Double) throws(TransportError) -> [[UInt8]]? { try mesh.receive(address, timeout: timeout) }
     public func send(_ frames: [[UInt8]], to address: String) throws(TransportError) { try mesh.send(frames, from: self.address, to: address) }
     public func wake() { mesh.wake(address) }

@@ -14,10 +14,14 @@ public final class InMemoryNetwork: @unchecked Sendable {
     public let queueLimit: Int
     /// Messages from one client the server may have queued before that client's sends fail.
     public let uplinkLimit: Int
+    /// Whether its links count as sealed (`ServerTransport.sealed`): true for the colocated
+    /// workers of a run (in-process); false (the default) keeps every payload checksummed.
+    public let sealed: Bool
 
-    public init(queueLimit: Int = 64, uplinkLimit: Int = .max) {
+    public init(queueLimit: Int = 64, uplinkLimit: Int = .max, sealed: Bool = false) {
         self.queueLimit = queueLimit
         self.uplinkLimit = uplinkLimit
+        self.sealed = sealed
     }
 
     public func server() -> InMemoryServer { InMemoryServer(network: self) }
@@ -157,6 +161,7 @@ public final class InMemoryNetwork: @unchecked Sendable {
 public final class InMemoryServer: ServerTransport {
     let network: InMemoryNetwork
     init(network: InMemoryNetwork) { self.network = network }
+    public var sealed: Bool { network.sealed }
     public func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])? {
         guard let (p, f) = try network.serverReceive(timeout: timeout) else { return nil }
         return (p, f)
@@ -186,6 +191,7 @@ public final class InMemoryClient: ClientTransport, @unchecked Sendable {
         return r
     }
 
+    public var sealed: Bool { network.sealed }
     public func send(_ frames: [[UInt8]]) throws(TransportError) { try network.clientSend(peer, frames) }
 
     public func wake() {

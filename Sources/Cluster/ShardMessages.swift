@@ -15,9 +15,11 @@ struct ShardMessages {
     let step: Int
     let shard: Int
     let version: Int
+    /// Both of the worker's links are sealed: payloads go without checksums.
+    let sealed: Bool
 
     private func header(_ type: MessageType, generation: UInt32) -> MessageHeader {
-        MessageHeader(type: type, generation: generation, runID: welcome.runID,
+        MessageHeader(type: type, flags: sealed ? .uncheckedPayload : [], generation: generation, runID: welcome.runID,
                       coordinatorIncarnation: assignment.coordinatorIncarnation, senderID: welcome.workerID,
                       senderIncarnation: senderIncarnation, step: UInt64(step), shard: UInt32(shard),
                       shardCount: UInt32(welcome.shardCount), parameterVersion: UInt64(version))

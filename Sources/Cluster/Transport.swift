@@ -32,6 +32,10 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
 
 /// The coordinator's end: receives from any worker, sends to one. Used by one thread.
 public protocol ServerTransport: AnyObject {
+    /// Every message on this end's links is authenticated by the transport (CURVE) or never
+    /// leaves the host (ipc://, in-process): payload checksums may be omitted both ways
+    /// (`MessageFlags.uncheckedPayload`). False: plaintext TCP, every payload is checksummed.
+    var sealed: Bool { get }
     /// The next message and its sender, waiting at most `timeout` seconds (nil on timeout).
     func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])?
     /// Sends without blocking; throws `.unreachable` if the peer is gone, `.full` if it cannot
@@ -43,10 +47,18 @@ public protocol ServerTransport: AnyObject {
 /// A worker's end, connected to one coordinator. `receive` and `send` are used by one thread;
 /// `wake` may be called from any thread to end a `receive` early.
 public protocol ClientTransport: AnyObject, Sendable {
+    /// As `ServerTransport.sealed`, for this worker's link to the coordinator.
+    var sealed: Bool { get }
     func receive(timeout: Double) throws(TransportError) -> [[UInt8]]?
     func send(_ frames: [[UInt8]]) throws(TransportError)
     func wake()
     func close()
+}
+
+/// True when messages on a link to or from `endpoint` with this security are authenticated by the
+/// transport (CURVE) or never leave the host (ipc://, inproc://); loopback TCP in plaintext is not.
+public func isSealed(endpoint: String, curve: Bool) -> Bool {
+    curve || endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("inproc://")
 }
 
 /// Monotonic time in seconds; injected so tests can reason about deadlines.

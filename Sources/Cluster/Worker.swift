@@ -90,7 +90,8 @@ public final class Worker: @unchecked Sendable {
         lastHeard = clock.now()
         unregisteredSince = clock.now()
         heartbeatTimeout = options.coordinatorTimeout
-        let compute = WorkerCompute(options: options, logger: logger, factory: factory, wake: { [transport] in transport.wake() })
+        let compute = WorkerCompute(options: options, logger: logger, factory: factory, controlSealed: transport.sealed,
+                                    wake: { [transport] in transport.wake() })
         self.compute = compute
         dataPlane = dataEndpoint.map { make in
             WorkerDataPlane(makeEndpoint: make, limits: options.limits, logger: logger,
@@ -157,8 +158,13 @@ public final class Worker: @unchecked Sendable {
 
     // MARK: I/O thread
 
+    /// A header from this worker. Its payloads go without checksums once both its links, to the
+    /// coordinator and (when it has one) its data endpoint, are sealed: the same header starts its
+    /// data-plane messages, and a relay forwards those to the coordinator.
     private func header(_ type: MessageType, step: Int = 0, shard: Int = 0, version: Int = 0) -> MessageHeader {
-        MessageHeader(type: type, runID: welcome?.runID ?? 0, coordinatorIncarnation: coordinatorIncarnation,
+        let sealed = transport.sealed && (dataPlane.map(\.sealed) ?? true)
+        return MessageHeader(type: type, flags: sealed ? .uncheckedPayload : [], runID: welcome?.runID ?? 0,
+                      coordinatorIncarnation: coordinatorIncarnation,
                       senderID: welcome?.workerID ?? 0, senderIncarnation: options.incarnation, step: UInt64(step),
                       shard: UInt32(shard), shardCount: UInt32(welcome?.shardCount ?? 0), parameterVersion: UInt64(version))
     }
@@ -218,7 +224,7 @@ public final class Worker: @unchecked Sendable {
     private func handle(_ frames: [[UInt8]]) throws -> WorkerExit? {
         let message: Message
         do {
-            message = try Message.decode(frames: frames, limits: options.limits)
+            message = try Message.decode(frames: frames, limits: options.limits, sealedLink: transport.sealed)
         } catch {
             logger.warning("rejected frame from coordinator", metadata: ["reason": "\(error)"])
             return nil

@@ -66,8 +66,13 @@ final class WorkerCompute: @unchecked Sendable {
     /// a 210 ms loopback step, scripts/step-timeline) ahead of the step's compute.
     private var checksumAtVersion: (version: Int, checksum: UInt64)?
 
-    init(options: WorkerOptions, logger: Logger, factory: @escaping Worker.Factory, wake: @escaping @Sendable () -> Void) {
+    /// The worker's link to the coordinator is sealed (`ClientTransport.sealed`).
+    let controlSealed: Bool
+
+    init(options: WorkerOptions, logger: Logger, factory: @escaping Worker.Factory, controlSealed: Bool,
+         wake: @escaping @Sendable () -> Void) {
         self.options = options
+        self.controlSealed = controlSealed
         self.logger = logger
         self.factory = factory
         self.wake = wake
@@ -332,7 +337,8 @@ final class WorkerCompute: @unchecked Sendable {
             // Each chunk is sent as soon as the backward pass has finished it; the last one to
             // finish is held back a moment so it can carry the shard's loss and compute time.
             let messages = ShardMessages(welcome: welcome, assignment: assignHeader, ownerGeneration: map?.generation,
-                                         senderIncarnation: options.incarnation, step: step, shard: k, version: version)
+                                         senderIncarnation: options.incarnation, step: step, shard: k, version: version,
+                                         sealed: controlSealed && (dataPlane?.sealed ?? true))
             func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
                 let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
                 let feedback = codec.isLossless ? nil : feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)

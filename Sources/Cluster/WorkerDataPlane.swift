@@ -103,6 +103,12 @@ final class WorkerDataPlane: @unchecked Sendable {
         self.toOwnerOptimizer = toOwnerOptimizer
     }
 
+    /// Whether the endpoint's links are sealed (false before a welcome opened it).
+    var sealed: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return endpoint?.sealed ?? false
+    }
+
     /// The endpoint's address (nil before a welcome opened it).
     var address: String? {
         lock.lock(); defer { lock.unlock() }
@@ -176,7 +182,7 @@ final class WorkerDataPlane: @unchecked Sendable {
             }
             do {
                 guard let frames = try transport.receive(timeout: 0.1) else { continue }
-                guard let message = try? Message.decode(frames: frames, limits: limits) else {
+                guard let message = try? Message.decode(frames: frames, limits: limits, sealedLink: transport.sealed) else {
                     logger.debug("rejected data frame")
                     continue
                 }
@@ -229,7 +235,8 @@ final class WorkerDataPlane: @unchecked Sendable {
             guard let step else { return }
             let owner = step.map.owner(ofChunk: c)
             if owner == step.me {
-                if let m = try? Message.decode(frames: frames, limits: limits) { reduce(.message(m)) }
+                // Frames this process built: they never left it.
+                if let m = try? Message.decode(frames: frames, limits: limits, sealedLink: true) { reduce(.message(m)) }
             } else if let address = step.body.address(of: owner) {
                 do {
                     guard let transport else { throw TransportError.closed }

@@ -18,6 +18,7 @@ public final class ZeroMQDataEndpoint: DataTransport, @unchecked Sendable {
     let key: CurveKeyPair?
     let authenticator: ZAPAuthenticator?
     public let address: String
+    public let sealed: Bool
     private var dealers: [String: ZMQSocket] = [:]
     private var pipeFDs: [Int32] = [-1, -1]
     private var closed = false
@@ -31,6 +32,7 @@ public final class ZeroMQDataEndpoint: DataTransport, @unchecked Sendable {
         context = ZMQContext()
         self.options = options
         self.key = key
+        sealed = isSealed(endpoint: bind, curve: key != nil)
         if let key {
             guard ZMQContext.hasCurve else { throw .failed("this libzmq was built without CURVE support") }
             authenticator = try ZAPAuthenticator(context: context, allowed: [key.publicKey], onEvent: nil)

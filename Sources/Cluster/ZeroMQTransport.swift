@@ -193,10 +193,12 @@ public final class ZeroMQServer: ServerTransport, @unchecked Sendable {
     let authenticator: ZAPAuthenticator?
     /// The endpoint actually bound (with the real port when the request used `*`).
     public let endpoint: String
+    public let sealed: Bool
 
     public init(context: ZMQContext, bind endpoint: String, security: TransportSecurity, options: SocketOptions,
                 onAuthentication: (@Sendable (AuthenticationEvent) -> Void)? = nil) throws(TransportError) {
         self.context = context
+        if case .curveServer = security { sealed = true } else { sealed = isSealed(endpoint: endpoint, curve: false) }
         switch security {
         case .plaintext:
             guard isLoopback(endpoint: endpoint) else {
@@ -266,10 +268,12 @@ public final class ZeroMQClient: ClientTransport, @unchecked Sendable {
     let context: ZMQContext
     let socket: ZMQSocket
     private var pipeFDs: [Int32] = [-1, -1]
+    public let sealed: Bool
 
     public init(context: ZMQContext, connect endpoint: String, identity: String, security: TransportSecurity,
                 options: SocketOptions) throws(TransportError) {
         self.context = context
+        if case .curveClient = security { sealed = true } else { sealed = isSealed(endpoint: endpoint, curve: false) }
         if case .plaintext = security, !isLoopback(endpoint: endpoint) {
             throw .failed("refusing plaintext to \(endpoint): plaintext is only allowed on loopback; pass the coordinator's public key and a worker key pair")
         }

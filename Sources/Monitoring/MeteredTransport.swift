@@ -11,6 +11,8 @@ public final class MeteredServerTransport: ServerTransport {
     private let clock: any Clock
     private var returnedAt: Double?
 
+    public var sealed: Bool { base.sealed }
+
     public init(_ base: any ServerTransport, metrics: ClusterMetrics, clock: any Clock = MonotonicClock()) {
         self.base = base
         self.metrics = metrics
@@ -48,6 +50,8 @@ public final class MeteredClientTransport: ClientTransport, @unchecked Sendable 
     private let metrics: ClusterMetrics
     private let clock: any Clock
     private var returnedAt: Double?
+
+    public var sealed: Bool { base.sealed }
 
     public init(_ base: any ClientTransport, metrics: ClusterMetrics, clock: any Clock = MonotonicClock()) {
         self.base = base

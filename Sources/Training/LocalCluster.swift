@@ -110,7 +110,7 @@ public struct LocalCluster {
                                       security: security,
                                       options: SocketOptions(maxMessageBytes: Int64(limits.maxPayloadBytes + (1 << 20))))
         let inProcess = max(0, min(colocated, workers))
-        let network = InMemoryNetwork(queueLimit: 4096)
+        let network = InMemoryNetwork(queueLimit: 4096, sealed: true)   // in-process: nothing to check a payload against
         let transport: any ServerTransport = inProcess > 0 ? ColocatedServerTransport(remote: server, local: network) : server
         defer {
             server.close(flushingFor: 2)

@@ -17,11 +17,12 @@ public struct Message: Sendable, Equatable {
     public private(set) var meta: [UInt8]
 
     /// A message carrying `payload`, with the header's `encodedLength` and `payloadChecksum` set
-    /// from it (and `rawLength` too when the codec is `.none`).
+    /// from it (and `rawLength` too when the codec is `.none`). Under `MessageFlags.uncheckedPayload`
+    /// (a sender on a sealed link) the checksum is not computed and stays 0.
     public init(header: MessageHeader, payload: [UInt8] = [], meta: [UInt8] = []) {
         var h = header
         h.encodedLength = UInt64(payload.count)
-        h.payloadChecksum = Message.checksum(payload, meta)
+        h.payloadChecksum = h.flags.contains(.uncheckedPayload) ? 0 : Message.checksum(payload, meta)
         if h.codec == .none { h.rawLength = UInt64(payload.count) }
         self.header = h
         self.payload = payload
@@ -59,13 +60,16 @@ public struct Message: Sendable, Equatable {
         meta.isEmpty ? [header.encode(), payload] : [header.encode(), payload, meta]
     }
 
-    /// Decodes and verifies a message from its frames.
+    /// Decodes and verifies a message from its frames. `sealedLink`: the frames came through a
+    /// link of this receiver's that authenticates every message or never leaves the host (CURVE,
+    /// ipc://, in-process); only there is a payload without a checksum accepted.
     ///
     /// Rejects, each with its own `WireError`: a frame count other than 2 or 3, meta over
     /// `maxJSONBytes`, any header error
     /// (`MessageHeader.decode`), a payload frame whose size differs from the header's encoded
-    /// length, and a payload checksum mismatch. Lengths are checked before the payload is read.
-    public static func decode(frames: [[UInt8]], limits: WireLimits = .default) throws(WireError) -> Message {
+    /// length, a payload checksum mismatch, and an unchecked payload (a nonzero checksum under the
+    /// flag, or the flag on an open link). Lengths are checked before the payload is read.
+    public static func decode(frames: [[UInt8]], limits: WireLimits = .default, sealedLink: Bool = false) throws(WireError) -> Message {
         guard frames.count == 2 || frames.count == 3 else { throw .frameCount(found: frames.count, expected: 2) }
         let header = try MessageHeader.decode(frames[0], limits: limits)
         let payload = frames[1]
@@ -74,9 +78,14 @@ public struct Message: Sendable, Equatable {
         }
         let meta = frames.count == 3 ? frames[2] : []
         guard meta.count <= limits.maxJSONBytes else { throw .jsonTooLarge(bytes: meta.count, limit: limits.maxJSONBytes) }
-        let computed = Message.checksum(payload, meta)
-        guard computed == header.payloadChecksum else {
-            throw .payloadChecksumMismatch(stored: header.payloadChecksum, computed: computed)
+        if header.flags.contains(.uncheckedPayload) {
+            guard sealedLink else { throw .uncheckedPayloadOnOpenLink }
+            guard header.payloadChecksum == 0 else { throw .payloadChecksumMismatch(stored: header.payloadChecksum, computed: 0) }
+        } else {
+            let computed = Message.checksum(payload, meta)
+            guard computed == header.payloadChecksum else {
+                throw .payloadChecksumMismatch(stored: header.payloadChecksum, computed: computed)
+            }
         }
         return Message(verified: header, payload: payload, meta: meta)
     }

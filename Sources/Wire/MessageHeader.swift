@@ -1,12 +1,12 @@
 /// The fixed-size header frame of every wire message: who sent it, for which run, membership
 /// epoch, step, shard and key range, and how its payload is encoded and checksummed.
 ///
-/// Layout, version 1: 120 bytes, every integer little-endian (also in docs/protocol.md).
+/// Layout, version 2 (version 1 had no must-understand flags): 120 bytes, every integer little-endian (also in docs/protocol.md).
 ///
 /// | offset | size | field                    | notes                                              |
 /// |-------:|-----:|--------------------------|----------------------------------------------------|
 /// |      0 |    4 | magic                    | ASCII "AMBW" (41 4D 42 57)                         |
-/// |      4 |    2 | version                  | 1                                                  |
+/// |      4 |    2 | version                  | 2                                                  |
 /// |      6 |    2 | type                     | `MessageType` raw value                            |
 /// |      8 |    4 | flags                    | `MessageFlags`; low 16 bits must be understood     |
 /// |     12 |    4 | generation               | assignment epoch (a new one per assign)            |
@@ -24,7 +24,7 @@
 /// |     80 |    8 | keyCount                 | elements covered; offset + count ≤ 2^63 - 1        |
 /// |     88 |    8 | rawLength                | payload bytes before encoding (4 · keyCount for tensors) |
 /// |     96 |    8 | encodedLength            | payload frame bytes                                |
-/// |    104 |    8 | payloadChecksum          | XXH64 (seed 0) of the payload frame                |
+/// |    104 |    8 | payloadChecksum          | XXH64 (seed 0) of the payload frame; 0 when unchecked |
 /// |    112 |    8 | headerChecksum           | XXH64 (seed 0) of bytes 0..<112                    |
 ///
 /// `decode` is a pure function of its bytes and limits: it never traps and never allocates from a
@@ -34,7 +34,7 @@ public struct MessageHeader: Sendable, Equatable {
     /// Bytes in an encoded header.
     public static let size = 120
     /// The protocol version this build writes and reads.
-    public static let currentVersion: UInt16 = 1
+    public static let currentVersion: UInt16 = 2
     /// "AMBW" as the little-endian UInt32 read from bytes 0..<4.
     public static let magic: UInt32 = 0x5742_4D41
     /// Offset of the header checksum: it covers every byte before it.
@@ -246,8 +246,14 @@ public struct MessageFlags: OptionSet, Sendable, Hashable {
     /// Advisory: the sender resent this message after a timeout; duplicates are dropped by tag.
     public static let retransmission = MessageFlags(rawValue: 1 << 16)
 
+    /// Must-understand (version 2): the sender did not checksum the payload (`payloadChecksum`
+    /// is 0) because the link authenticates every message (CURVE's Poly1305 tag) or never leaves
+    /// the host (ipc://, in-process). A receiver accepts it only on such a link of its own
+    /// (`Message.decode(frames:limits:sealedLink:)`); control and tensor messages alike.
+    public static let uncheckedPayload = MessageFlags(rawValue: 1 << 0)
+
     /// Bits a receiver must understand to process the message.
     public static let mustUnderstandMask: UInt32 = 0x0000_FFFF
-    /// Must-understand bits this version defines (none yet).
-    public static let understood: MessageFlags = []
+    /// Must-understand bits this version defines.
+    public static let understood: MessageFlags = [.uncheckedPayload]
 }

@@ -30,6 +30,9 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     case payloadLengthMismatch(header: UInt64, frame: Int)
     /// The payload checksum does not match the payload bytes.
     case payloadChecksumMismatch(stored: UInt64, computed: UInt64)
+    /// A message with `MessageFlags.uncheckedPayload` arrived on a link that does not authenticate
+    /// every message (a plaintext TCP socket): its payload cannot be trusted.
+    case uncheckedPayloadOnOpenLink
     /// The key range [offset, offset + count) ends past `MessageHeader.maxIndex` (2^63 - 1).
     case invalidKeyRange(offset: UInt64, count: UInt64)
     /// A header counter (step, parameter version) is above `MessageHeader.maxIndex` (2^63 - 1),
@@ -76,6 +79,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .rawTooLarge: "raw_too_large"
         case .payloadLengthMismatch: "payload_length"
         case .payloadChecksumMismatch: "payload_checksum"
+        case .uncheckedPayloadOnOpenLink: "unchecked_payload"
         case .invalidKeyRange: "invalid_key_range"
         case .fieldOutOfRange: "field_out_of_range"
         case .inconsistentHeader: "inconsistent_header"
@@ -121,6 +125,8 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
             "header announces a \(header)-byte payload but the payload frame has \(frame) bytes"
         case let .payloadChecksumMismatch(stored, computed):
             "payload checksum mismatch: stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16))"
+        case .uncheckedPayloadOnOpenLink:
+            "a payload without a checksum (flag unchecked_payload) arrived on a plaintext link, which only a sealed link (CURVE, ipc) may carry"
         case let .invalidKeyRange(offset, count):
             "key range offset \(offset) + count \(count) ends past 2^63 - 1"
         case let .fieldOutOfRange(field, value, limit):

@@ -46,6 +46,8 @@ import Wire
             UInt8(hex[hex.index(hex.startIndex, offsetBy: i)..<hex.index(hex.startIndex, offsetBy: i + 2)], radix: 16)!
         }
         withUnsafeBytes(of: runID.littleEndian) { h.replaceSubrange(16..<24, with: $0) }
+        // Captured under protocol version 1; its fields, not its version, are the point.
+        withUnsafeBytes(of: MessageHeader.currentVersion.littleEndian) { h.replaceSubrange(4..<6, with: $0) }
         patch(&h)
         let sum = XXH64.hash(Array(h[0..<112]))
         withUnsafeBytes(of: sum.littleEndian) { h.replaceSubrange(112..<120, with: $0) }

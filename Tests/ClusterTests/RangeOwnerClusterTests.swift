@@ -13,10 +13,10 @@ import Wire
     var chunks: [Range<Int>] { [0..<300, 300..<700, 700..<1000, 1000..<1500, 1500..<1800, 1800..<2048] }
 
     func run(workers: Int, owners: Int, steps: Int, shards: Int, delay: Double = 0, host: String? = nil, ownerOptimizer: Bool = false,
-             watch: MessageTypes? = nil,
+             watch: MessageTypes? = nil, sealed: Bool = false,
              kill: (@Sendable (InMemoryNetwork, InMemoryDataMesh, [InMemoryClient], [InMemoryDataEndpoint], Coordinator, ToyCoordinatorWorkload) -> Void)? = nil)
         throws -> (Coordinator, ToyCoordinatorWorkload, [WorkerThread]) {
-        let net = InMemoryNetwork(), mesh = InMemoryDataMesh()
+        let net = InMemoryNetwork(sealed: sealed), mesh = InMemoryDataMesh(sealed: sealed)
         let workload = ToyCoordinatorWorkload(n: n, steps: steps, shards: shards, chunks: chunks)
         let clients = (0..<workers).map { net.connect(identity: "w\($0)/1") }
         // With `host`, worker i is on host 10.0.0.(i+1) and the coordinator on `host`.
@@ -64,8 +64,26 @@ import Wire
             #expect(c.ownerMap?.owners.count == min(owners, workers))
             // The gradients went to the owners: none reached the coordinator.
             #expect(workload.completed.allSatisfy { $0.bytesOut == 0 })
+            #expect(seen.unchecked == 0, "open links: every payload checksummed")
           }
         }
+    }
+
+    /// Sealed links (CURVE, ipc, in-process): every message between workers goes without a payload
+    /// checksum (`MessageFlags.uncheckedPayload`), every receiver takes it, and the bits stay the
+    /// single-process trainer's.
+    @Test(arguments: [false, true])
+    func sealedLinksCarryNoPayloadChecksums(ownerOptimizer: Bool) throws {
+        let steps = 5, shards = 5
+        let reference = bits(toyReference(n: n, steps: steps, shards: shards))
+        let seen = MessageTypes()
+        let (c, workload, threads) = try run(workers: 3, owners: 3, steps: steps, shards: shards, ownerOptimizer: ownerOptimizer,
+                                             watch: seen, sealed: true)
+        for t in threads { #expect((try? t.wait()?.get()) == .finished) }
+        #expect(bits(workload.state.p) == reference)
+        #expect(c.stats.totalRejected == 0 && c.stats.drops == 0 && c.stats.repairs == 0, "\(c.stats)")
+        let total = seen.counts.values.reduce(0, +)
+        #expect(total > 0 && seen.unchecked == total, "\(seen.unchecked) of \(total) unchecked")
     }
 
     /// Every worker an owner: each one's data endpoint receives (W−1)/W of the gradient and
@@ -327,12 +345,15 @@ final class LostChunk: @unchecked Sendable {
 final class MessageTypes: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var counts: [MessageType: Int] = [:]
+    /// Messages sent without a payload checksum.
+    private(set) var unchecked = 0
 
     func watch(_ mesh: InMemoryDataMesh) {
         mesh.lose(where: { [self] frames, _, _ in
-            if let m = try? Message.decode(frames: frames, limits: toyLimits) {
+            if let m = try? Message.decode(frames: frames, limits: toyLimits, sealedLink: true) {
                 lock.lock()
                 counts[m.header.type, default: 0] += 1
+                if m.header.flags.contains(.uncheckedPayload) { unchecked += 1 }
                 lock.unlock()
             }
             return false

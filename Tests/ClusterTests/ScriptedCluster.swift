@@ -176,6 +176,7 @@ extension ToyState {
 final class ScriptedServer: ServerTransport {
     let network: InMemoryNetwork
     let inner: InMemoryServer
+    var sealed: Bool { false }
     let clock: FakeClock
     let tick: Double
     var workers: [ScriptedWorker] = []

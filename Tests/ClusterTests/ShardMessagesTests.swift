@@ -17,7 +17,7 @@ import Wire
 
     func messages(ownerGeneration: UInt32? = nil) -> ShardMessages {
         ShardMessages(welcome: welcome, assignment: assignment, ownerGeneration: ownerGeneration, senderIncarnation: 11,
-                      step: 12, shard: 2, version: 12)
+                      step: 12, shard: 2, version: 12, sealed: false)
     }
 
     @Test func gradientChunksRoundTrip() throws {

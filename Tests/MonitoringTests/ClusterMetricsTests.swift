@@ -26,6 +26,7 @@ final class ScriptedClient: ClientTransport, @unchecked Sendable {
     var inbox: [[[UInt8]]] = []
     var waits: [Double] = []
     var sent: [[[UInt8]]] = []
+    var sealed: Bool { false }
     init(clock: ManualClock) { self.clock = clock }
     func receive(timeout: Double) throws(TransportError) -> [[UInt8]]? {
         if !waits.isEmpty { clock.t += waits.removeFirst() }

@@ -28,7 +28,7 @@ struct MessageHeaderTests {
             (0..<size).reduce(UInt64(0)) { $0 | UInt64(b[offset + $1]) << (8 * UInt64($1)) }
         }
         #expect(Array(b[0..<4]) == Array("AMBW".utf8))
-        #expect(le(4, 2) == 1)
+        #expect(le(4, 2) == 2)
         #expect(le(6, 2) == UInt64(MessageType.gradient.rawValue))
         #expect(le(8, 4) == UInt64(MessageFlags.retransmission.rawValue))
         #expect(le(12, 4) == UInt64(h.generation))
@@ -77,15 +77,18 @@ struct MessageHeaderTests {
     func invalidFields() throws {
         let h = sampleHeader()
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, magic: 0x5742_4D42)) } == .badMagic(found: 0x5742_4D42))
-        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 2)) } == .unsupportedVersion(found: 2, supported: 1))
-        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 0)) } == .unsupportedVersion(found: 0, supported: 1))
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 1)) } == .unsupportedVersion(found: 1, supported: 2))
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 3)) } == .unsupportedVersion(found: 3, supported: 2))
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, version: 0)) } == .unsupportedVersion(found: 0, supported: 2))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 0)) } == .unknownMessageType(0))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 16)) } == .unknownMessageType(16))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, type: 0xFFFF)) } == .unknownMessageType(0xFFFF))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, codec: 9)) } == .unknownCodec(9))
         #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, reserved: 1)) } == .reservedNotZero(1))
-        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, flags: 1)) } == .unsupportedFlags(1))
-        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, flags: 0x8000_8000)) } == .unsupportedFlags(0x8000))
+        // Bit 0 (unchecked payload) is the one must-understand flag of version 2.
+        #expect(try MessageHeader.decode(rawHeaderBytes(h, flags: 1)).flags == .uncheckedPayload)
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, flags: 2)) } == .unsupportedFlags(2))
+        #expect(wireError { _ = try MessageHeader.decode(rawHeaderBytes(h, flags: 0x8000_8001)) } == .unsupportedFlags(0x8000))
         // Unknown advisory (high) flags are accepted and kept.
         #expect(try MessageHeader.decode(rawHeaderBytes(h, flags: 0xFFFF_0000)).flags.rawValue == 0xFFFF_0000)
     }
@@ -167,7 +170,7 @@ struct MessageHeaderTests {
             .unsupportedVersion(found: 2, supported: 1), .unknownMessageType(99), .unknownCodec(99),
             .unsupportedFlags(1), .reservedNotZero(1), .headerChecksumMismatch(stored: 1, computed: 2),
             .payloadTooLarge(length: 1, limit: 0), .rawTooLarge(length: 1, limit: 0),
-            .payloadLengthMismatch(header: 1, frame: 0), .payloadChecksumMismatch(stored: 1, computed: 2),
+            .payloadLengthMismatch(header: 1, frame: 0), .payloadChecksumMismatch(stored: 1, computed: 2), .uncheckedPayloadOnOpenLink,
             .invalidKeyRange(offset: 1, count: 2), .inconsistentHeader("x"), .elementCountMismatch(expected: 1, found: 2),
             .truncated(context: "c", needed: 2, available: 1), .trailingBytes(context: "c", count: 1),
             .corruptPayload(codec: "lz4", reason: "r"), .codecMismatch(expected: .raw, found: .lz4),

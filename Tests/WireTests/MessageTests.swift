@@ -101,6 +101,34 @@ struct MessageTests {
         }
     }
 
+    /// A sender on a sealed link (CURVE, ipc, in-process) leaves the payload checksum out; only a
+    /// receiver whose own link is sealed takes such a message, and a checked message is still
+    /// checked there.
+    @Test("an unchecked payload: accepted on a sealed link only, with a zero checksum")
+    func uncheckedPayload() throws {
+        let values: [Float] = [1, -2, 0.5, .infinity]
+        let m = values.withUnsafeBufferPointer {
+            Message(header: MessageHeader(type: .update, flags: .uncheckedPayload), tensor: $0, codec: RawCodec())
+        }
+        #expect(m.header.payloadChecksum == 0)
+        let back = try Message.decode(frames: m.frames(), sealedLink: true)
+        #expect(back.header.flags.contains(.uncheckedPayload))
+        var out = [Float](repeating: 0, count: 4)
+        try out.withUnsafeMutableBufferPointer { try back.decodeTensor(into: $0, codec: RawCodec()) }
+        #expect(out.map(\.bitPattern) == values.map(\.bitPattern))
+        // On an open link (plaintext TCP) it is refused.
+        #expect(wireError { _ = try Message.decode(frames: m.frames()) } == .uncheckedPayloadOnOpenLink)
+        // Under the flag the checksum must be 0: a header (with its own valid checksum) carrying another is refused.
+        var h = m.header
+        h.payloadChecksum = 7
+        #expect(wireError { _ = try Message.decode(frames: [h.encode(), m.payload], sealedLink: true) }?.kind == "payload_checksum")
+        // A checked message on a sealed link is still checked.
+        let checked = try Message.control(MessageHeader(type: .assign), body: ["shards": [1, 2]])
+        var p = checked.frames()[1]
+        p[0] ^= 1
+        #expect(wireError { _ = try Message.decode(frames: [checked.frames()[0], p], sealedLink: true) }?.kind == "payload_checksum")
+    }
+
     @Test("decodeTensor checks type, element count and codec")
     func tensorChecks() throws {
         let values: [Float] = [1, 2, 3]

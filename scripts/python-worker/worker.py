@@ -150,7 +150,7 @@ SHUTDOWN, ERROR = 12, 13
 MAX_INDEX = (1 << 63) - 1
 
 def encode(fields, payload=b'', meta=b''):
-    h = dict(magic=MAGIC, version=1, flags=0, generation=0, runID=0, coordinatorIncarnation=0,
+    h = dict(magic=MAGIC, version=2, flags=0, generation=0, runID=0, coordinatorIncarnation=0,
              senderID=0, shard=0, senderIncarnation=0, step=0, shardCount=0, codec=0, reserved=0,
              parameterVersion=0, keyOffset=0, keyCount=0)
     h.update(fields)
@@ -170,18 +170,23 @@ def decode(frames):
     if len(head) != 120:
         raise ProtocolError('header of %d bytes' % len(head))
     h = dict(zip(FIELDS, HEADER.unpack_from(head)))
-    if h['magic'] != MAGIC or h['version'] != 1:
-        raise ProtocolError('not an Ambient version 1 message')
+    if h['magic'] != MAGIC or h['version'] != 2:
+        raise ProtocolError('not an Ambient version 2 message')
     if struct.unpack_from('<Q', head, 112)[0] != xxh64(head[:112]):
         raise ProtocolError('header checksum')
-    if h['reserved'] or h['flags'] & 0xFFFF:
-        raise ProtocolError('reserved field or must-understand flags')
+    if h['reserved'] or h['flags'] & 0xFFFE:
+        raise ProtocolError('reserved field or unknown must-understand flags')
     if h['step'] > MAX_INDEX or h['parameterVersion'] > MAX_INDEX or h['keyOffset'] + h['keyCount'] > MAX_INDEX:
         raise ProtocolError('counter out of range')
     payload, meta = frames[1], frames[2] if len(frames) == 3 else b''
     if len(payload) != h['encodedLength']:
         raise ProtocolError('payload length')
-    if xxh64(payload + meta) != h['payloadChecksum']:
+    # Flag bit 0, unchecked payload: the sender left the checksum out (0) because the link is
+    # sealed. This worker's link is always CURVE, which authenticates every message.
+    if h['flags'] & 1:
+        if h['payloadChecksum'] != 0:
+            raise ProtocolError('payload checksum under the unchecked flag')
+    elif xxh64(payload + meta) != h['payloadChecksum']:
         raise ProtocolError('payload checksum')
     return h, payload, meta
 
