@@ -227,7 +227,13 @@ final class WorkerDataPlane: @unchecked Sendable {
             }
             if let current = step, current.step != s { previous = current }
             step = Step(step: s, version: version, map: map, body: owners, me: me, template: template)
-            reducer = RangeReducer(map: map, owner: me, shardCount: shardCount)
+            if let reducer, reducer.map == map, reducer.owner == me, reducer.shardCount == shardCount {
+                // The same ranges as the last step: keep the sum buffers. Fresh ones cost a
+                // zero-filled allocation of every owned range per step, page faults included.
+                reducer.reset()
+            } else {
+                reducer = RangeReducer(map: map, owner: me, shardCount: shardCount)
+            }
             let replay = early
             early = []
             for g in replay { reduce(g) }
