@@ -18,6 +18,10 @@ public final class OptimizerState: @unchecked Sendable {
 
     /// Block hashes of the parameters, taken as this type writes them (`parameterChecksum`).
     private let checksums: ParameterChecksumCache
+    /// Someone asked for `parameterChecksum` (a cluster replica does every step): from then on
+    /// the optimiser hashes the blocks it writes. The single-process trainer never asks, and
+    /// pays nothing.
+    private var checksumsWanted = false
 
     /// `store`'s parameters must from now on be written through this type's methods only (or
     /// `parametersChanged()` called after), or `parameterChecksum` goes stale.
@@ -35,16 +39,23 @@ public final class OptimizerState: @unchecked Sendable {
         checksums.invalidate(range)
         // One pass: each block's EMA update and checksum hash follow its Adam update while it is in cache.
         let values = UnsafePointer(store.values)
-        let (ema, checksums) = (ema, checksums)
+        let (ema, checksums) = (ema, checksumsWanted ? checksums : nil)
+        if ema == nil && checksums == nil {
+            adam.update(params: store.values, range: range, grads: gradient, threads: threads)
+            return
+        }
         adam.update(params: store.values, range: range, grads: gradient, threads: threads) { block in
             ema?.updateBlock(from: values, range: block)
-            checksums.record(values, range: block)
+            checksums?.record(values, range: block)
         }
     }
 
     /// `ParameterChecksum` of the parameters; blocks the optimiser hashed as it wrote them are not
     /// read again.
-    public var parameterChecksum: UInt64 { checksums.checksum(store.values) }
+    public var parameterChecksum: UInt64 {
+        checksumsWanted = true
+        return checksums.checksum(store.values)
+    }
 
     /// Call after writing `store`'s parameters other than through this type.
     public func parametersChanged() { checksums.invalidateAll() }

@@ -74,4 +74,13 @@ import Wire
         #expect(s.parameterChecksum == expected)   // the hash taken during the update
         s.store.values[8192 + 5] = saved
     }
+
+    /// A state nobody asked for a checksum (the single-process trainer) hashes nothing while it
+    /// updates: the first checksum reads the parameters as they are then.
+    @Test func noHashingUntilAChecksumIsWanted() {
+        let s = Self.state(threads: 2, ema: true)
+        Self.gradient(step: 0).withUnsafeBufferPointer { s.apply(gradient: $0.baseAddress!) }
+        s.store.values[8192 + 5] += 1
+        #expect(s.parameterChecksum == Self.whole(s))
+    }
 }
