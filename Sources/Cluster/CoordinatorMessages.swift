@@ -12,6 +12,16 @@ extension Coordinator {
             message = try Message.decode(frames: frames, limits: options.limits, sealedLink: transport.sealed)
         } catch {
             count { $0.framesRejected[error.kind, default: 0] += 1 }
+            if case let .unsupportedVersion(found, supported) = error {
+                // A worker of another build probes forever without an answer it can read: say why
+                // where the operator looks (1st, 2nd, 4th, 8th ... such frame, not every probe).
+                let seen = stats.framesRejected[error.kind] ?? 0
+                if seen.nonzeroBitCount == 1 {
+                    logger.warning("a peer speaks another wire protocol version: run the same ambient build on every machine",
+                                   metadata: ["peer": "\(peer)", "its version": "\(found)", "this build": "\(supported)",
+                                              "frames so far": "\(seen)"])
+                }
+            }
             logger.debug("rejected frame", metadata: ["peer": "\(peer)", "reason": "\(error)"])
             return
         }
