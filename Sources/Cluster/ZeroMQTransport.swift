@@ -136,7 +136,7 @@ final class ZMQSocket: @unchecked Sendable {
     func send(_ frames: [[UInt8]], peerLabel: String) throws(TransportError) {
         for (i, f) in frames.enumerated() {
             let flags = ZMQ_DONTWAIT | (i < frames.count - 1 ? ZMQ_SNDMORE : 0)
-            let r = f.withUnsafeBytes { zmq_send(raw, $0.baseAddress, f.count, flags) }
+            let r = f.count >= Self.zeroCopyBytes ? sendWithoutCopy(f, flags: flags) : f.withUnsafeBytes { zmq_send(raw, $0.baseAddress, f.count, flags) }
             if r < 0 {
                 let e = zmq_errno()
                 if e == EHOSTUNREACH { throw .unreachable(peer: peerLabel) }
@@ -144,6 +144,35 @@ final class ZMQSocket: @unchecked Sendable {
                 throw zmqError("zmq_send")
             }
         }
+    }
+
+    /// Frames at least this large (gradient and update chunks, not headers or control bodies) are
+    /// handed to ZeroMQ without a copy.
+    static let zeroCopyBytes = 64 << 10
+
+    /// Sends `frame` as a message over the array's own storage (`zmq_msg_init_data`): ZeroMQ's I/O
+    /// thread reads it from there and releases it when written, instead of `zmq_send` copying it
+    /// first. The array is held, unchanged, by a box that ZeroMQ's free callback releases; a
+    /// native array's storage does not move while it is held and not mutated. Returns what
+    /// `zmq_msg_send` returns; on failure the message is closed here (which releases the box).
+    private func sendWithoutCopy(_ frame: [UInt8], flags: Int32) -> Int32 {
+        let box = Unmanaged.passRetained(HeldFrame(frame))
+        let base = box.takeUnretainedValue().bytes.withUnsafeBytes { UnsafeMutableRawPointer(mutating: $0.baseAddress!) }
+        var msg = zmq_msg_t()
+        let made = zmq_msg_init_data(&msg, base, frame.count, { _, hint in
+            Unmanaged<HeldFrame>.fromOpaque(hint!).release()
+        }, box.toOpaque())
+        guard made == 0 else {
+            box.release()
+            return -1
+        }
+        let r = zmq_msg_send(&msg, raw, flags)
+        if r < 0 {
+            let e = zmq_errno()
+            zmq_msg_close(&msg)   // not sent: ZeroMQ still owns it, closing calls the free callback
+            errno = e             // zmq_errno reads errno; keep the send's for the caller
+        }
+        return r
     }
 
     /// Receives one whole multipart message if one is ready.
@@ -183,6 +212,12 @@ final class ZMQSocket: @unchecked Sendable {
         let other = items.count > 1 && items[1].revents & Int16(ZMQ_POLLIN) != 0
         return (sock, other)
     }
+}
+
+/// A frame's bytes kept alive while ZeroMQ sends them without a copy.
+private final class HeldFrame {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
 }
 
 /// The coordinator's ROUTER socket, with ZMQ_ROUTER_MANDATORY, ZMQ_LINGER=0, a bounded

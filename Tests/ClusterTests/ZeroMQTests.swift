@@ -116,6 +116,42 @@ import Wire
         #expect(got.last == [Array("shutdown".utf8)])
     }
 
+    /// Frames of 64 KiB and more go to ZeroMQ over the array's own storage (no copy). What arrives
+    /// is what was sent, also when the sender changes its copy at once, for every size around the
+    /// threshold; and a send that cannot go (no peer yet) fails as before, releasing the frame.
+    @Test func largeFramesGoWithoutACopyAndArriveIntact() throws {
+        let context = ZMQContext()
+        let s = try server(context, .plaintext)
+        defer { s.close() }
+        let c = try client(context, s.endpoint, "w", .plaintext)
+        defer { c.close() }
+        var rng = SystemRandomNumberGenerator()
+        let sizes = [ZMQSocket.zeroCopyBytes - 1, ZMQSocket.zeroCopyBytes, 1 << 20, 3 << 20]
+        var sent: [[UInt8]] = []
+        for size in sizes {
+            var frame = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            sent.append(frame)
+            var deadline = Date().addingTimeInterval(5)
+            var accepted = false
+            while !accepted && Date() < deadline {   // ZMQ_IMMEDIATE: sends fail until the connection is up
+                do { try c.send([[1, 2, 3], frame]); accepted = true } catch { usleep(1000) }
+            }
+            #expect(accepted)
+            frame[0] ^= 0xFF; frame[size - 1] ^= 0xFF   // the sender's copy changes after the send
+            deadline = Date().addingTimeInterval(5)
+            var got: (peer: PeerID, frames: [[UInt8]])?
+            while got == nil && Date() < deadline { got = try s.receive(timeout: 0.1) }
+            #expect(got?.frames == [[1, 2, 3], sent.last!], "size \(size)")
+        }
+        // No peer at all: the large frame is refused as full (and released), not sent.
+        let lonely = try ZeroMQClient(context: context, connect: "tcp://127.0.0.1:9", identity: "x/1", security: .plaintext,
+                                      options: SocketOptions(maxMessageBytes: 64 << 20))
+        defer { lonely.close() }
+        for _ in 0..<100 {
+            #expect(throws: TransportError.full(peer: "coordinator")) { try lonely.send([sent[2]]) }   // the large frame first: its own send fails
+        }
+    }
+
     @Test func keyFilesRoundTripAndRejectGarbage() throws {
         let dir = NSTemporaryDirectory() + "ambient-keys-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
