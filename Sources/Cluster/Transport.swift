@@ -33,8 +33,9 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
 /// The coordinator's end: receives from any worker, sends to one. Used by one thread.
 public protocol ServerTransport: AnyObject {
     /// Every message on this end's links is authenticated by the transport (CURVE) or never
-    /// leaves the host (ipc://, in-process): payload checksums may be omitted both ways
-    /// (`MessageFlags.uncheckedPayload`). False: plaintext TCP, every payload is checksummed.
+    /// leaves the host (ipc://, loopback TCP, in-process): payload checksums may be omitted both
+    /// ways (`MessageFlags.uncheckedPayload`). False: every payload is checksummed (the in-memory
+    /// test networks by default; plaintext off loopback is refused before it is ever opened).
     var sealed: Bool { get }
     /// The next message and its sender, waiting at most `timeout` seconds (nil on timeout).
     func receive(timeout: Double) throws(TransportError) -> (peer: PeerID, frames: [[UInt8]])?
@@ -56,9 +57,11 @@ public protocol ClientTransport: AnyObject, Sendable {
 }
 
 /// True when messages on a link to or from `endpoint` with this security are authenticated by the
-/// transport (CURVE) or never leave the host (ipc://, inproc://); loopback TCP in plaintext is not.
+/// transport (CURVE) or never leave the host (`isLoopback`: ipc://, inproc://, 127.0.0.0/8, ::1).
+/// A payload checksum there would only re-check kernel memory copies. So every link the
+/// transports allow is sealed: plaintext is refused off loopback.
 public func isSealed(endpoint: String, curve: Bool) -> Bool {
-    curve || endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("inproc://")
+    curve || isLoopback(endpoint: endpoint)
 }
 
 /// Monotonic time in seconds; injected so tests can reason about deadlines.

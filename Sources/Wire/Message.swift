@@ -62,7 +62,7 @@ public struct Message: Sendable, Equatable {
 
     /// Decodes and verifies a message from its frames. `sealedLink`: the frames came through a
     /// link of this receiver's that authenticates every message or never leaves the host (CURVE,
-    /// ipc://, in-process); only there is a payload without a checksum accepted.
+    /// ipc://, loopback TCP, in-process); only there is a payload without a checksum accepted.
     ///
     /// Rejects, each with its own `WireError`: a frame count other than 2 or 3, meta over
     /// `maxJSONBytes`, any header error

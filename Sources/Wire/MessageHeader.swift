@@ -1,7 +1,8 @@
 /// The fixed-size header frame of every wire message: who sent it, for which run, membership
 /// epoch, step, shard and key range, and how its payload is encoded and checksummed.
 ///
-/// Layout, version 2 (version 1 had no must-understand flags): 120 bytes, every integer little-endian (also in docs/protocol.md).
+/// Layout, version 2 (version 1 had no must-understand flags): 120 bytes, every integer
+/// little-endian (also in docs/protocol.md).
 ///
 /// | offset | size | field                    | notes                                              |
 /// |-------:|-----:|--------------------------|----------------------------------------------------|
@@ -248,7 +249,7 @@ public struct MessageFlags: OptionSet, Sendable, Hashable {
 
     /// Must-understand (version 2): the sender did not checksum the payload (`payloadChecksum`
     /// is 0) because the link authenticates every message (CURVE's Poly1305 tag) or never leaves
-    /// the host (ipc://, in-process). A receiver accepts it only on such a link of its own
+    /// the host (ipc://, loopback TCP, in-process). A receiver accepts it only on such a link of its own
     /// (`Message.decode(frames:limits:sealedLink:)`); control and tensor messages alike.
     public static let uncheckedPayload = MessageFlags(rawValue: 1 << 0)
 

@@ -30,8 +30,8 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     case payloadLengthMismatch(header: UInt64, frame: Int)
     /// The payload checksum does not match the payload bytes.
     case payloadChecksumMismatch(stored: UInt64, computed: UInt64)
-    /// A message with `MessageFlags.uncheckedPayload` arrived on a link that does not authenticate
-    /// every message (a plaintext TCP socket): its payload cannot be trusted.
+    /// A message with `MessageFlags.uncheckedPayload` arrived on a link the receiver does not count
+    /// as sealed (neither CURVE nor loopback): its payload cannot be trusted.
     case uncheckedPayloadOnOpenLink
     /// The key range [offset, offset + count) ends past `MessageHeader.maxIndex` (2^63 - 1).
     case invalidKeyRange(offset: UInt64, count: UInt64)
@@ -126,7 +126,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .payloadChecksumMismatch(stored, computed):
             "payload checksum mismatch: stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16))"
         case .uncheckedPayloadOnOpenLink:
-            "a payload without a checksum (flag unchecked_payload) arrived on a plaintext link, which only a sealed link (CURVE, ipc) may carry"
+            "a payload without a checksum (flag unchecked_payload) arrived on a link that is not sealed; only CURVE or loopback links may carry one"
         case let .invalidKeyRange(offset, count):
             "key range offset \(offset) + count \(count) ends past 2^63 - 1"
         case let .fieldOutOfRange(field, value, limit):

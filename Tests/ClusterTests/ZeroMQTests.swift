@@ -60,6 +60,27 @@ import Wire
         #expect(isLoopback(endpoint: "tcp://127.0.0.1:5") && isLoopback(endpoint: "tcp://[::1]:5") && !isLoopback(endpoint: "tcp://0.0.0.0:5"))
     }
 
+    /// Sealed links (payloads may go unchecked): CURVE anywhere, plaintext only where it never
+    /// leaves the host, which is everywhere plaintext is allowed; the sockets say so themselves.
+    @Test func sealedLinksAreCurveOrLoopback() throws {
+        for e in ["ipc:///tmp/x.sock", "inproc://a", "tcp://127.0.0.1:5", "tcp://127.3.0.1:5", "tcp://[::1]:5", "tcp://localhost:5"] {
+            #expect(isSealed(endpoint: e, curve: false), "\(e)")
+        }
+        #expect(!isSealed(endpoint: "tcp://10.1.2.3:5", curve: false) && isSealed(endpoint: "tcp://10.1.2.3:5", curve: true))
+        let context = ZMQContext()
+        let s = try server(context, .plaintext)
+        defer { s.close() }
+        let c = try client(context, s.endpoint, "w", .plaintext)
+        defer { c.close() }
+        #expect(s.sealed && c.sealed)
+        let keys = try CurveKeyPair.generate()
+        let curve = try ZeroMQServer(context: context, bind: "tcp://127.0.0.1:*", security: .curveServer(secret: keys, allowed: []),
+                                     options: SocketOptions(maxMessageBytes: 1 << 20))
+        defer { curve.close() }
+        #expect(curve.sealed)
+        #expect(!InMemoryNetwork().server().sealed && InMemoryNetwork(sealed: true).connect(identity: "w/1").sealed)
+    }
+
     /// Oversized frames (over ZMQ_MAXMSGSIZE) never reach the coordinator; training goes on.
     @Test func plaintextLoopbackRunWithAnOversizedSender() throws {
         let context = ZMQContext()

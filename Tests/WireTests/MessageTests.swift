@@ -116,7 +116,7 @@ struct MessageTests {
         var out = [Float](repeating: 0, count: 4)
         try out.withUnsafeMutableBufferPointer { try back.decodeTensor(into: $0, codec: RawCodec()) }
         #expect(out.map(\.bitPattern) == values.map(\.bitPattern))
-        // On an open link (plaintext TCP) it is refused.
+        // On a link that is not sealed (neither CURVE nor loopback) it is refused.
         #expect(wireError { _ = try Message.decode(frames: m.frames()) } == .uncheckedPayloadOnOpenLink)
         // Under the flag the checksum must be 0: a header (with its own valid checksum) carrying another is refused.
         var h = m.header
