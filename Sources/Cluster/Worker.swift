@@ -158,12 +158,10 @@ public final class Worker: @unchecked Sendable {
 
     // MARK: I/O thread
 
-    /// A header from this worker. Its payloads go without checksums once both its links, to the
-    /// coordinator and (when it has one) its data endpoint, are sealed: the same header starts its
-    /// data-plane messages, and a relay forwards those to the coordinator.
+    /// A header from this worker (it also starts the data plane's messages); payloads go without
+    /// checksums when `WorkerCompute.linksSealed`.
     private func header(_ type: MessageType, step: Int = 0, shard: Int = 0, version: Int = 0) -> MessageHeader {
-        let sealed = transport.sealed && (dataPlane.map(\.sealed) ?? true)
-        return MessageHeader(type: type, flags: sealed ? .uncheckedPayload : [], runID: welcome?.runID ?? 0,
+        MessageHeader(type: type, flags: compute.linksSealed ? .uncheckedPayload : [], runID: welcome?.runID ?? 0,
                       coordinatorIncarnation: coordinatorIncarnation,
                       senderID: welcome?.workerID ?? 0, senderIncarnation: options.incarnation, step: UInt64(step),
                       shard: UInt32(shard), shardCount: UInt32(welcome?.shardCount ?? 0), parameterVersion: UInt64(version))

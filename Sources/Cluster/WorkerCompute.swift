@@ -69,6 +69,11 @@ final class WorkerCompute: @unchecked Sendable {
     /// The worker's link to the coordinator is sealed (`ClientTransport.sealed`).
     let controlSealed: Bool
 
+    /// Payloads may go without checksums: both of this worker's links, to the coordinator and (when
+    /// it has one) its data endpoint, are sealed. One rule for all its messages, since a relay
+    /// forwards data-plane frames to the coordinator.
+    var linksSealed: Bool { controlSealed && (dataPlane?.sealed ?? true) }
+
     init(options: WorkerOptions, logger: Logger, factory: @escaping Worker.Factory, controlSealed: Bool,
          wake: @escaping @Sendable () -> Void) {
         self.options = options
@@ -338,7 +343,7 @@ final class WorkerCompute: @unchecked Sendable {
             // finish is held back a moment so it can carry the shard's loss and compute time.
             let messages = ShardMessages(welcome: welcome, assignment: assignHeader, ownerGeneration: map?.generation,
                                          senderIncarnation: options.incarnation, step: step, shard: k, version: version,
-                                         sealed: controlSealed && (dataPlane?.sealed ?? true))
+                                         sealed: linksSealed)
             func encode(_ c: Int, meta: GradientMeta?) -> [[UInt8]] {
                 let values = UnsafeBufferPointer(rebasing: buffer[chunks[c]])
                 let feedback = codec.isLossless ? nil : feedbacks.feedback(shard: k, chunk: c, step: step, count: values.count)

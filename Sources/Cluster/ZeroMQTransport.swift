@@ -10,6 +10,8 @@ public enum TransportSecurity: Sendable {
     case curveClient(secret: CurveKeyPair, serverPublicKey: String)
     /// No authentication or encryption (loopback endpoints only).
     case plaintext
+
+    var isCurve: Bool { if case .plaintext = self { false } else { true } }
 }
 
 /// Limits and timing shared by both ends.
@@ -233,7 +235,7 @@ public final class ZeroMQServer: ServerTransport, @unchecked Sendable {
     public init(context: ZMQContext, bind endpoint: String, security: TransportSecurity, options: SocketOptions,
                 onAuthentication: (@Sendable (AuthenticationEvent) -> Void)? = nil) throws(TransportError) {
         self.context = context
-        if case .curveServer = security { sealed = true } else { sealed = isSealed(endpoint: endpoint, curve: false) }
+        sealed = isSealed(endpoint: endpoint, curve: security.isCurve)
         switch security {
         case .plaintext:
             guard isLoopback(endpoint: endpoint) else {
@@ -308,7 +310,7 @@ public final class ZeroMQClient: ClientTransport, @unchecked Sendable {
     public init(context: ZMQContext, connect endpoint: String, identity: String, security: TransportSecurity,
                 options: SocketOptions) throws(TransportError) {
         self.context = context
-        if case .curveClient = security { sealed = true } else { sealed = isSealed(endpoint: endpoint, curve: false) }
+        sealed = isSealed(endpoint: endpoint, curve: security.isCurve)
         if case .plaintext = security, !isLoopback(endpoint: endpoint) {
             throw .failed("refusing plaintext to \(endpoint): plaintext is only allowed on loopback; pass the coordinator's public key and a worker key pair")
         }
